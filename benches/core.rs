@@ -1,0 +1,133 @@
+//! Criterion benchmarks of the pure core, with `Throughput` set so results read as elements/s:
+//! event validation + JCS, leaf encoding and hashing, tree append, proofs, checkpoint signatures.
+//!
+//! Run: `cargo bench --bench core`.
+
+use std::collections::HashMap;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use ledger::core::event::prepare_bytes;
+use ledger::core::hash::{Blake3, Hash, TreeHasher};
+use ledger::core::leaf::{LeafHeader, encode_leaf, format_micros};
+use ledger::core::merkle::{
+    Frontier, NodeId, consistency_proof, inclusion_proof, verify_consistency, verify_inclusion,
+};
+use ledger::core::note::{SignerKey, checkpoint_body, open_checkpoint};
+use serde_json::json;
+
+fn sample_event(n: u64) -> Vec<u8> {
+    json!({
+        "event_id": format!("evt-{n}"),
+        "type": "approval.approved",
+        "request_id": format!("req-{n}"),
+        "occurred_at": "2026-11-21T10:00:00Z",
+        "actor": {"id": "agent-7", "kind": "agent", "on_behalf_of": "alice"},
+        "action": {"name": "export customers", "category": "data_export", "risk": "high"},
+        "resource": {"id": "s3://bucket/customers", "environment": "prod"},
+        "reviewer": {"id": "bob", "idp": "okta", "groups": ["security"]},
+        "channel": "slack",
+        "context": {"prompt": "export the customer table for the quarterly review", "model": "m-1"},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn events(c: &mut Criterion) {
+    let body = sample_event(1);
+    let mut g = c.benchmark_group("event");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("parse_validate_jcs", |b| {
+        b.iter(|| prepare_bytes(&body).unwrap())
+    });
+    let prepared = prepare_bytes(&body).unwrap();
+    let at = format_micros(1_795_251_960_123_456).unwrap();
+    g.bench_function("encode_leaf", |b| {
+        b.iter(|| {
+            encode_leaf(
+                &LeafHeader {
+                    index: 123_456,
+                    ingested_at: &at,
+                    source: "ci-runner",
+                    prev_leaf_hash: &[7; 32],
+                },
+                &prepared.jcs,
+            )
+        })
+    });
+    let leaf = encode_leaf(
+        &LeafHeader {
+            index: 123_456,
+            ingested_at: &at,
+            source: "ci-runner",
+            prev_leaf_hash: &[7; 32],
+        },
+        &prepared.jcs,
+    );
+    g.throughput(Throughput::Bytes(leaf.len() as u64));
+    g.bench_function("leaf_hash", |b| b.iter(|| Blake3::leaf(&leaf)));
+    g.finish();
+}
+
+fn tree(c: &mut Criterion) {
+    const N: u64 = 1 << 16;
+    let mut frontier = Frontier::<Blake3>::empty();
+    let mut store: HashMap<NodeId, Hash> = HashMap::new();
+    let mut out = Vec::new();
+    for i in 0..N {
+        out.clear();
+        frontier.append(Blake3::leaf(&i.to_be_bytes()), &mut out);
+        store.extend(out.iter().copied());
+    }
+    let root = frontier.root();
+    let mut g = c.benchmark_group("tree");
+    g.throughput(Throughput::Elements(1024));
+    g.bench_function("append_1024", |b| {
+        b.iter_batched(
+            || frontier.clone(),
+            |mut f| {
+                let mut out = Vec::with_capacity(2048);
+                for i in 0..1024u64 {
+                    f.append(Blake3::leaf(&i.to_be_bytes()), &mut out);
+                }
+                f.root()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.throughput(Throughput::Elements(1));
+    let index = 12_345;
+    g.bench_function("inclusion_proof_64k", |b| {
+        b.iter(|| inclusion_proof::<Blake3>(index, N, &store).unwrap())
+    });
+    let proof = inclusion_proof::<Blake3>(index, N, &store).unwrap();
+    let leaf = Blake3::leaf(&index.to_be_bytes());
+    g.bench_function("verify_inclusion_64k", |b| {
+        b.iter(|| verify_inclusion::<Blake3>(index, N, &leaf, &proof, &root).unwrap())
+    });
+    let old = 40_000;
+    let old_root = ledger::core::merkle::tree_hash::<Blake3>(old, &store).unwrap();
+    g.bench_function("consistency_proof_64k", |b| {
+        b.iter(|| consistency_proof::<Blake3>(old, N, &store).unwrap())
+    });
+    let cproof = consistency_proof::<Blake3>(old, N, &store).unwrap();
+    g.bench_function("verify_consistency_64k", |b| {
+        b.iter(|| verify_consistency::<Blake3>(old, N, &old_root, &root, &cproof).unwrap())
+    });
+    g.finish();
+}
+
+fn checkpoints(c: &mut Criterion) {
+    let key = SignerKey::from_seed("bench.example/log", &[9; 32]).unwrap();
+    let body = checkpoint_body("bench.example/log", 1_000_000, &[3; 32]);
+    let note = key.sign_note(&body);
+    let mut g = c.benchmark_group("checkpoint");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("sign", |b| b.iter(|| key.sign_note(&body)));
+    g.bench_function("open_verify", |b| {
+        b.iter(|| open_checkpoint(&note, key.verifier()).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, events, tree, checkpoints);
+criterion_main!(benches);

@@ -1,0 +1,165 @@
+//! Writer credentials: bearer tokens for sources (enforcement points).
+//!
+//! Owns: token format, token hashing, constant-time checking, the in-memory credential table.
+//! Must not touch: HTTP (it gets a header value), storage layout (it gets and gives record bytes).
+//!
+//! A token is `ldg_<token id: 16 hex>_<secret: 43 base64url chars>` (64 random bits of id, 256 of
+//! secret). Only `BLAKE3(secret)` is stored, with the id as a lookup key that is not secret. A
+//! presented token is found by id, and its secret's hash compared in constant time, so timing tells
+//! an attacker nothing about the secret. A fast hash suffices: the secret has 256 bits of entropy,
+//! so there is no dictionary to slow down.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
+
+/// Errors of credential handling (exit code 2 in the CLI; 401 never says which check failed).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A source name outside `[a-z0-9][a-z0-9._-]{0,63}`.
+    #[error("invalid source name {0:?}: use 1-64 of a-z 0-9 . _ - starting with a letter or digit")]
+    InvalidName(String),
+    /// The operating system could not supply randomness.
+    #[error("no randomness available: {0}")]
+    Random(String),
+    /// A stored record that does not parse.
+    #[error("corrupt credential record for {0}")]
+    CorruptRecord(String),
+}
+
+/// The stored form of a credential: never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialRecord {
+    /// Public lookup id (16 hex digits).
+    pub token_id: String,
+    /// Hex BLAKE3 of the secret part.
+    pub secret_hash: String,
+}
+
+impl CredentialRecord {
+    /// The record as stored.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("record serializes")
+    }
+
+    /// Parses a stored record of source `name`.
+    pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Self, AuthError> {
+        serde_json::from_slice(bytes).map_err(|_| AuthError::CorruptRecord(name.to_owned()))
+    }
+}
+
+/// Checks a source name: it goes into every leaf, so keep it short and plain.
+pub fn check_source_name(name: &str) -> Result<(), AuthError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::InvalidName(name.to_owned()))
+    }
+}
+
+/// Makes a new token and its stored record. The token is returned once and never stored.
+pub fn new_token() -> Result<(String, CredentialRecord), AuthError> {
+    let mut id = [0u8; 8];
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut id).map_err(|e| AuthError::Random(e.to_string()))?;
+    getrandom::fill(&mut secret).map_err(|e| AuthError::Random(e.to_string()))?;
+    let secret = B64URL.encode(secret);
+    let record = CredentialRecord {
+        token_id: hex::encode(id),
+        secret_hash: hex::encode(blake3::hash(secret.as_bytes()).as_bytes()),
+    };
+    Ok((format!("ldg_{}_{secret}", record.token_id), record))
+}
+
+/// The credential table a server checks tokens against.
+#[derive(Debug, Default, Clone)]
+pub struct Credentials {
+    by_id: HashMap<String, (String, [u8; 32])>,
+}
+
+impl Credentials {
+    /// Builds the table from `(source name, record)` pairs.
+    pub fn from_records<'a>(
+        records: impl IntoIterator<Item = (&'a str, CredentialRecord)>,
+    ) -> Result<Self, AuthError> {
+        let mut by_id = HashMap::new();
+        for (name, record) in records {
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(&record.secret_hash, &mut hash)
+                .map_err(|_| AuthError::CorruptRecord(name.to_owned()))?;
+            by_id.insert(record.token_id, (name.to_owned(), hash));
+        }
+        Ok(Self { by_id })
+    }
+
+    /// Number of registered sources.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// True when no source is registered.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// The source a bearer token belongs to, or `None`. Constant time in the secret.
+    #[must_use]
+    pub fn authenticate(&self, token: &str) -> Option<&str> {
+        let rest = token.strip_prefix("ldg_")?;
+        let (id, secret) = rest.split_once('_')?;
+        if secret.len() > 64 {
+            return None;
+        }
+        let (name, want) = self.by_id.get(id)?;
+        let got = blake3::hash(secret.as_bytes());
+        bool::from(got.as_bytes().ct_eq(want)).then_some(name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_checks_and_rejections() {
+        let (token, record) = new_token().unwrap();
+        assert!(token.starts_with("ldg_") && token.len() == 4 + 16 + 1 + 43);
+        assert!(!record.secret_hash.contains(&token[21..]));
+        let creds = Credentials::from_records([("ci", record.clone())]).unwrap();
+        assert_eq!(creds.authenticate(&token), Some("ci"));
+        let mut forged = token.clone();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        assert_eq!(creds.authenticate(&forged), None);
+        assert_eq!(creds.authenticate(""), None);
+        assert_eq!(creds.authenticate(&token[..20]), None);
+        let again = CredentialRecord::from_bytes("ci", &record.to_bytes()).unwrap();
+        assert_eq!(again, record);
+    }
+
+    #[test]
+    fn source_names_are_plain() {
+        assert!(check_source_name("ci-runner.eu_1").is_ok());
+        for bad in [
+            "",
+            "Upper",
+            "-lead",
+            "with space",
+            "quote\"",
+            &"a".repeat(65),
+        ] {
+            assert!(check_source_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The `ledger` command line: parses arguments once into validated settings, then runs a command.
+//!
+//! Exit codes (fixed): 0 success, 1 verification failed, 2 usage, input or I/O error.
+//! `anyhow` is used here and in `main.rs` only; library layers return their own error enums.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::{check_source_name, new_token};
+use crate::http::Limits;
+use crate::keyfile;
+use crate::sequencer::{SequencerConfig, system_clock};
+use crate::server::{ServeConfig, serve};
+use crate::store::Store;
+
+/// A tamper-evident ledger of approval events for AI agents and automated pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "ledger", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the ingestion service (HTTP API on --listen, data in --data-dir).
+    Serve(ServeArgs),
+    /// Generate a log signing key: DIR/ledger.key (mode 0600) and DIR/ledger.pub.
+    Keygen {
+        /// Log name, used as the key name and checkpoint origin (e.g. example.com/approvals).
+        #[arg(long, value_name = "NAME")]
+        origin: String,
+        /// Directory to write the key files into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Manage sources: the enforcement points allowed to post events.
+    #[command(subcommand)]
+    Sources(SourcesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SourcesCommand {
+    /// Register a source and print its bearer token once, as the last line of stdout.
+    /// Run with the server stopped.
+    Add {
+        /// Source name: 1-64 of a-z 0-9 . _ - (it is written into every entry the source posts).
+        name: String,
+        /// The server's data directory.
+        #[arg(
+            long,
+            env = "LEDGER_DATA_DIR",
+            default_value = "ledger-data",
+            value_name = "DIR"
+        )]
+        data_dir: PathBuf,
+    },
+    /// List registered sources (names and token ids, never tokens).
+    List {
+        /// The server's data directory.
+        #[arg(
+            long,
+            env = "LEDGER_DATA_DIR",
+            default_value = "ledger-data",
+            value_name = "DIR"
+        )]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// RocksDB data directory (created on first start).
+    #[arg(
+        long,
+        env = "LEDGER_DATA_DIR",
+        default_value = "ledger-data",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+    /// Address to listen on. Loopback by default: put TLS and a network policy in front before
+    /// exposing it.
+    #[arg(
+        long,
+        env = "LEDGER_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    listen: SocketAddr,
+    /// Signing key file (from `ledger keygen`). Without it, DATA_DIR/ledger.key is used, and created
+    /// on first start.
+    #[arg(long, env = "LEDGER_KEY", value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Log name for a key created on first start (default: ledger.local/<random>). Not with --key.
+    #[arg(long, env = "LEDGER_ORIGIN", value_name = "NAME")]
+    origin: Option<String>,
+    /// Largest request body in bytes; larger requests get 413.
+    #[arg(long, env = "LEDGER_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Most events in one request; more get 413.
+    #[arg(long, env = "LEDGER_MAX_REQUEST_EVENTS", default_value_t = 10_000)]
+    max_request_events: usize,
+    /// Most events committed in one synced write (one fsync and one signature each).
+    #[arg(long, env = "LEDGER_MAX_BATCH_EVENTS", default_value_t = 8192)]
+    max_batch_events: usize,
+    /// Most events accepted but not yet committed; beyond it, clients get 503 + Retry-After.
+    #[arg(long, env = "LEDGER_MAX_QUEUED_EVENTS", default_value_t = 65_536)]
+    max_queued_events: usize,
+    /// Longest a request may take, in seconds (408 beyond).
+    #[arg(long, env = "LEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    request_timeout_secs: u64,
+}
+
+/// A user-facing error with an optional hint line.
+#[derive(Debug)]
+pub struct Failure {
+    /// What went wrong.
+    pub error: anyhow::Error,
+    /// What to try instead.
+    pub hint: Option<String>,
+    /// Exit code (1 or 2).
+    pub code: u8,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let error = e.into();
+        let hint = hint_for(&error);
+        Self {
+            error,
+            hint,
+            code: 2,
+        }
+    }
+}
+
+fn hint_for(error: &anyhow::Error) -> Option<String> {
+    let text = format!("{error:#}");
+    if text.contains("is in use by another process") {
+        Some("stop `ledger serve` first, or point --data-dir at another directory".into())
+    } else if text.contains("belongs to the log with key") {
+        Some(
+            "start with the key this data dir was created with (--key), or use a new --data-dir"
+                .into(),
+        )
+    } else {
+        None
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Serve(args) => run_serve(args),
+        Command::Keygen { origin, out } => {
+            let key = keyfile::generate(&out, &origin)?;
+            println_safe(&format!("wrote {}", out.join(keyfile::KEY_FILE).display()));
+            println_safe(&format!("wrote {}", out.join(keyfile::PUB_FILE).display()));
+            println_safe(&key.verifier().encode());
+            Ok(())
+        }
+        Command::Sources(SourcesCommand::Add { name, data_dir }) => {
+            check_source_name(&name)?;
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
+            let store = Store::open(&data_dir)
+                .with_context(|| format!("opening {}", data_dir.display()))?;
+            if store.source(&name)?.is_some() {
+                return Err(Failure {
+                    error: anyhow!("source {name:?} already exists"),
+                    hint: Some(
+                        "pick another name; each enforcement point gets its own source".into(),
+                    ),
+                    code: 2,
+                });
+            }
+            let (token, record) = new_token()?;
+            store.put_source(&name, &record.to_bytes())?;
+            println_safe(&format!(
+                "registered source {name:?} (token id {}); its bearer token follows and is shown only once:",
+                record.token_id
+            ));
+            println_safe(&token);
+            Ok(())
+        }
+        Command::Sources(SourcesCommand::List { data_dir }) => {
+            let store = open_existing(&data_dir)?;
+            for (name, bytes) in store.sources()? {
+                let record = crate::auth::CredentialRecord::from_bytes(&name, &bytes)?;
+                if !println_safe(&format!("{name}\ttoken id {}", record.token_id)) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Opens a data dir for reading: it must exist (a typo should not create one).
+fn open_existing(data_dir: &Path) -> anyhow::Result<Store> {
+    if !data_dir.is_dir() {
+        bail!(
+            "data dir {} does not exist (start `ledger serve --data-dir {}` once to create it)",
+            data_dir.display(),
+            data_dir.display()
+        );
+    }
+    Store::open(data_dir).with_context(|| format!("opening {}", data_dir.display()))
+}
+
+/// Prints a line; returns false on a broken pipe (not an error: the reader went away).
+fn println_safe(line: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => false,
+        Err(e) => {
+            eprintln!("error: writing to stdout: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn run_serve(args: ServeArgs) -> Result<(), Failure> {
+    if args.key.is_some() && args.origin.is_some() {
+        return Err(Failure {
+            error: anyhow!("--origin and --key conflict: a key file already carries its log name"),
+            hint: Some("drop --origin, or drop --key to create a new key in the data dir".into()),
+            code: 2,
+        });
+    }
+    for (name, value) in [
+        ("--max-body-bytes", args.max_body_bytes),
+        ("--max-request-events", args.max_request_events),
+        ("--max-batch-events", args.max_batch_events),
+        ("--max-queued-events", args.max_queued_events),
+    ] {
+        if value == 0 {
+            return Err(anyhow!("{name} must be at least 1").into());
+        }
+    }
+    if args.max_request_events > args.max_queued_events {
+        return Err(Failure {
+            error: anyhow!(
+                "--max-request-events ({}) exceeds --max-queued-events ({}): such requests could never be queued",
+                args.max_request_events,
+                args.max_queued_events
+            ),
+            hint: Some("raise --max-queued-events or lower --max-request-events".into()),
+            code: 2,
+        });
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let (key, created) =
+        keyfile::load_or_create(&args.data_dir, args.key.as_deref(), args.origin.as_deref())?;
+    if created {
+        tracing::info!(
+            key_file = %args.data_dir.join(keyfile::KEY_FILE).display(),
+            verifier_key = %key.verifier().encode(),
+            "created a new log signing key; give auditors the verifier key"
+        );
+    }
+    let config = ServeConfig {
+        data_dir: args.data_dir,
+        key,
+        sequencer: SequencerConfig {
+            max_batch_events: args.max_batch_events,
+            max_queued_events: args.max_queued_events,
+            clock: system_clock(),
+        },
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+            max_request_events: args.max_request_events,
+            request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        serve(config, listener, shutdown_signal()).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

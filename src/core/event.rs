@@ -1,0 +1,367 @@
+//! Approval events: strict JSON parsing, validation against the v1 schema, canonical (JCS) bytes.
+//!
+//! Owns: what a valid event is. The rules live in `schemas/approval-event.v1.schema.json` (compiled
+//! in, the single source of truth); this module adds only input-hygiene bounds JSON Schema cannot
+//! express: no duplicate keys, numbers within +/-2^53 (so JCS cannot change them), no NUL characters,
+//! nesting depth, and the size of `context`. Must not touch: indexes, time, storage.
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use super::hash::Hash;
+
+/// The v1 event schema, exactly as shipped in `schemas/`.
+pub const SCHEMA_V1: &str = include_str!("../../schemas/approval-event.v1.schema.json");
+/// Deepest nesting of arrays and objects accepted in an event (the top-level object is depth 1).
+pub const MAX_DEPTH: usize = 32;
+/// Largest `context`, in bytes of its canonical JSON.
+pub const MAX_CONTEXT_BYTES: usize = 16 * 1024;
+/// Largest integer magnitude that survives JCS (IEEE-754 doubles): 2^53.
+const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+/// The same bound for integer literals.
+const MAX_EXACT_INT: u64 = 1 << 53;
+/// Most per-field messages reported for one event.
+const MAX_DETAILS_PER_EVENT: usize = 16;
+
+/// One problem with one event, naming the field by JSON Pointer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    /// JSON Pointer to the offending value ("" for the whole event).
+    pub path: String,
+    /// What is wrong, in a short sentence.
+    pub message: String,
+}
+
+impl FieldError {
+    fn root(message: impl Into<String>) -> Self {
+        Self {
+            path: String::new(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An event that passed every check, with the bytes that go into its leaf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedEvent {
+    /// The event's `event_id` (idempotency key within its source).
+    pub event_id: String,
+    /// The event's `request_id`.
+    pub request_id: String,
+    /// RFC 8785 canonical JSON of the event object.
+    pub jcs: Vec<u8>,
+    /// BLAKE3 of `jcs`: "same body" for idempotency means same canonical JSON.
+    pub digest: Hash,
+}
+
+/// The compiled v1 validator (schema compiled once per process).
+static VALIDATOR: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
+    let schema: Value = serde_json::from_str(SCHEMA_V1).expect("shipped schema is JSON");
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("shipped schema compiles")
+});
+
+/// JSON that passed [`parse_strict`]: no duplicate keys, exact numbers, no NUL, bounded depth.
+/// Only this type can be validated, so no event skips the hygiene checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrictJson(Value);
+
+impl StrictJson {
+    /// The parsed value.
+    #[must_use]
+    pub fn value(&self) -> &Value {
+        &self.0
+    }
+
+    /// The events of a request body: the items of a top-level array, or the value itself.
+    #[must_use]
+    pub fn into_items(self) -> Vec<StrictJson> {
+        match self.0 {
+            Value::Array(items) => items.into_iter().map(StrictJson).collect(),
+            other => vec![StrictJson(other)],
+        }
+    }
+}
+
+/// Parses one event's JSON text strictly (see [`parse_strict`]) and validates it.
+pub fn prepare_bytes(bytes: &[u8]) -> Result<PreparedEvent, Vec<FieldError>> {
+    let json = parse_strict(bytes).map_err(|e| vec![e])?;
+    prepare(&json)
+}
+
+/// Validates an event against the v1 schema and the `context` size cap, then canonicalizes it.
+pub fn prepare(json: &StrictJson) -> Result<PreparedEvent, Vec<FieldError>> {
+    let value = &json.0;
+    let mut errors: Vec<FieldError> = VALIDATOR
+        .iter_errors(value)
+        .take(MAX_DETAILS_PER_EVENT)
+        .map(|e| FieldError {
+            path: e.instance_path().as_str().to_owned(),
+            message: e.masked().to_string(),
+        })
+        .collect();
+    if let Some(context) = value.get("context") {
+        let size = serde_jcs::to_vec(context).map_or(usize::MAX, |v| v.len());
+        if size > MAX_CONTEXT_BYTES {
+            errors.push(FieldError {
+                path: "/context".into(),
+                message: format!(
+                    "context is {size} bytes of canonical JSON; the limit is {MAX_CONTEXT_BYTES}"
+                ),
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let text = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
+    let jcs = serde_jcs::to_vec(value)
+        .map_err(|e| vec![FieldError::root(format!("cannot canonicalize: {e}"))])?;
+    Ok(PreparedEvent {
+        event_id: text("event_id"),
+        request_id: text("request_id"),
+        digest: *blake3::hash(&jcs).as_bytes(),
+        jcs,
+    })
+}
+
+/// Parses JSON text into a `Value`, rejecting what plain `serde_json` would let through:
+/// duplicate object keys (last-wins parsing lets two readers see two events), numbers beyond
+/// +/-2^53, NUL characters, and nesting deeper than [`MAX_DEPTH`]. Invalid UTF-8 is rejected too.
+pub fn parse_strict(bytes: &[u8]) -> Result<StrictJson, FieldError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = Strict { depth: 1 }
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| FieldError::root(format!("invalid JSON: {e}")))?;
+    Ok(StrictJson(value))
+}
+
+/// A `Value` deserializer with the checks of [`parse_strict`]; `depth` is that of the value it reads.
+struct Strict {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Strict {
+    type Value = Value;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Strict {
+    fn number<E: de::Error>(f: f64, n: serde_json::Number) -> Result<Value, E> {
+        if !f.is_finite() || f.abs() > MAX_EXACT {
+            return Err(E::custom(
+                "number beyond +/-2^53 cannot be represented exactly",
+            ));
+        }
+        Ok(Value::Number(n))
+    }
+
+    fn string<E: de::Error>(s: String) -> Result<Value, E> {
+        if s.contains('\0') {
+            return Err(E::custom("NUL character in string"));
+        }
+        Ok(Value::String(s))
+    }
+
+    fn nest<E: de::Error>(&self) -> Result<(), E> {
+        if self.depth > MAX_DEPTH {
+            return Err(E::custom(format_args!(
+                "nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for Strict {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        // Compare as integers: `v as f64` would round 2^53 + 1 down to 2^53.
+        if v.unsigned_abs() > MAX_EXACT_INT {
+            return Err(E::custom(
+                "number beyond +/-2^53 cannot be represented exactly",
+            ));
+        }
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        if v > MAX_EXACT_INT {
+            return Err(E::custom(
+                "number beyond +/-2^53 cannot be represented exactly",
+            ));
+        }
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        let n = serde_json::Number::from_f64(v).ok_or_else(|| E::custom("number is not finite"))?;
+        Self::number(v, n)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Self::string(v.to_owned())
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Self::string(v)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.nest()?;
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element_seed(Strict {
+            depth: self.depth + 1,
+        })? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.nest()?;
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if key.contains('\0') {
+                return Err(de::Error::custom("NUL character in object key"));
+            }
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format_args!(
+                    "duplicate object key {key:?}"
+                )));
+            }
+            let value = map.next_value_seed(Strict {
+                depth: self.depth + 1,
+            })?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> Value {
+        json!({
+            "event_id": "evt-1",
+            "type": "approval.approved",
+            "request_id": "req-1",
+            "occurred_at": "2026-11-21T10:00:00Z",
+            "actor": {"id": "agent-7", "kind": "agent", "on_behalf_of": "alice"},
+            "action": {"name": "export customers", "category": "data_export", "risk": "high"},
+            "resource": {"id": "s3://bucket/customers", "environment": "prod"},
+            "reviewer": {"id": "bob", "idp": "okta"},
+            "channel": "slack"
+        })
+    }
+
+    fn check(value: &Value) -> Result<PreparedEvent, Vec<FieldError>> {
+        prepare_bytes(value.to_string().as_bytes())
+    }
+
+    fn paths(value: &Value) -> Vec<String> {
+        check(value)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.path)
+            .collect()
+    }
+
+    #[test]
+    fn valid_event_is_canonicalized() {
+        let e = check(&sample()).unwrap();
+        assert_eq!(e.event_id, "evt-1");
+        assert!(e.jcs.starts_with(br#"{"action":{"category":"data_export""#));
+        assert_eq!(e.digest, *blake3::hash(&e.jcs).as_bytes());
+    }
+
+    #[test]
+    fn schema_rules_name_the_field() {
+        let mut v = sample();
+        v["actor"]["kind"] = json!("robot");
+        assert_eq!(paths(&v), ["/actor/kind"]);
+
+        let mut v = sample();
+        v.as_object_mut().unwrap().remove("reviewer");
+        assert!(!paths(&v).is_empty(), "approved without reviewer must fail");
+
+        let mut v = sample();
+        v["surprise"] = json!(1);
+        assert_eq!(paths(&v), [""]);
+
+        let mut v = sample();
+        v["occurred_at"] = json!("2026-13-45T99:00:00Z");
+        assert_eq!(paths(&v), ["/occurred_at"]);
+
+        let mut v = sample();
+        v["type"] = json!("approval.maybe");
+        assert_eq!(paths(&v), ["/type"]);
+    }
+
+    #[test]
+    fn strict_parser_rejects_ambiguous_json() {
+        assert!(
+            parse_strict(br#"{"a":1,"a":2}"#)
+                .unwrap_err()
+                .message
+                .contains("duplicate")
+        );
+        assert!(
+            parse_strict(b"9007199254740993")
+                .unwrap_err()
+                .message
+                .contains("2^53")
+        );
+        assert!(parse_strict(b"9007199254740992").is_ok());
+        assert!(
+            parse_strict(b"-9007199254740993")
+                .unwrap_err()
+                .message
+                .contains("2^53")
+        );
+        assert!(parse_strict(b"1e300").unwrap_err().message.contains("2^53"));
+        assert!(parse_strict(b"0.5").is_ok());
+        assert!(
+            parse_strict(br#""a\u0000b""#)
+                .unwrap_err()
+                .message
+                .contains("NUL")
+        );
+        assert!(parse_strict(b"\"\xff\"").is_err());
+        let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        assert!(
+            parse_strict(deep.as_bytes())
+                .unwrap_err()
+                .message
+                .contains("nested")
+        );
+        let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(parse_strict(ok.as_bytes()).is_ok());
+        assert!(parse_strict(b"{} x").is_err());
+    }
+
+    #[test]
+    fn context_is_size_capped() {
+        let mut v = sample();
+        v["context"] = json!({"prompt": "x".repeat(MAX_CONTEXT_BYTES)});
+        assert_eq!(paths(&v), ["/context"]);
+        v["context"] = json!({"prompt": "x".repeat(100), "n": 1.5});
+        assert!(check(&v).is_ok());
+    }
+}

@@ -1,0 +1,273 @@
+//! The leaf (contract, docs/formats.md): the RFC 8785 canonical JSON of
+//! `{"event":{..},"index":I,"ingested_at":"..Z","prev_leaf_hash":"<hex>","source":"..","v":1}`.
+//!
+//! Owns: leaf bytes and their parsing, `ingested_at` text. Must not touch: clocks (time is passed in).
+//!
+//! The sequencer builds leaves on its hot path without re-parsing the event: JCS orders members by
+//! their UTF-16 code units, which for these six ASCII keys is the order above, and the event is
+//! already canonical, so the leaf is a concatenation. A property test holds it equal to full JCS.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::hash::{Hash, to_hex};
+
+/// Leaf format version.
+pub const LEAF_VERSION: u64 = 1;
+
+/// The chain link of index 0: 64 zeros.
+pub const GENESIS_PREV: Hash = [0u8; 32];
+
+/// Formats microseconds since the Unix epoch as RFC 3339 UTC with exactly six fractional digits and
+/// `Z`, e.g. `2026-11-21T15:06:00.123456Z`. Returns `None` outside years 0000-9999.
+#[must_use]
+pub fn format_micros(micros: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).ok()?;
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    Some(format!(
+        "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    ))
+}
+
+/// Parses an RFC 3339 timestamp (any offset) into microseconds since the epoch, truncating below.
+pub fn parse_micros(text: &str) -> Option<i64> {
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1000)).ok()
+}
+
+/// Appends the JCS string literal for `s` (RFC 8785 3.2.2.2: escape `"`, `\`, and controls).
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\u{08}' => out.extend_from_slice(b"\\b"),
+            '\u{0C}' => out.extend_from_slice(b"\\f"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// Everything of a leaf except the event, which arrives as canonical bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct LeafHeader<'a> {
+    /// Position in the log.
+    pub index: u64,
+    /// `ingested_at`, as formatted by [`format_micros`].
+    pub ingested_at: &'a str,
+    /// Authenticated source name.
+    pub source: &'a str,
+    /// Leaf hash of entry `index - 1` ([`GENESIS_PREV`] for 0).
+    pub prev_leaf_hash: &'a Hash,
+}
+
+/// The leaf bytes for `header` and an event already in RFC 8785 form (`event_jcs`).
+#[must_use]
+pub fn encode_leaf(header: &LeafHeader<'_>, event_jcs: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(event_jcs.len() + 200);
+    out.extend_from_slice(b"{\"event\":");
+    out.extend_from_slice(event_jcs);
+    out.extend_from_slice(b",\"index\":");
+    out.extend_from_slice(header.index.to_string().as_bytes());
+    out.extend_from_slice(b",\"ingested_at\":");
+    push_json_string(&mut out, header.ingested_at);
+    out.extend_from_slice(b",\"prev_leaf_hash\":\"");
+    out.extend_from_slice(to_hex(header.prev_leaf_hash).as_bytes());
+    out.extend_from_slice(b"\",\"source\":");
+    push_json_string(&mut out, header.source);
+    out.extend_from_slice(b",\"v\":1}");
+    out
+}
+
+/// A leaf read back from its bytes. Parsing does not prove the bytes canonical; [`Leaf::parse`] does
+/// that by re-encoding, so a reader of stored data learns of any leaf that is not in contract form.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Leaf {
+    /// Format version (1).
+    pub v: u64,
+    /// Position in the log.
+    pub index: u64,
+    /// Ingestion time, RFC 3339 UTC microseconds.
+    pub ingested_at: String,
+    /// Authenticated source name.
+    pub source: String,
+    /// Hex leaf hash of the previous entry.
+    pub prev_leaf_hash: String,
+    /// The event as posted.
+    pub event: Value,
+}
+
+/// Why bytes are not a contract leaf.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LeafError {
+    /// Not the JSON object shape of a leaf.
+    #[error("leaf is not valid leaf JSON: {0}")]
+    Json(String),
+    /// Valid JSON, but not byte-identical to its canonical encoding.
+    #[error("leaf bytes are not in canonical (RFC 8785) form")]
+    NotCanonical,
+    /// A field outside its contract form.
+    #[error("leaf field {0} is malformed")]
+    Field(&'static str),
+}
+
+impl Leaf {
+    /// Parses leaf bytes, requiring the exact canonical encoding of the contract.
+    pub fn parse(bytes: &[u8]) -> Result<Self, LeafError> {
+        let leaf: Leaf =
+            serde_json::from_slice(bytes).map_err(|e| LeafError::Json(e.to_string()))?;
+        if leaf.v != LEAF_VERSION {
+            return Err(LeafError::Field("v"));
+        }
+        let prev = super::hash::from_hex(&leaf.prev_leaf_hash)
+            .ok_or(LeafError::Field("prev_leaf_hash"))?;
+        if to_hex(&prev) != leaf.prev_leaf_hash {
+            return Err(LeafError::Field("prev_leaf_hash"));
+        }
+        let micros = parse_micros(&leaf.ingested_at).ok_or(LeafError::Field("ingested_at"))?;
+        if format_micros(micros).as_deref() != Some(leaf.ingested_at.as_str()) {
+            return Err(LeafError::Field("ingested_at"));
+        }
+        let event_jcs =
+            serde_jcs::to_vec(&leaf.event).map_err(|e| LeafError::Json(e.to_string()))?;
+        let header = LeafHeader {
+            index: leaf.index,
+            ingested_at: &leaf.ingested_at,
+            source: &leaf.source,
+            prev_leaf_hash: &prev,
+        };
+        if encode_leaf(&header, &event_jcs) != bytes {
+            return Err(LeafError::NotCanonical);
+        }
+        Ok(leaf)
+    }
+
+    /// `prev_leaf_hash` as bytes (checked in [`Leaf::parse`]).
+    #[must_use]
+    pub fn prev_hash(&self) -> Hash {
+        super::hash::from_hex(&self.prev_leaf_hash).unwrap_or_default()
+    }
+
+    /// `ingested_at` in microseconds since the epoch (checked in [`Leaf::parse`]).
+    #[must_use]
+    pub fn ingested_micros(&self) -> i64 {
+        parse_micros(&self.ingested_at).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn timestamps_have_six_digits_and_z() {
+        assert_eq!(format_micros(0).unwrap(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            format_micros(1_795_251_960_123_456).unwrap(),
+            "2026-11-21T09:06:00.123456Z"
+        );
+        assert_eq!(
+            parse_micros("2026-11-21T10:06:00.123456+01:00"),
+            Some(1_795_251_960_123_456)
+        );
+    }
+
+    #[test]
+    fn known_leaf_bytes() {
+        let event = serde_jcs::to_vec(&json!({"b": 1, "a": "x"})).unwrap();
+        let leaf = encode_leaf(
+            &LeafHeader {
+                index: 7,
+                ingested_at: "2026-11-21T09:06:00.123456Z",
+                source: "ci-runner",
+                prev_leaf_hash: &[0xab; 32],
+            },
+            &event,
+        );
+        let want = format!(
+            r#"{{"event":{{"a":"x","b":1}},"index":7,"ingested_at":"2026-11-21T09:06:00.123456Z","prev_leaf_hash":"{}","source":"ci-runner","v":1}}"#,
+            "ab".repeat(32)
+        );
+        assert_eq!(String::from_utf8(leaf.clone()).unwrap(), want);
+        assert_eq!(Leaf::parse(&leaf).unwrap().index, 7);
+    }
+
+    #[test]
+    fn non_canonical_leaf_is_rejected() {
+        let zeros = "0".repeat(64);
+        let spaced = format!(
+            r#"{{"event":{{}}, "index":0,"ingested_at":"1970-01-01T00:00:00.000000Z","prev_leaf_hash":"{zeros}","source":"s","v":1}}"#
+        );
+        assert_eq!(Leaf::parse(spaced.as_bytes()), Err(LeafError::NotCanonical));
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-(1i64 << 53)..(1i64 << 53)).prop_map(|n| json!(n)),
+            (-1e15f64..1e15).prop_map(|f| json!(f)),
+            "\\PC{0,12}".prop_map(Value::String),
+            "[\\u{0}-\\u{1f}\"\\\\a\\u{e9}\\u{1F600}]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-zA-Z\\u{e9}\\u{1F600}_]{0,5}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn concatenated_leaf_equals_full_jcs(
+            event in arb_json(),
+            index in any::<u64>(),
+            micros in 0i64..253_402_300_799_000_000,
+            source in "[a-z0-9._\\-\"\\\\\\u{e9}]{1,12}",
+            prev in any::<[u8; 32]>(),
+        ) {
+            let ingested_at = format_micros(micros).unwrap();
+            let event_jcs = serde_jcs::to_vec(&event).unwrap();
+            let ours = encode_leaf(
+                &LeafHeader { index, ingested_at: &ingested_at, source: &source, prev_leaf_hash: &prev },
+                &event_jcs,
+            );
+            let full = serde_jcs::to_vec(&json!({
+                "v": 1, "index": index, "ingested_at": ingested_at, "source": source,
+                "prev_leaf_hash": to_hex(&prev), "event": event,
+            })).unwrap();
+            // JCS numbers are IEEE doubles; indexes beyond 2^53 would not round-trip there.
+            if index <= 1 << 53 {
+                prop_assert_eq!(&ours, &full);
+                prop_assert!(Leaf::parse(&ours).is_ok());
+            }
+            prop_assert_eq!(format_micros(parse_micros(&ingested_at).unwrap()).unwrap(), ingested_at);
+        }
+    }
+}

@@ -1,0 +1,616 @@
+//! The Merkle tree of RFC 9162 section 2.1: roots, inclusion and consistency proofs, built and verified.
+//!
+//! Owns: tree arithmetic and proof algorithms, generic over [`TreeHasher`]. Must not touch: I/O.
+//! Storage reaches it through [`HashReader`], which returns the hash of a *complete* subtree (a node
+//! `(level, index)` covering leaves `[index << level, (index + 1) << level)`). Those are the only hashes
+//! ever stored: appending leaf `n` creates the leaf node and one parent per trailing 1-bit of `n`
+//! ([`Frontier::append`]), so `2n - popcount(n)` nodes for `n` leaves, and any root or proof at any past size
+//! is computed from at most `2 log2(n)` of them (the Go `sumdb/tlog` "stored hashes" layout).
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use super::hash::{Hash, TreeHasher};
+
+/// A complete subtree: `level` 0 is a leaf; it covers leaves `[index << level, (index + 1) << level)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId {
+    /// Height above the leaves (0 = leaf).
+    pub level: u8,
+    /// Position among the nodes of that level, from the left.
+    pub index: u64,
+}
+
+impl NodeId {
+    /// The node at `level` whose leftmost leaf is `first_leaf` (which must be aligned to `2^level`).
+    #[must_use]
+    pub fn covering(level: u8, first_leaf: u64) -> Self {
+        Self {
+            level,
+            index: first_leaf >> level,
+        }
+    }
+}
+
+/// Errors of tree reads and proofs. Proof verification failures surface as "verification failed"
+/// (HTTP 4xx where a client sent the proof, exit code 1 in `ledger verify`); read errors as 500.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    /// A leaf index at or past the tree size (HTTP 400).
+    #[error("index {index} is not below tree size {size}")]
+    IndexOutOfRange {
+        /// The requested leaf index.
+        index: u64,
+        /// The tree size it was asked against.
+        size: u64,
+    },
+    /// A consistency range that is not `0 < from <= to` (HTTP 400).
+    #[error("invalid consistency range {from}..{to}: need 0 < from <= to")]
+    InvalidRange {
+        /// Older size.
+        from: u64,
+        /// Newer size.
+        to: u64,
+    },
+    /// The proof does not prove the claim.
+    #[error("proof verification failed: {0}")]
+    Verification(&'static str),
+    /// The hash store could not return a node it must hold (corruption or I/O; HTTP 500).
+    #[error("reading tree node level {level} index {index}: {source}")]
+    Read {
+        /// Level of the node.
+        level: u8,
+        /// Index of the node.
+        index: u64,
+        /// What the store said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Reads stored complete-subtree hashes. The one seam between the pure tree code and storage.
+pub trait HashReader {
+    /// The hash of complete node `id`, or an error if it is not stored.
+    fn read_hash(&self, id: NodeId) -> Result<Hash, TreeError>;
+}
+
+/// A node the reader was asked for but does not hold.
+#[derive(Debug, thiserror::Error)]
+#[error("node not stored")]
+pub struct MissingNode;
+
+impl HashReader for HashMap<NodeId, Hash> {
+    fn read_hash(&self, id: NodeId) -> Result<Hash, TreeError> {
+        self.get(&id).copied().ok_or_else(|| TreeError::Read {
+            level: id.level,
+            index: id.index,
+            source: Box::new(MissingNode),
+        })
+    }
+}
+
+/// Largest power of two strictly less than `n` (`n >= 2`): the split point `k` of RFC 9162 2.1.1.
+#[must_use]
+fn split(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1 << (63 - (n - 1).leading_zeros())
+}
+
+/// The maximal complete subtrees that make up `[0, size)`, left to right (decreasing level).
+pub fn frontier_ids(size: u64) -> impl Iterator<Item = NodeId> {
+    let mut start = 0u64;
+    (0..64u8).rev().filter_map(move |level| {
+        if size & (1u64 << level) == 0 {
+            return None;
+        }
+        let id = NodeId::covering(level, start);
+        start += 1u64 << level;
+        Some(id)
+    })
+}
+
+/// The right edge of a tree of size `n`: the hashes of its maximal complete subtrees. Appending to it
+/// yields exactly the nodes to store, and its root is the tree head. Memory is `O(log n)`, so the
+/// sequencer keeps it in memory and rebuilds it on start with `log n` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frontier<H> {
+    size: u64,
+    hashes: Vec<Hash>,
+    _hasher: PhantomData<H>,
+}
+
+impl<H: TreeHasher> Frontier<H> {
+    /// The frontier of the empty tree.
+    #[must_use]
+    pub fn empty() -> Self {
+        Self {
+            size: 0,
+            hashes: Vec::new(),
+            _hasher: PhantomData,
+        }
+    }
+
+    /// Loads the frontier of a stored tree of `size` leaves (`popcount(size)` reads).
+    pub fn load(size: u64, reader: &impl HashReader) -> Result<Self, TreeError> {
+        let hashes = frontier_ids(size)
+            .map(|id| reader.read_hash(id))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            size,
+            hashes,
+            _hasher: PhantomData,
+        })
+    }
+
+    /// Number of leaves.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The frontier's nodes with their ids, left to right.
+    pub fn nodes(&self) -> impl Iterator<Item = (NodeId, Hash)> + '_ {
+        frontier_ids(self.size).zip(self.hashes.iter().copied())
+    }
+
+    /// Appends leaf `size` with hash `leaf_hash`, pushing every newly complete node (the leaf itself,
+    /// then one parent per trailing 1-bit of the index) onto `out`.
+    pub fn append(&mut self, leaf_hash: Hash, out: &mut Vec<(NodeId, Hash)>) {
+        let index = self.size;
+        let mut hash = leaf_hash;
+        out.push((NodeId::covering(0, index), hash));
+        let mut level = 0u8;
+        while (index >> level) & 1 == 1 {
+            let left = self.hashes.pop().expect("a set bit has a frontier node");
+            hash = H::node(&left, &hash);
+            level += 1;
+            out.push((
+                NodeId {
+                    level,
+                    index: index >> level,
+                },
+                hash,
+            ));
+        }
+        self.hashes.push(hash);
+        self.size += 1;
+    }
+
+    /// The tree head MTH(D[size]), RFC 9162 2.1.1: the frontier folded from the right.
+    #[must_use]
+    pub fn root(&self) -> Hash {
+        let mut iter = self.hashes.iter().rev();
+        let Some(last) = iter.next() else {
+            return H::empty();
+        };
+        iter.fold(*last, |right, left| H::node(left, &right))
+    }
+}
+
+/// MTH(D[lo:hi]) for a range that RFC 9162's recursion produces (`lo` aligned to the power of two at
+/// or above `hi - lo`), from stored complete nodes.
+fn subtree_hash<H: TreeHasher>(
+    lo: u64,
+    hi: u64,
+    reader: &impl HashReader,
+) -> Result<Hash, TreeError> {
+    let n = hi - lo;
+    if n == 0 {
+        return Ok(H::empty());
+    }
+    if n.is_power_of_two() && lo % n == 0 {
+        return reader.read_hash(NodeId::covering(n.trailing_zeros() as u8, lo));
+    }
+    // MTH(D[n]) = HASH(0x01 || MTH(D[0:k]) || MTH(D[k:n])), RFC 9162 2.1.1
+    let k = split(n);
+    let left = subtree_hash::<H>(lo, lo + k, reader)?;
+    let right = subtree_hash::<H>(lo + k, hi, reader)?;
+    Ok(H::node(&left, &right))
+}
+
+/// The root of the tree of `size` leaves, from stored nodes.
+pub fn tree_hash<H: TreeHasher>(size: u64, reader: &impl HashReader) -> Result<Hash, TreeError> {
+    subtree_hash::<H>(0, size, reader)
+}
+
+/// The inclusion proof PATH(index, D[size]) of RFC 9162 2.1.3.1, leaf-side sibling first.
+pub fn inclusion_proof<H: TreeHasher>(
+    index: u64,
+    size: u64,
+    reader: &impl HashReader,
+) -> Result<Vec<Hash>, TreeError> {
+    if index >= size {
+        return Err(TreeError::IndexOutOfRange { index, size });
+    }
+    let mut proof = Vec::with_capacity(64 - size.leading_zeros() as usize);
+    path::<H>(index, 0, size, reader, &mut proof)?;
+    Ok(proof)
+}
+
+fn path<H: TreeHasher>(
+    m: u64,
+    lo: u64,
+    hi: u64,
+    reader: &impl HashReader,
+    out: &mut Vec<Hash>,
+) -> Result<(), TreeError> {
+    let n = hi - lo;
+    if n == 1 {
+        return Ok(());
+    }
+    let k = split(n);
+    if m < k {
+        // PATH(m, D[0:k]) : MTH(D[k:n])
+        path::<H>(m, lo, lo + k, reader, out)?;
+        out.push(subtree_hash::<H>(lo + k, hi, reader)?);
+    } else {
+        // PATH(m - k, D[k:n]) : MTH(D[0:k])
+        path::<H>(m - k, lo + k, hi, reader, out)?;
+        out.push(subtree_hash::<H>(lo, lo + k, reader)?);
+    }
+    Ok(())
+}
+
+/// The consistency proof PROOF(from, D[to]) of RFC 9162 2.1.4.1. Empty when `from == to`.
+pub fn consistency_proof<H: TreeHasher>(
+    from: u64,
+    to: u64,
+    reader: &impl HashReader,
+) -> Result<Vec<Hash>, TreeError> {
+    if from == 0 || from > to {
+        return Err(TreeError::InvalidRange { from, to });
+    }
+    let mut proof = Vec::new();
+    subproof::<H>(from, 0, to, true, reader, &mut proof)?;
+    Ok(proof)
+}
+
+fn subproof<H: TreeHasher>(
+    m: u64,
+    lo: u64,
+    hi: u64,
+    whole: bool,
+    reader: &impl HashReader,
+    out: &mut Vec<Hash>,
+) -> Result<(), TreeError> {
+    let n = hi - lo;
+    if m == n {
+        // SUBPROOF(m, D[m], true) = {}; SUBPROOF(m, D[m], false) = {MTH(D[m])}
+        if !whole {
+            out.push(subtree_hash::<H>(lo, hi, reader)?);
+        }
+        return Ok(());
+    }
+    let k = split(n);
+    if m <= k {
+        // SUBPROOF(m, D[0:k], b) : MTH(D[k:n])
+        subproof::<H>(m, lo, lo + k, whole, reader, out)?;
+        out.push(subtree_hash::<H>(lo + k, hi, reader)?);
+    } else {
+        // SUBPROOF(m - k, D[k:n], false) : MTH(D[0:k])
+        subproof::<H>(m - k, lo + k, hi, false, reader, out)?;
+        out.push(subtree_hash::<H>(lo, lo + k, reader)?);
+    }
+    Ok(())
+}
+
+/// Verifies an inclusion proof with the algorithm of RFC 9162 2.1.3.2.
+pub fn verify_inclusion<H: TreeHasher>(
+    index: u64,
+    size: u64,
+    leaf_hash: &Hash,
+    proof: &[Hash],
+    root: &Hash,
+) -> Result<(), TreeError> {
+    if index >= size {
+        return Err(TreeError::Verification("leaf index not below tree size"));
+    }
+    let (mut fnode, mut snode) = (index, size - 1);
+    let mut r = *leaf_hash;
+    for p in proof {
+        if snode == 0 {
+            return Err(TreeError::Verification(
+                "proof longer than the tree is deep",
+            ));
+        }
+        if fnode & 1 == 1 || fnode == snode {
+            r = H::node(p, &r);
+            if fnode & 1 == 0 {
+                while fnode & 1 == 0 && fnode != 0 {
+                    fnode >>= 1;
+                    snode >>= 1;
+                }
+            }
+        } else {
+            r = H::node(&r, p);
+        }
+        fnode >>= 1;
+        snode >>= 1;
+    }
+    if snode != 0 {
+        return Err(TreeError::Verification(
+            "proof shorter than the tree is deep",
+        ));
+    }
+    if &r != root {
+        return Err(TreeError::Verification("computed root does not match"));
+    }
+    Ok(())
+}
+
+/// Verifies a consistency proof between trees of `from` and `to` leaves, RFC 9162 2.1.4.2.
+/// Equal sizes need an empty proof and equal roots; `from == 0` proves nothing and is rejected.
+pub fn verify_consistency<H: TreeHasher>(
+    from: u64,
+    to: u64,
+    from_root: &Hash,
+    to_root: &Hash,
+    proof: &[Hash],
+) -> Result<(), TreeError> {
+    if from == 0 || from > to {
+        return Err(TreeError::Verification("need 0 < from <= to"));
+    }
+    if from == to {
+        if !proof.is_empty() {
+            return Err(TreeError::Verification("equal sizes need an empty proof"));
+        }
+        if from_root != to_root {
+            return Err(TreeError::Verification("equal sizes but different roots"));
+        }
+        return Ok(());
+    }
+    let Some((first, rest)) = proof.split_first() else {
+        return Err(TreeError::Verification(
+            "empty proof between different sizes",
+        ));
+    };
+    // If `from` is an exact power of 2, the old root is the first node of the path.
+    let (start, path) = if from.is_power_of_two() {
+        (from_root, proof)
+    } else {
+        (first, rest)
+    };
+    let (mut fnode, mut snode) = (from - 1, to - 1);
+    while fnode & 1 == 1 {
+        fnode >>= 1;
+        snode >>= 1;
+    }
+    let (mut fr, mut sr) = (*start, *start);
+    for c in path {
+        if snode == 0 {
+            return Err(TreeError::Verification(
+                "proof longer than the tree is deep",
+            ));
+        }
+        if fnode & 1 == 1 || fnode == snode {
+            fr = H::node(c, &fr);
+            sr = H::node(c, &sr);
+            if fnode & 1 == 0 {
+                while fnode & 1 == 0 && fnode != 0 {
+                    fnode >>= 1;
+                    snode >>= 1;
+                }
+            }
+        } else {
+            sr = H::node(&sr, c);
+        }
+        fnode >>= 1;
+        snode >>= 1;
+    }
+    if snode != 0 {
+        return Err(TreeError::Verification(
+            "proof shorter than the tree is deep",
+        ));
+    }
+    if &fr != from_root {
+        return Err(TreeError::Verification("old root does not match"));
+    }
+    if &sr != to_root {
+        return Err(TreeError::Verification("new root does not match"));
+    }
+    Ok(())
+}
+
+/// [`verify_inclusion`] over untrusted byte strings: any hash that is not 32 bytes fails.
+pub fn verify_inclusion_bytes<H: TreeHasher>(
+    index: u64,
+    size: u64,
+    leaf_hash: &[u8],
+    proof: &[&[u8]],
+    root: &[u8],
+) -> Result<(), TreeError> {
+    let leaf_hash = as_hash(leaf_hash)?;
+    let root = as_hash(root)?;
+    let proof = proof
+        .iter()
+        .map(|p| as_hash(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    verify_inclusion::<H>(index, size, &leaf_hash, &proof, &root)
+}
+
+/// [`verify_consistency`] over untrusted byte strings. Equal sizes compare the roots as given
+/// (RFC 9162 2.1.4.2 compares them without hashing); otherwise any hash not 32 bytes fails.
+pub fn verify_consistency_bytes<H: TreeHasher>(
+    from: u64,
+    to: u64,
+    from_root: &[u8],
+    to_root: &[u8],
+    proof: &[&[u8]],
+) -> Result<(), TreeError> {
+    if from != 0 && from == to && proof.is_empty() {
+        return if from_root == to_root {
+            Ok(())
+        } else {
+            Err(TreeError::Verification("equal sizes but different roots"))
+        };
+    }
+    let proof = proof
+        .iter()
+        .map(|p| as_hash(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    verify_consistency::<H>(from, to, &as_hash(from_root)?, &as_hash(to_root)?, &proof)
+}
+
+fn as_hash(bytes: &[u8]) -> Result<Hash, TreeError> {
+    bytes
+        .try_into()
+        .map_err(|_| TreeError::Verification("hash is not 32 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::hash::{Blake3, Sha256};
+    use proptest::prelude::*;
+
+    /// MTH straight from the recursive definition, as an oracle independent of stored nodes.
+    fn naive_root<H: TreeHasher>(leaves: &[Hash]) -> Hash {
+        match leaves.len() {
+            0 => H::empty(),
+            1 => leaves[0],
+            n => {
+                let k = split(n as u64) as usize;
+                H::node(
+                    &naive_root::<H>(&leaves[..k]),
+                    &naive_root::<H>(&leaves[k..]),
+                )
+            }
+        }
+    }
+
+    fn build<H: TreeHasher>(n: usize) -> (Vec<Hash>, HashMap<NodeId, Hash>, Vec<Hash>) {
+        let mut frontier = Frontier::<H>::empty();
+        let mut store = HashMap::new();
+        let mut leaves = Vec::new();
+        let mut roots = vec![frontier.root()];
+        let mut out = Vec::new();
+        for i in 0..n {
+            let leaf = H::leaf(&(i as u64).to_be_bytes());
+            leaves.push(leaf);
+            out.clear();
+            frontier.append(leaf, &mut out);
+            store.extend(out.iter().copied());
+            roots.push(frontier.root());
+        }
+        (leaves, store, roots)
+    }
+
+    #[test]
+    fn stores_n_leaves_plus_complete_interior_nodes() {
+        let (_, store, _) = build::<Blake3>(1000);
+        // n leaves plus n - popcount(n) complete interior nodes.
+        assert_eq!(store.len(), 2 * 1000 - 1000u64.count_ones() as usize);
+    }
+
+    #[test]
+    fn frontier_root_matches_definition_and_stored_nodes() {
+        let (leaves, store, roots) = build::<Sha256>(70);
+        for size in 0..=70usize {
+            let want = naive_root::<Sha256>(&leaves[..size]);
+            assert_eq!(roots[size], want, "frontier root at {size}");
+            assert_eq!(tree_hash::<Sha256>(size as u64, &store).unwrap(), want);
+            let f = Frontier::<Sha256>::load(size as u64, &store).unwrap();
+            assert_eq!(f.root(), want, "reloaded frontier at {size}");
+        }
+    }
+
+    #[test]
+    fn every_proof_of_every_small_tree_verifies() {
+        let (leaves, store, roots) = build::<Blake3>(33);
+        for size in 1..=33u64 {
+            for index in 0..size {
+                let proof = inclusion_proof::<Blake3>(index, size, &store).unwrap();
+                verify_inclusion::<Blake3>(
+                    index,
+                    size,
+                    &leaves[index as usize],
+                    &proof,
+                    &roots[size as usize],
+                )
+                .unwrap();
+            }
+            for from in 1..=size {
+                let proof = consistency_proof::<Blake3>(from, size, &store).unwrap();
+                verify_consistency::<Blake3>(
+                    from,
+                    size,
+                    &roots[from as usize],
+                    &roots[size as usize],
+                    &proof,
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn out_of_range_requests_are_errors() {
+        let (_, store, _) = build::<Blake3>(4);
+        assert!(matches!(
+            inclusion_proof::<Blake3>(4, 4, &store),
+            Err(TreeError::IndexOutOfRange { index: 4, size: 4 })
+        ));
+        assert!(matches!(
+            consistency_proof::<Blake3>(0, 4, &store),
+            Err(TreeError::InvalidRange { .. })
+        ));
+        assert!(matches!(
+            consistency_proof::<Blake3>(5, 4, &store),
+            Err(TreeError::InvalidRange { .. })
+        ));
+        assert!(matches!(
+            inclusion_proof::<Blake3>(0, 5, &store),
+            Err(TreeError::Read { .. })
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn random_trees_prove_and_reject_mutations(
+            size in 1u64..300,
+            index_seed in any::<u64>(),
+            from_seed in any::<u64>(),
+            flip_seed in any::<u64>(),
+        ) {
+            let (leaves, store, roots) = build::<Blake3>(size as usize);
+            let root = roots[size as usize];
+            let index = index_seed % size;
+            let proof = inclusion_proof::<Blake3>(index, size, &store).unwrap();
+            prop_assert!(verify_inclusion::<Blake3>(index, size, &leaves[index as usize], &proof, &root).is_ok());
+            if !proof.is_empty() {
+                let mut bad = proof.clone();
+                let at = (flip_seed % bad.len() as u64) as usize;
+                bad[at][(flip_seed >> 8) as usize % 32] ^= 1 << (flip_seed >> 16 & 7);
+                prop_assert!(verify_inclusion::<Blake3>(index, size, &leaves[index as usize], &bad, &root).is_err());
+                let short = &proof[..proof.len() - 1];
+                prop_assert!(verify_inclusion::<Blake3>(index, size, &leaves[index as usize], short, &root).is_err());
+            }
+            let mut long = proof.clone();
+            long.push(root);
+            prop_assert!(verify_inclusion::<Blake3>(index, size, &leaves[index as usize], &long, &root).is_err());
+            let other = (index + 1) % size;
+            if other != index {
+                prop_assert!(verify_inclusion::<Blake3>(other, size, &leaves[index as usize], &proof, &root).is_err());
+            }
+
+            let from = 1 + from_seed % size;
+            let cproof = consistency_proof::<Blake3>(from, size, &store).unwrap();
+            let old = roots[from as usize];
+            prop_assert!(verify_consistency::<Blake3>(from, size, &old, &root, &cproof).is_ok());
+            if !cproof.is_empty() {
+                let mut bad = cproof.clone();
+                let at = (flip_seed % bad.len() as u64) as usize;
+                bad[at][(flip_seed >> 8) as usize % 32] ^= 1;
+                prop_assert!(verify_consistency::<Blake3>(from, size, &old, &root, &bad).is_err());
+            }
+            if from < size {
+                // A forked history: the old root of a different tree must not verify.
+                let mut forked = old;
+                forked[0] ^= 0x80;
+                prop_assert!(verify_consistency::<Blake3>(from, size, &forked, &root, &cproof).is_err());
+            }
+        }
+    }
+}

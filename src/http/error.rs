@@ -1,0 +1,142 @@
+//! The one HTTP error type: every failure becomes `{"error": "...", "details": [...]}` with one status
+//! per variant. Causes of 5xx are logged here; bodies never echo secrets.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::sequencer::SequencerError;
+use crate::store::StoreError;
+
+/// An HTTP error response.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401: no bearer token, or not one we know. Never says which.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// 400: the request is malformed or fails validation; `details` names each field.
+    #[error("{message}")]
+    BadRequest {
+        /// Summary.
+        message: String,
+        /// Per-item, per-field problems.
+        details: Vec<Value>,
+    },
+    /// 404: nothing at that index or id.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: an `event_id` reused with a different body.
+    #[error("{message}")]
+    Conflict {
+        /// Summary.
+        message: String,
+        /// The conflicting item.
+        details: Vec<Value>,
+    },
+    /// 413: body or event count over the limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 415: a content type other than JSON or NDJSON.
+    #[error("unsupported content type {0:?}: use application/json or application/x-ndjson")]
+    UnsupportedMediaType(String),
+    /// 503 + `Retry-After`: overloaded, shutting down, or the commit failed. Safe to retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a bug or corrupt storage; the cause is logged, not returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 400 with one detail at `path`.
+    pub fn bad_request(message: impl Into<String>, path: &str) -> Self {
+        let message = message.into();
+        Self::BadRequest {
+            details: vec![json!({"path": path, "message": message})],
+            message,
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            Self::Internal(cause) => tracing::error!(%cause, "internal error"),
+            Self::Unavailable(cause) => tracing::warn!(%cause, "unavailable"),
+            _ => tracing::debug!(%status, error = %self, "request rejected"),
+        }
+        let details = match &self {
+            Self::BadRequest { details, .. } | Self::Conflict { details, .. } => details.clone(),
+            _ => Vec::new(),
+        };
+        let mut response = (
+            status,
+            Json(json!({"error": self.to_string(), "details": details})),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        match self {
+            Self::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<SequencerError> for ApiError {
+    fn from(e: SequencerError) -> Self {
+        match e {
+            SequencerError::Pushback
+            | SequencerError::ShuttingDown
+            | SequencerError::CommitFailed(_) => Self::Unavailable(e.to_string()),
+            SequencerError::TooManyEvents(..) => Self::TooLarge(e.to_string()),
+            SequencerError::Conflict { item, ref event_id } => Self::Conflict {
+                details: vec![
+                    json!({"item": item, "path": "/event_id", "message": format!("event_id {event_id:?} was already appended with a different body")}),
+                ],
+                message: format!("{e}; nothing was appended"),
+            },
+            SequencerError::Store(_) | SequencerError::Tree(_) | SequencerError::Startup(_) => {
+                Self::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<crate::core::merkle::TreeError> for ApiError {
+    fn from(e: crate::core::merkle::TreeError) -> Self {
+        use crate::core::merkle::TreeError;
+        match e {
+            TreeError::IndexOutOfRange { .. } | TreeError::InvalidRange { .. } => {
+                Self::bad_request(e.to_string(), "")
+            }
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The HTTP API (contract, docs/formats.md): parses requests, checks credentials, shapes responses.
+//!
+//! Owns: routes, content negotiation, body limits, JSON shapes. Must not touch: ordering or storage
+//! writes; every write goes through [`Sequencer::append`].
+//!
+//! Public (no token): checkpoint, verifier key, proofs (hashes only, for monitors and witnesses),
+//! health. A source token is needed to write, and to read entries and request lifecycles (they hold
+//! the events' content).
+
+pub mod error;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tower_http::timeout::TimeoutLayer;
+
+pub use self::error::ApiError;
+use crate::auth::Credentials;
+use crate::core::event::{PreparedEvent, parse_strict, prepare};
+use crate::core::hash::{Blake3, to_hex};
+use crate::core::merkle::{HashReader, NodeId, consistency_proof, inclusion_proof};
+use crate::sequencer::Sequencer;
+
+/// Request limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Most events in one request (413 beyond).
+    pub max_request_events: usize,
+    /// Longest a request may take end to end (408 beyond).
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 * 1024 * 1024,
+            max_request_events: 10_000,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Most entries returned for one request lifecycle.
+const MAX_REQUEST_ENTRIES: usize = 1000;
+
+/// Shared by all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The writer.
+    pub sequencer: Sequencer,
+    /// Who may write.
+    pub credentials: Arc<Credentials>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// The API's routes over `state`.
+pub fn router(state: AppState) -> Router {
+    let limits = state.limits;
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/checkpoint", get(get_checkpoint))
+        .route("/v1/verifier-key", get(get_verifier_key))
+        .route("/v1/entries/{index}", get(get_entry))
+        .route("/v1/proofs/inclusion", get(get_inclusion))
+        .route("/v1/proofs/consistency", get(get_consistency))
+        .route("/v1/requests/{request_id}", get(get_request))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .with_state(state)
+}
+
+fn authenticate<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a str, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(ApiError::Unauthorized)?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or(ApiError::Unauthorized)?;
+    state
+        .credentials
+        .authenticate(token.trim())
+        .ok_or(ApiError::Unauthorized)
+}
+
+/// How the body of `POST /v1/events` is framed.
+enum Framing {
+    Json,
+    NdJson,
+}
+
+fn framing(headers: &HeaderMap) -> Result<Framing, ApiError> {
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("<not text>"))
+        .unwrap_or("");
+    let media = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "application/json" => Ok(Framing::Json),
+        "application/x-ndjson" | "application/jsonl" => Ok(Framing::NdJson),
+        _ => Err(ApiError::UnsupportedMediaType(
+            raw.chars().take(100).collect(),
+        )),
+    }
+}
+
+/// Splits and validates a body into events; any invalid item fails the whole request.
+fn parse_events(
+    framing: &Framing,
+    body: &[u8],
+    max_events: usize,
+) -> Result<Vec<PreparedEvent>, ApiError> {
+    let items = match framing {
+        Framing::Json => parse_strict(body)
+            .map_err(|e| ApiError::bad_request(e.message, ""))?
+            .into_items(),
+        Framing::NdJson => {
+            let mut items = Vec::new();
+            for (line_no, line) in body.split(|b| *b == b'\n').enumerate() {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                if items.len() == max_events {
+                    return Err(too_many(max_events));
+                }
+                let json = parse_strict(line).map_err(|e| ApiError::BadRequest {
+                    message: format!("line {}: {}", line_no + 1, e.message),
+                    details: vec![json!({"item": items.len(), "line": line_no + 1, "path": "", "message": e.message})],
+                })?;
+                items.push(json);
+            }
+            items
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request("no events in request", ""));
+    }
+    if items.len() > max_events {
+        return Err(too_many(max_events));
+    }
+    let mut prepared = Vec::with_capacity(items.len());
+    let mut details = Vec::new();
+    let mut invalid = 0usize;
+    for (item, json) in items.iter().enumerate() {
+        if !json.value().is_object() {
+            invalid += 1;
+            details
+                .push(json!({"item": item, "path": "", "message": "event must be a JSON object"}));
+            continue;
+        }
+        match prepare(json) {
+            Ok(event) => prepared.push(event),
+            Err(errors) => {
+                invalid += 1;
+                if details.len() < 100 {
+                    details.extend(
+                        errors
+                            .into_iter()
+                            .map(|e| json!({"item": item, "path": e.path, "message": e.message})),
+                    );
+                }
+            }
+        }
+    }
+    if invalid > 0 {
+        return Err(ApiError::BadRequest {
+            message: format!(
+                "{invalid} of {} events are invalid; nothing was appended",
+                items.len()
+            ),
+            details,
+        });
+    }
+    Ok(prepared)
+}
+
+fn too_many(max: usize) -> ApiError {
+    ApiError::TooLarge(format!("more than {max} events in one request"))
+}
+
+/// `POST /v1/events`: append one event (JSON object), many (JSON array) or NDJSON lines.
+async fn post_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let source = authenticate(&state, &headers)?.to_owned();
+    let framing = framing(&headers)?;
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
+            "request body over {} bytes",
+            state.limits.max_body_bytes
+        )),
+        _ => ApiError::bad_request(rejection.body_text(), ""),
+    })?;
+    let events = parse_events(&framing, &body, state.limits.max_request_events)?;
+    let receipts = state.sequencer.append(&source, events).await?;
+    Ok(Json(json!({ "receipts": receipts })).into_response())
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// `GET /v1/checkpoint`: the latest signed checkpoint (text/plain).
+async fn get_checkpoint(State(state): State<AppState>) -> Response {
+    text(state.sequencer.latest().note.clone())
+}
+
+/// `GET /v1/verifier-key`: the log's verifier key (text/plain).
+async fn get_verifier_key(State(state): State<AppState>) -> Response {
+    text(format!("{}\n", state.sequencer.verifier_key()))
+}
+
+fn parse_index(text: &str, what: &str) -> Result<u64, ApiError> {
+    text.parse::<u64>()
+        .map_err(|_| ApiError::bad_request(format!("{what} must be a non-negative integer"), what))
+}
+
+/// `GET /v1/entries/{index}`: the leaf bytes exactly as hashed (application/json).
+async fn get_entry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(index): Path<String>,
+) -> Result<Response, ApiError> {
+    authenticate(&state, &headers)?;
+    let index = parse_index(&index, "index")?;
+    let size = state.sequencer.latest().size;
+    let leaf = (index < size)
+        .then(|| state.sequencer.store().entry(index))
+        .transpose()?
+        .flatten()
+        .ok_or_else(|| ApiError::NotFound(format!("no entry {index}; tree size is {size}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], leaf).into_response())
+}
+
+#[derive(Deserialize)]
+struct InclusionQuery {
+    index: String,
+    tree_size: Option<String>,
+}
+
+/// `GET /v1/proofs/inclusion?index=I&tree_size=N`: RFC 9162 inclusion proof (N defaults to latest).
+async fn get_inclusion(
+    State(state): State<AppState>,
+    query: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text(), ""))?;
+    let latest = state.sequencer.latest().size;
+    let index = parse_index(&q.index, "index")?;
+    let size = q
+        .tree_size
+        .as_deref()
+        .map_or(Ok(latest), |s| parse_index(s, "tree_size"))?;
+    if size > latest {
+        return Err(ApiError::bad_request(
+            format!("tree_size {size} is beyond the latest checkpoint ({latest})"),
+            "tree_size",
+        ));
+    }
+    let store = state.sequencer.store().clone();
+    let (leaf_hash, proof) = tokio::task::spawn_blocking(move || {
+        let proof = inclusion_proof::<Blake3>(index, size, &*store)?;
+        let leaf_hash = store.read_hash(NodeId::covering(0, index))?;
+        Ok::<_, ApiError>((leaf_hash, proof))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(json!({
+        "index": index,
+        "tree_size": size,
+        "leaf_hash": to_hex(&leaf_hash),
+        "hashes": proof.iter().map(to_hex).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    from: String,
+    to: Option<String>,
+}
+
+/// `GET /v1/proofs/consistency?from=M&to=N`: RFC 9162 consistency proof (N defaults to latest).
+async fn get_consistency(
+    State(state): State<AppState>,
+    query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text(), ""))?;
+    let latest = state.sequencer.latest().size;
+    let from = parse_index(&q.from, "from")?;
+    let to =
+        q.to.as_deref()
+            .map_or(Ok(latest), |s| parse_index(s, "to"))?;
+    if to > latest {
+        return Err(ApiError::bad_request(
+            format!("to {to} is beyond the latest checkpoint ({latest})"),
+            "to",
+        ));
+    }
+    let store = state.sequencer.store().clone();
+    let proof = tokio::task::spawn_blocking(move || consistency_proof::<Blake3>(from, to, &*store))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(json!({
+        "from": from,
+        "to": to,
+        "hashes": proof.iter().map(to_hex).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /v1/requests/{request_id}`: the entries of one request's lifecycle, in index order.
+async fn get_request(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(request_id): Path<String>,
+) -> Result<Response, ApiError> {
+    authenticate(&state, &headers)?;
+    if request_id.is_empty() || request_id.len() > 256 || request_id.contains('\0') {
+        return Err(ApiError::bad_request(
+            "request_id must be 1-256 characters",
+            "request_id",
+        ));
+    }
+    let store = state.sequencer.store();
+    let size = state.sequencer.latest().size;
+    let mut body = Vec::from(b"{\"request_id\":".as_slice());
+    body.extend_from_slice(
+        &serde_json::to_vec(&request_id).map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
+    body.extend_from_slice(b",\"entries\":[");
+    let mut count = 0;
+    for index in store.request_indexes(&request_id, MAX_REQUEST_ENTRIES)? {
+        if index >= size {
+            continue;
+        }
+        let leaf = store.entry(index)?.ok_or_else(|| {
+            ApiError::Internal(format!("request index points at missing entry {index}"))
+        })?;
+        if count > 0 {
+            body.push(b',');
+        }
+        // Leaves are JSON objects: embed their exact bytes.
+        body.extend_from_slice(&leaf);
+        count += 1;
+    }
+    body.extend_from_slice(b"]}");
+    if count == 0 {
+        return Err(ApiError::NotFound(format!(
+            "no entries for request_id {request_id:?}"
+        )));
+    }
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `GET /healthz`: the process is up.
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the sequencer is accepting writes.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let size = state.sequencer.latest().size;
+    if state.sequencer.is_accepting() {
+        Json(json!({"status": "ready", "tree_size": size})).into_response()
+    } else {
+        ApiError::Unavailable("sequencer is not accepting writes".into()).into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}

@@ -1,0 +1,32 @@
+//! `ledger`: a tamper-evident, append-only record of approval events for privileged actions run by
+//! AI agents and automated pipelines. Events are validated, sequenced, hash-chained, appended to a
+//! BLAKE3 Merkle tree (RFC 9162 shape) in RocksDB and covered by Ed25519-signed checkpoints; each
+//! poster gets a receipt with an inclusion proof.
+//!
+//! # Layout
+//!
+//! Dependencies point one way: `core` <- `store` <- `sequencer` <- `http` <- `server` <- `cli`.
+//!
+//! - [`core`]: pure logic: events, leaves, hashes, the tree and its proofs, checkpoints, receipts.
+//!   No I/O, no clock, no randomness.
+//! - [`store`]: RocksDB, the only module that names it. One synced `WriteBatch` per commit.
+//! - [`sequencer`]: the one writer: ordering, chaining, group commit, checkpoint signing.
+//! - [`http`]: the axum API; writes only through the sequencer.
+//! - [`auth`]: source tokens (stored hashed, checked in constant time).
+//! - [`keyfile`]: the signing key on disk.
+//! - [`server`]: wiring and graceful shutdown; [`cli`]: the command line.
+//!
+//! docs/architecture.md walks the life of one event through these; docs/formats.md specifies every
+//! byte an outside verifier depends on.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod cli;
+pub mod core;
+pub mod http;
+pub mod keyfile;
+pub mod sequencer;
+pub mod server;
+pub mod store;

@@ -1,0 +1,686 @@
+//! The sequencer: the one writer. It owns index assignment, the hash chain, the tree frontier, group
+//! commit and checkpoint signing.
+//!
+//! Must not touch: HTTP shapes, RocksDB (it calls [`Store`]). Callers reach it only through
+//! [`Sequencer::append`].
+//!
+//! Life of a batch: requests queue on a bounded channel; the writer thread takes the first, then
+//! everything else already waiting (up to `max_batch_events`), so the batch grows with the load
+//! while one fsync is in flight (group commit). For the batch it looks up every idempotency key in
+//! one multi-get, assigns indexes in arrival order, builds each leaf (chained to the previous leaf
+//! hash), appends the leaf hashes to the in-memory frontier, signs one checkpoint, and writes all of
+//! it as one synced `WriteBatch`. Only then are the callers answered; their receipts' proofs are
+//! built in the callers' tasks from the batch's new nodes, so proof hashing runs in parallel.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+
+use crate::core::event::PreparedEvent;
+use crate::core::hash::{Blake3, Hash, TreeHasher};
+use crate::core::leaf::{GENESIS_PREV, Leaf, LeafHeader, encode_leaf, format_micros};
+use crate::core::merkle::{Frontier, HashReader, NodeId, TreeError, inclusion_proof};
+use crate::core::note::{Checkpoint, NoteError, SignerKey, checkpoint_body, open_checkpoint};
+use crate::core::receipt::Receipt;
+use crate::store::{Commit, DedupRecord, META_LOG_KEY, Store, StoreError, dedup_key};
+
+/// A clock in microseconds since the Unix epoch (injectable so tests can step it backwards).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+#[must_use]
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    })
+}
+
+/// Sequencer limits.
+#[derive(Clone)]
+pub struct SequencerConfig {
+    /// Most events committed in one `WriteBatch` (one fsync, one signature).
+    pub max_batch_events: usize,
+    /// Most events accepted but not yet committed; beyond it, [`SequencerError::Pushback`].
+    pub max_queued_events: usize,
+    /// Source of `ingested_at`.
+    pub clock: Clock,
+}
+
+impl Default for SequencerConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_events: 8192,
+            max_queued_events: 65_536,
+            clock: system_clock(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SequencerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SequencerConfig")
+            .field("max_batch_events", &self.max_batch_events)
+            .field("max_queued_events", &self.max_queued_events)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sequencer errors; each variant's doc says how HTTP shows it.
+#[derive(Debug, thiserror::Error)]
+pub enum SequencerError {
+    /// The queue is full: 503 with `Retry-After`. Nothing of the request was appended.
+    #[error("ledger is at capacity; retry shortly")]
+    Pushback,
+    /// More events in one request than the queue can ever hold: 413.
+    #[error("request has {0} events; the limit per request is {1}")]
+    TooManyEvents(usize, usize),
+    /// An `event_id` already appended (or earlier in this request) with a different body: 409.
+    /// Nothing of the request was appended.
+    #[error("event_id {event_id:?} (item {item}) was already appended with a different body")]
+    Conflict {
+        /// Position of the event in the request.
+        item: usize,
+        /// The conflicting id.
+        event_id: String,
+    },
+    /// The commit failed (disk full, I/O error): 503. Nothing of the request was acknowledged;
+    /// retrying is safe (idempotency returns the original receipt if it did land).
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    /// The sequencer has stopped (shutdown): 503.
+    #[error("ledger is shutting down")]
+    ShuttingDown,
+    /// Reading stored state failed: 500.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Building a proof failed (a stored node is missing or unreadable): 500.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    /// The stored state does not check out at start: the server refuses to serve.
+    #[error("start-up check failed: {0}")]
+    Startup(String),
+}
+
+/// What the writer did with one event.
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    index: u64,
+    leaf_hash: Hash,
+    /// `Some(size)` when the event was appended by an earlier commit whose checkpoint had `size`.
+    earlier_commit: Option<u64>,
+    /// True when the event had been appended before (earlier commit or earlier in this batch).
+    duplicate: bool,
+}
+
+/// The nodes a batch's receipts need: the frontier before the batch plus every node it created.
+/// Reads that miss (duplicates of older entries) fall through to the store.
+struct BatchView {
+    nodes: HashMap<NodeId, Hash>,
+    store: Arc<Store>,
+}
+
+impl HashReader for BatchView {
+    fn read_hash(&self, id: NodeId) -> Result<Hash, TreeError> {
+        match self.nodes.get(&id) {
+            Some(hash) => Ok(*hash),
+            None => self.store.read_hash(id),
+        }
+    }
+}
+
+struct Committed {
+    placed: Vec<Placed>,
+    checkpoint: Arc<Checkpoint>,
+    view: Arc<BatchView>,
+}
+
+struct Job {
+    source: Arc<str>,
+    events: Vec<PreparedEvent>,
+    reply: oneshot::Sender<Result<Committed, SequencerError>>,
+    /// Held until the job is answered: bounds accepted-but-uncommitted events.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Handle to the writer. Cheap to clone; the writer stops when every handle is dropped, after
+/// committing what it has already taken.
+#[derive(Clone)]
+pub struct Sequencer {
+    // A bounded mpsc queue plus a semaphore counted in events (not requests): a request of 5,000
+    // events weighs 5,000, so memory stays bounded whatever mix of request sizes arrives.
+    tx: mpsc::Sender<Job>,
+    queued: Arc<Semaphore>,
+    max_request_events: usize,
+    store: Arc<Store>,
+    latest: watch::Receiver<Arc<Checkpoint>>,
+    verifier_key: Arc<str>,
+}
+
+/// Joins the writer thread on shutdown.
+pub struct WriterThread(JoinHandle<()>);
+
+impl WriterThread {
+    /// Waits for the writer to commit what it holds and exit (after all handles are dropped).
+    pub fn join(self) {
+        if self.0.join().is_err() {
+            tracing::error!("sequencer thread panicked");
+        }
+    }
+}
+
+impl Sequencer {
+    /// Loads and checks the stored state, then starts the writer thread.
+    ///
+    /// The check: the newest checkpoint verifies under `key`, the stored entries end exactly at its
+    /// tree size, the root recomputed from stored nodes equals its root, and the last entry's bytes
+    /// hash to the stored leaf hash. `O(log n)` reads; the full O(n) audit is `ledger fsck`. On a
+    /// new data dir it records `key` as the log's key and commits a signed checkpoint of size 0.
+    pub fn start(
+        store: Arc<Store>,
+        key: SignerKey,
+        config: SequencerConfig,
+    ) -> Result<(Self, WriterThread), SequencerError> {
+        let state = State::load(&store, &key, config.clock.clone())?;
+        tracing::info!(
+            tree_size = state.frontier.size(),
+            verifier_key = %key.verifier().encode(),
+            "log state loaded and checked"
+        );
+        let verifier_key: Arc<str> = key.verifier().encode().into();
+        let (latest_tx, latest) = watch::channel(state.checkpoint.clone());
+        let (tx, rx) = mpsc::channel(config.max_queued_events.max(1));
+        let writer = Writer {
+            store: store.clone(),
+            key,
+            state,
+            max_batch: config.max_batch_events.max(1),
+            latest: latest_tx,
+        };
+        let thread = std::thread::Builder::new()
+            .name("sequencer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| SequencerError::Startup(format!("cannot start writer thread: {e}")))?;
+        Ok((
+            Self {
+                tx,
+                queued: Arc::new(Semaphore::new(config.max_queued_events)),
+                max_request_events: config.max_queued_events,
+                store,
+                latest,
+                verifier_key,
+            },
+            WriterThread(thread),
+        ))
+    }
+
+    /// The newest checkpoint (updated after each commit).
+    #[must_use]
+    pub fn latest(&self) -> Arc<Checkpoint> {
+        self.latest.borrow().clone()
+    }
+
+    /// The log's verifier key, `<name>+<hex id>+<base64 key>`.
+    #[must_use]
+    pub fn verifier_key(&self) -> &str {
+        &self.verifier_key
+    }
+
+    /// True while the writer accepts jobs (false once it has stopped).
+    #[must_use]
+    pub fn is_accepting(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    /// The store, for reads.
+    #[must_use]
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Appends `events` from `source`, all or nothing, and returns one receipt per event in order.
+    ///
+    /// Durability contract: this MUST resolve `Ok` only after the events are in a `WriteBatch`
+    /// whose WAL write was fsync'd, together with the checkpoint each receipt carries. An error
+    /// means no event of the request was newly appended by it (duplicates stay as they were).
+    pub async fn append(
+        &self,
+        source: &str,
+        events: Vec<PreparedEvent>,
+    ) -> Result<Vec<Receipt>, SequencerError> {
+        let n = events.len();
+        if n > self.max_request_events {
+            return Err(SequencerError::TooManyEvents(n, self.max_request_events));
+        }
+        let permits = u32::try_from(n)
+            .map_err(|_| SequencerError::TooManyEvents(n, self.max_request_events))?;
+        let permit = self
+            .queued
+            .clone()
+            .try_acquire_many_owned(permits)
+            .map_err(|_| SequencerError::Pushback)?;
+        let event_ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        let (reply, response) = oneshot::channel();
+        let job = Job {
+            source: source.into(),
+            events,
+            reply,
+            _permit: permit,
+        };
+        self.tx.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SequencerError::Pushback,
+            mpsc::error::TrySendError::Closed(_) => SequencerError::ShuttingDown,
+        })?;
+        let committed = response.await.map_err(|_| SequencerError::ShuttingDown)??;
+        self.receipts(event_ids, committed)
+    }
+
+    /// Builds receipts: new entries against this commit's checkpoint from the batch's nodes;
+    /// duplicates of earlier commits as their original receipts (that commit's checkpoint).
+    fn receipts(
+        &self,
+        event_ids: Vec<String>,
+        committed: Committed,
+    ) -> Result<Vec<Receipt>, SequencerError> {
+        let mut out = Vec::with_capacity(event_ids.len());
+        for (event_id, placed) in event_ids.into_iter().zip(committed.placed) {
+            let mut receipt = match placed.earlier_commit {
+                None => {
+                    let proof = inclusion_proof::<Blake3>(
+                        placed.index,
+                        committed.checkpoint.size,
+                        &*committed.view,
+                    )?;
+                    Receipt::new(
+                        placed.index,
+                        event_id,
+                        &placed.leaf_hash,
+                        &proof,
+                        &committed.checkpoint,
+                    )
+                }
+                Some(size) => {
+                    let checkpoint = self.original_checkpoint(size)?;
+                    let proof = inclusion_proof::<Blake3>(placed.index, size, &*self.store)?;
+                    Receipt::new(
+                        placed.index,
+                        event_id,
+                        &placed.leaf_hash,
+                        &proof,
+                        &checkpoint,
+                    )
+                }
+            };
+            receipt.duplicate = placed.duplicate;
+            out.push(receipt);
+        }
+        Ok(out)
+    }
+
+    fn original_checkpoint(&self, size: u64) -> Result<Checkpoint, SequencerError> {
+        let note = self.store.checkpoint_at(size)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("no stored checkpoint for tree size {size}"))
+        })?;
+        let latest = self.latest();
+        // Stored by us and signed by our key; re-verifying would cost a signature check per duplicate.
+        Ok(Checkpoint {
+            origin: latest.origin.clone(),
+            size,
+            root: crate::core::merkle::tree_hash::<Blake3>(size, &*self.store)?,
+            note,
+        })
+    }
+}
+
+/// The writer's view of the log head, rebuilt from the store at start and after a failed commit.
+struct State {
+    frontier: Frontier<Blake3>,
+    last_leaf_hash: Hash,
+    last_micros: i64,
+    checkpoint: Arc<Checkpoint>,
+    clock: Clock,
+}
+
+impl State {
+    fn load(store: &Store, key: &SignerKey, clock: Clock) -> Result<Self, SequencerError> {
+        let verifier = key.verifier();
+        match store.meta(META_LOG_KEY)? {
+            Some(stored) if stored == verifier.encode().as_bytes() => {}
+            Some(stored) => {
+                return Err(SequencerError::Startup(format!(
+                    "this data dir belongs to the log with key {}; refusing to sign it with {}",
+                    String::from_utf8_lossy(&stored),
+                    verifier.encode()
+                )));
+            }
+            None => {
+                if store.latest_checkpoint()?.is_some() || store.last_entry_index()?.is_some() {
+                    return Err(SequencerError::Startup(
+                        "data dir has entries but no log key".into(),
+                    ));
+                }
+                store.put_meta(META_LOG_KEY, verifier.encode().as_bytes())?;
+            }
+        }
+        let Some((size, note)) = store.latest_checkpoint()? else {
+            if store.last_entry_index()?.is_some() {
+                return Err(SequencerError::Startup(
+                    "entries are stored but no checkpoint".into(),
+                ));
+            }
+            let empty = Frontier::<Blake3>::empty();
+            let note = key.sign_note(&checkpoint_body(verifier.name(), 0, &empty.root()));
+            store.commit(&Commit {
+                checkpoint: Some((0, note.clone())),
+                ..Commit::default()
+            })?;
+            let checkpoint = open_checkpoint(&note, verifier).map_err(startup)?;
+            return Ok(Self {
+                frontier: empty,
+                last_leaf_hash: GENESIS_PREV,
+                last_micros: i64::MIN,
+                checkpoint: Arc::new(checkpoint),
+                clock,
+            });
+        };
+        let checkpoint = open_checkpoint(&note, verifier).map_err(startup)?;
+        if checkpoint.size != size {
+            return Err(SequencerError::Startup(format!(
+                "checkpoint stored under size {size} says size {}",
+                checkpoint.size
+            )));
+        }
+        let last = store.last_entry_index()?;
+        if last.map_or(0, |i| i + 1) != size {
+            return Err(SequencerError::Startup(format!(
+                "stored entries end at {last:?} but the latest checkpoint has tree size {size}"
+            )));
+        }
+        let frontier = Frontier::<Blake3>::load(size, store)?;
+        if frontier.root() != checkpoint.root {
+            return Err(SequencerError::Startup(format!(
+                "root recomputed from stored nodes differs from the checkpoint's at size {size}"
+            )));
+        }
+        let (last_leaf_hash, last_micros) = match size {
+            0 => (GENESIS_PREV, i64::MIN),
+            _ => {
+                let bytes = store
+                    .entry(size - 1)?
+                    .ok_or_else(|| SequencerError::Startup("last entry missing".into()))?;
+                let hash = Blake3::leaf(&bytes);
+                if store.read_hash(NodeId::covering(0, size - 1))? != hash {
+                    return Err(SequencerError::Startup(format!(
+                        "entry {} does not hash to its stored leaf hash",
+                        size - 1
+                    )));
+                }
+                let leaf = Leaf::parse(&bytes)
+                    .map_err(|e| SequencerError::Startup(format!("entry {}: {e}", size - 1)))?;
+                (hash, leaf.ingested_micros())
+            }
+        };
+        Ok(Self {
+            frontier,
+            last_leaf_hash,
+            last_micros,
+            checkpoint: Arc::new(checkpoint),
+            clock,
+        })
+    }
+}
+
+fn startup(e: NoteError) -> SequencerError {
+    SequencerError::Startup(format!("stored checkpoint: {e}"))
+}
+
+struct Writer {
+    store: Arc<Store>,
+    key: SignerKey,
+    state: State,
+    max_batch: usize,
+    latest: watch::Sender<Arc<Checkpoint>>,
+}
+
+/// An event appended earlier in the batch being built.
+struct PendingEntry {
+    index: u64,
+    leaf_hash: Hash,
+    digest: Hash,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut count = first.events.len();
+            let mut jobs = vec![first];
+            while count < self.max_batch {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        count += job.events.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.process(jobs);
+        }
+        tracing::info!(tree_size = self.state.frontier.size(), "sequencer stopped");
+    }
+
+    fn process(&mut self, jobs: Vec<Job>) {
+        let keys: Vec<Vec<u8>> = jobs
+            .iter()
+            .flat_map(|j| j.events.iter().map(|e| dedup_key(&j.source, &e.event_id)))
+            .collect();
+        let stored = match self.store.dedup_get_many(&keys) {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!(error = %e, "idempotency lookup failed");
+                for job in jobs {
+                    let _ = job
+                        .reply
+                        .send(Err(SequencerError::CommitFailed(e.to_string())));
+                }
+                return;
+            }
+        };
+
+        let micros = (self.state.clock)().max(self.state.last_micros);
+        let Some(ingested_at) = format_micros(micros) else {
+            for job in jobs {
+                let _ = job.reply.send(Err(SequencerError::CommitFailed(
+                    "clock out of range".into(),
+                )));
+            }
+            return;
+        };
+
+        let mut frontier = self.state.frontier.clone();
+        let old_frontier: Vec<(NodeId, Hash)> = frontier.nodes().collect();
+        let mut prev = self.state.last_leaf_hash;
+        let mut commit = Commit::default();
+        let mut pending: HashMap<&[u8], PendingEntry> = HashMap::new();
+        let mut accepted: Vec<(Job, Vec<Placed>)> = Vec::with_capacity(jobs.len());
+        let mut key_iter = keys.iter().zip(stored);
+
+        for job in jobs {
+            let job_keys: Vec<_> = key_iter.by_ref().take(job.events.len()).collect();
+            let earlier_hashes = match self.check_job(&job, &job_keys, &pending) {
+                Ok(hashes) => hashes,
+                Err(e) => {
+                    let _ = job.reply.send(Err(e));
+                    continue;
+                }
+            };
+            let mut placed = Vec::with_capacity(job.events.len());
+            for ((event, (key, stored)), earlier_hash) in
+                job.events.iter().zip(&job_keys).zip(earlier_hashes)
+            {
+                if let (Some(record), Some(leaf_hash)) = (stored, earlier_hash) {
+                    placed.push(Placed {
+                        index: record.index,
+                        leaf_hash,
+                        earlier_commit: Some(record.tree_size),
+                        duplicate: true,
+                    });
+                } else if let Some(entry) = pending.get(key.as_slice()) {
+                    placed.push(Placed {
+                        index: entry.index,
+                        leaf_hash: entry.leaf_hash,
+                        earlier_commit: None,
+                        duplicate: true,
+                    });
+                } else {
+                    let index = frontier.size();
+                    let leaf = encode_leaf(
+                        &LeafHeader {
+                            index,
+                            ingested_at: &ingested_at,
+                            source: &job.source,
+                            prev_leaf_hash: &prev,
+                        },
+                        &event.jcs,
+                    );
+                    let leaf_hash = Blake3::leaf(&leaf);
+                    frontier.append(leaf_hash, &mut commit.nodes);
+                    prev = leaf_hash;
+                    pending.insert(
+                        key.as_slice(),
+                        PendingEntry {
+                            index,
+                            leaf_hash,
+                            digest: event.digest,
+                        },
+                    );
+                    commit.entries.push((index, leaf));
+                    commit.requests.push((event.request_id.clone(), index));
+                    commit.dedup.push((
+                        (*key).clone(),
+                        DedupRecord {
+                            index,
+                            tree_size: 0, // set below, once the batch's size is known
+                            digest: event.digest,
+                        },
+                    ));
+                    placed.push(Placed {
+                        index,
+                        leaf_hash,
+                        earlier_commit: None,
+                        duplicate: false,
+                    });
+                }
+            }
+            accepted.push((job, placed));
+        }
+
+        let size = frontier.size();
+        let (checkpoint, view) = if commit.entries.is_empty() {
+            (
+                self.state.checkpoint.clone(),
+                Arc::new(self.view(HashMap::new())),
+            )
+        } else {
+            for (_, record) in &mut commit.dedup {
+                record.tree_size = size;
+            }
+            let note = self.key.sign_note(&checkpoint_body(
+                self.key.verifier().name(),
+                size,
+                &frontier.root(),
+            ));
+            commit.checkpoint = Some((size, note.clone()));
+            if let Err(e) = self.store.commit(&commit) {
+                self.fail_batch(accepted, &e);
+                return;
+            }
+            let checkpoint = Arc::new(Checkpoint {
+                origin: self.key.verifier().name().to_owned(),
+                size,
+                root: frontier.root(),
+                note,
+            });
+            let mut nodes: HashMap<NodeId, Hash> = old_frontier.into_iter().collect();
+            nodes.extend(commit.nodes.iter().copied());
+            self.state.frontier = frontier;
+            self.state.last_leaf_hash = prev;
+            self.state.last_micros = micros;
+            self.state.checkpoint = checkpoint.clone();
+            self.latest.send_replace(checkpoint.clone());
+            (checkpoint, Arc::new(self.view(nodes)))
+        };
+
+        for (job, placed) in accepted {
+            let _ = job.reply.send(Ok(Committed {
+                placed,
+                checkpoint: checkpoint.clone(),
+                view: view.clone(),
+            }));
+        }
+    }
+
+    /// Checks a job's events against earlier commits, earlier jobs of this batch and earlier
+    /// items of the job itself: one id with two bodies fails the whole job. Returns, per event, the
+    /// stored leaf hash of an earlier commit's entry (read now, so placing cannot fail halfway).
+    fn check_job(
+        &self,
+        job: &Job,
+        keys: &[(&Vec<u8>, Option<DedupRecord>)],
+        pending: &HashMap<&[u8], PendingEntry>,
+    ) -> Result<Vec<Option<Hash>>, SequencerError> {
+        let mut in_job: HashMap<&[u8], &Hash> = HashMap::new();
+        let mut hashes = Vec::with_capacity(keys.len());
+        for (item, (event, (key, stored))) in job.events.iter().zip(keys).enumerate() {
+            let earlier = stored
+                .as_ref()
+                .map(|r| &r.digest)
+                .or_else(|| pending.get(key.as_slice()).map(|p| &p.digest))
+                .or_else(|| in_job.get(key.as_slice()).copied());
+            match earlier {
+                Some(digest) if *digest != event.digest => {
+                    return Err(SequencerError::Conflict {
+                        item,
+                        event_id: event.event_id.clone(),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    in_job.insert(key.as_slice(), &event.digest);
+                }
+            }
+            hashes.push(match stored {
+                Some(record) => Some(self.store.read_hash(NodeId::covering(0, record.index))?),
+                None => None,
+            });
+        }
+        Ok(hashes)
+    }
+
+    fn view(&self, nodes: HashMap<NodeId, Hash>) -> BatchView {
+        BatchView {
+            nodes,
+            store: self.store.clone(),
+        }
+    }
+
+    fn fail_batch(&mut self, accepted: Vec<(Job, Vec<Placed>)>, error: &StoreError) {
+        tracing::error!(error = %error, "commit failed; batch not acknowledged");
+        for (job, _) in accepted {
+            let _ = job
+                .reply
+                .send(Err(SequencerError::CommitFailed(error.to_string())));
+        }
+        // The write may or may not have reached the disk: reload the head from what is stored.
+        match State::load(&self.store, &self.key, self.state.clock.clone()) {
+            Ok(state) => {
+                self.state = state;
+                self.latest.send_replace(self.state.checkpoint.clone());
+            }
+            Err(e) => tracing::error!(error = %e, "reloading state after a failed commit"),
+        }
+    }
+}

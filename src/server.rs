@@ -1,0 +1,91 @@
+//! Wires a data dir into a running server: store, credentials, sequencer, HTTP.
+//!
+//! Owns: start-up order and graceful shutdown. Must not touch: request handling.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::auth::{AuthError, CredentialRecord, Credentials};
+use crate::core::note::SignerKey;
+use crate::http::{self, AppState, Limits};
+use crate::sequencer::{Sequencer, SequencerConfig, SequencerError};
+use crate::store::{Store, StoreError};
+
+/// Everything `serve` needs, validated.
+#[derive(Debug)]
+pub struct ServeConfig {
+    /// RocksDB directory.
+    pub data_dir: PathBuf,
+    /// The log's signing key.
+    pub key: SignerKey,
+    /// Sequencer limits.
+    pub sequencer: SequencerConfig,
+    /// HTTP limits.
+    pub limits: Limits,
+}
+
+/// Why the server could not start or stopped abnormally (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Opening the data dir failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored state failed its start-up check, or the writer could not start.
+    #[error(transparent)]
+    Sequencer(#[from] SequencerError),
+    /// A stored credential is corrupt.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The listener failed.
+    #[error("serving HTTP: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Loads the source credentials stored in the data dir.
+pub fn load_credentials(store: &Store) -> Result<Credentials, ServeError> {
+    let records = store
+        .sources()?
+        .into_iter()
+        .map(|(name, bytes)| CredentialRecord::from_bytes(&name, &bytes).map(|r| (name, r)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Credentials::from_records(
+        records.iter().map(|(n, r)| (n.as_str(), r.clone())),
+    )?)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests finish,
+/// commits what the sequencer holds, and returns.
+pub async fn serve(
+    config: ServeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let store = Arc::new(Store::open(&config.data_dir)?);
+    let credentials = load_credentials(&store)?;
+    if credentials.is_empty() {
+        tracing::warn!(
+            "no sources registered: stop the server and run `ledger sources add NAME --data-dir DIR`"
+        );
+    }
+    let (sequencer, writer) = Sequencer::start(store, config.key, config.sequencer)?;
+    let state = AppState {
+        sequencer,
+        credentials: Arc::new(credentials),
+        limits: config.limits,
+    };
+    tracing::info!(addr = %listener.local_addr()?, sources = state.credentials.len(), "listening");
+    let app = http::router(state);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    // Every Sequencer handle lived in the router and in-flight requests, now all dropped: the
+    // writer drains its queue, commits, and exits.
+    tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    tracing::info!("stopped");
+    Ok(served?)
+}

@@ -1,0 +1,375 @@
+//! RocksDB persistence: the only module that names `rocksdb`.
+//!
+//! Owns: column families, key encoding, and the one synced `WriteBatch` per commit. Must not touch:
+//! signing, ordering, HTTP. Every commit is atomic across column families (one WAL record) and is
+//! fsync'd before [`Store::commit`] returns.
+//!
+//! Key layout (all integers big-endian, so RocksDB's byte order is numeric order):
+//!
+//! | column family | key                                   | value                                  |
+//! |---------------|---------------------------------------|----------------------------------------|
+//! | `entries`     | index u64                             | leaf bytes                             |
+//! | `nodes`       | level u8, index u64                   | 32-byte hash of that complete subtree  |
+//! | `checkpoints` | tree size u64                         | signed checkpoint note                 |
+//! | `dedup`       | source, 0x00, event_id                | index u64, tree size u64, digest[32]   |
+//! | `requests`    | request_id, 0x00, index u64           | (empty)                                |
+//! | `sources`     | source name                           | credential record (see `auth`)         |
+//! | `meta`        | name                                  | value                                  |
+
+use std::path::Path;
+
+use rocksdb::{
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options,
+    WriteBatch, WriteOptions,
+};
+
+use crate::core::hash::Hash;
+use crate::core::merkle::{HashReader, NodeId, TreeError};
+
+const CF_ENTRIES: &str = "entries";
+const CF_NODES: &str = "nodes";
+const CF_CHECKPOINTS: &str = "checkpoints";
+const CF_DEDUP: &str = "dedup";
+const CF_REQUESTS: &str = "requests";
+const CF_SOURCES: &str = "sources";
+const CF_META: &str = "meta";
+const ALL_CFS: [&str; 7] = [
+    CF_ENTRIES,
+    CF_NODES,
+    CF_CHECKPOINTS,
+    CF_DEDUP,
+    CF_REQUESTS,
+    CF_SOURCES,
+    CF_META,
+];
+
+/// `meta` key holding the verifier key of the log this data dir belongs to.
+pub const META_LOG_KEY: &[u8] = b"log_verifier_key";
+/// `meta` key holding the storage format version.
+const META_FORMAT: &[u8] = b"format";
+const FORMAT_VERSION: &[u8] = b"1";
+
+/// Storage errors. All surface as HTTP 503 on the write path (the batch is not acknowledged) or 500
+/// on reads, and as exit code 2 in the CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (usually `ledger serve`) holds the data dir's lock.
+    #[error("data dir {0} is in use by another process (is `ledger serve` running?)")]
+    InUse(String),
+    /// RocksDB reported an error (I/O, disk full, corruption detected by checksums).
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// A stored value does not have its layout's shape.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+}
+
+/// What the idempotency index remembers of an appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupRecord {
+    /// Index the event was appended at.
+    pub index: u64,
+    /// Tree size of the commit that appended it (its original receipt's checkpoint).
+    pub tree_size: u64,
+    /// BLAKE3 of the event's canonical JSON.
+    pub digest: Hash,
+}
+
+impl DedupRecord {
+    fn encode(&self) -> [u8; 48] {
+        let mut out = [0u8; 48];
+        out[..8].copy_from_slice(&self.index.to_be_bytes());
+        out[8..16].copy_from_slice(&self.tree_size.to_be_bytes());
+        out[16..].copy_from_slice(&self.digest);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let bytes: &[u8; 48] = bytes
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("dedup record is not 48 bytes".into()))?;
+        Ok(Self {
+            index: u64::from_be_bytes(bytes[..8].try_into().unwrap_or_default()),
+            tree_size: u64::from_be_bytes(bytes[8..16].try_into().unwrap_or_default()),
+            digest: bytes[16..].try_into().unwrap_or_default(),
+        })
+    }
+}
+
+/// The idempotency key of an event: its source and `event_id`.
+#[must_use]
+pub fn dedup_key(source: &str, event_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(source.len() + 1 + event_id.len());
+    key.extend_from_slice(source.as_bytes());
+    key.push(0);
+    key.extend_from_slice(event_id.as_bytes());
+    key
+}
+
+fn node_key(id: NodeId) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = id.level;
+    key[1..].copy_from_slice(&id.index.to_be_bytes());
+    key
+}
+
+/// Everything one commit writes, applied as one synced `WriteBatch`.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// `(index, leaf bytes)` of new entries.
+    pub entries: Vec<(u64, Vec<u8>)>,
+    /// Newly complete tree nodes.
+    pub nodes: Vec<(NodeId, Hash)>,
+    /// `(dedup key, record)` of new events.
+    pub dedup: Vec<(Vec<u8>, DedupRecord)>,
+    /// `(request_id, index)` of new entries.
+    pub requests: Vec<(String, u64)>,
+    /// `(tree size, signed note)` of the commit's checkpoint.
+    pub checkpoint: Option<(u64, String)>,
+}
+
+/// An open data dir.
+pub struct Store {
+    db: DB,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.db.path())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the data dir at `path` for writing. Holds RocksDB's lock file, so
+    /// a second writer fails with [`StoreError::InUse`].
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Recover every complete (synced) WAL record and stop at a torn tail: a crash mid-write
+        // leaves an unacknowledged, incomplete batch at the end, which must not block start-up.
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
+        opts.set_max_background_jobs(2);
+        opts.set_bytes_per_sync(1 << 20);
+        let cfs = ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| classify(path, e))?;
+        let store = Self { db };
+        match store.meta(META_FORMAT)? {
+            None => store.put_meta(META_FORMAT, FORMAT_VERSION)?,
+            Some(v) if v == FORMAT_VERSION => {}
+            Some(v) => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown storage format {:?}",
+                    String::from_utf8_lossy(&v)
+                )));
+            }
+        }
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    /// Applies `commit` atomically and fsyncs the WAL before returning (group commit durability).
+    pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let (entries, nodes, dedup, requests) = (
+            self.cf(CF_ENTRIES),
+            self.cf(CF_NODES),
+            self.cf(CF_DEDUP),
+            self.cf(CF_REQUESTS),
+        );
+        for (index, leaf) in &commit.entries {
+            batch.put_cf(entries, index.to_be_bytes(), leaf);
+        }
+        for (id, hash) in &commit.nodes {
+            batch.put_cf(nodes, node_key(*id), hash);
+        }
+        for (key, record) in &commit.dedup {
+            batch.put_cf(dedup, key, record.encode());
+        }
+        for (request_id, index) in &commit.requests {
+            let mut key = Vec::with_capacity(request_id.len() + 9);
+            key.extend_from_slice(request_id.as_bytes());
+            key.push(0);
+            key.extend_from_slice(&index.to_be_bytes());
+            batch.put_cf(requests, key, []);
+        }
+        if let Some((size, note)) = &commit.checkpoint {
+            batch.put_cf(self.cf(CF_CHECKPOINTS), size.to_be_bytes(), note.as_bytes());
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    /// The newest stored checkpoint `(tree size, note)`, if any.
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let mut iter = self
+            .db
+            .iterator_cf(self.cf(CF_CHECKPOINTS), IteratorMode::End);
+        match iter.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (key, value) = item?;
+                Ok(Some((
+                    decode_u64(&key, "checkpoint key")?,
+                    decode_text(value.to_vec())?,
+                )))
+            }
+        }
+    }
+
+    /// The checkpoint stored for tree size `size`.
+    pub fn checkpoint_at(&self, size: u64) -> Result<Option<String>, StoreError> {
+        self.db
+            .get_cf(self.cf(CF_CHECKPOINTS), size.to_be_bytes())?
+            .map(decode_text)
+            .transpose()
+    }
+
+    /// The leaf bytes of entry `index`.
+    pub fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_ENTRIES), index.to_be_bytes())?)
+    }
+
+    /// The highest entry index stored, if any.
+    pub fn last_entry_index(&self) -> Result<Option<u64>, StoreError> {
+        let mut iter = self.db.iterator_cf(self.cf(CF_ENTRIES), IteratorMode::End);
+        iter.next()
+            .map(|item| decode_u64(&item?.0, "entry key"))
+            .transpose()
+    }
+
+    /// Idempotency records for `keys`, in order (one batched lookup).
+    pub fn dedup_get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<DedupRecord>>, StoreError> {
+        let cf = self.cf(CF_DEDUP);
+        self.db
+            .batched_multi_get_cf(cf, keys.iter(), false)
+            .into_iter()
+            .map(|r| r?.map(|v| DedupRecord::decode(&v)).transpose())
+            .collect()
+    }
+
+    /// Indexes of the entries of `request_id`, ascending, at most `limit`.
+    pub fn request_indexes(&self, request_id: &str, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let mut prefix = request_id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_REQUESTS),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for item in iter {
+            let (key, _) = item?;
+            let Some(rest) = key.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            out.push(decode_u64(rest, "request key")?);
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a source's credential record (offline administration).
+    pub fn put_source(&self, name: &str, record: &[u8]) -> Result<(), StoreError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db
+            .put_cf_opt(self.cf(CF_SOURCES), name.as_bytes(), record, &opts)?;
+        Ok(())
+    }
+
+    /// A source's credential record.
+    pub fn source(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_SOURCES), name.as_bytes())?)
+    }
+
+    /// All `(name, record)` credential records.
+    pub fn sources(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.db
+            .iterator_cf(self.cf(CF_SOURCES), IteratorMode::Start)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((decode_text(k.to_vec())?, v.to_vec()))
+            })
+            .collect()
+    }
+
+    /// A `meta` value.
+    pub fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_META), key)?)
+    }
+
+    /// Sets a `meta` value (synced).
+    pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.put_cf_opt(self.cf(CF_META), key, value, &opts)?;
+        Ok(())
+    }
+}
+
+impl HashReader for Store {
+    fn read_hash(&self, id: NodeId) -> Result<Hash, TreeError> {
+        let read_err = |source: Box<dyn std::error::Error + Send + Sync>| TreeError::Read {
+            level: id.level,
+            index: id.index,
+            source,
+        };
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(CF_NODES), node_key(id))
+            .map_err(|e| read_err(Box::new(e)))?
+            .ok_or_else(|| read_err("node not stored".into()))?;
+        <[u8; 32]>::try_from(&*value).map_err(|_| read_err("stored node is not 32 bytes".into()))
+    }
+}
+
+fn cf_options(name: &str) -> Options {
+    let mut opts = Options::default();
+    let mut table = BlockBasedOptions::default();
+    match name {
+        // Point lookups; for `dedup` they mostly miss (new event ids), and a bloom filter answers
+        // a miss from memory.
+        CF_DEDUP | CF_NODES | CF_ENTRIES => table.set_bloom_filter(10.0, false),
+        _ => {}
+    }
+    opts.set_block_based_table_factory(&table);
+    if name == CF_ENTRIES {
+        // Leaves are JSON: LZ4 is cheap and roughly halves them on disk.
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    }
+    opts
+}
+
+fn classify(path: &Path, e: rocksdb::Error) -> StoreError {
+    let text = e.to_string();
+    if text.contains("lock")
+        && (text.contains("LOCK") || text.contains("Resource temporarily unavailable"))
+    {
+        StoreError::InUse(path.display().to_string())
+    } else {
+        StoreError::Rocks(e)
+    }
+}
+
+fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt(format!("{what} is not 8 bytes")))
+}
+
+fn decode_text(bytes: Vec<u8>) -> Result<String, StoreError> {
+    String::from_utf8(bytes).map_err(|_| StoreError::Corrupt("stored text is not UTF-8".into()))
+}

@@ -1,0 +1,193 @@
+//! The command line as a user meets it: argv in, exit status and output out.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::{Command, Output};
+
+use ledger::core::note::{SignerKey, VerifierKey};
+
+fn ledger(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(args)
+        .env("LEDGER_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn keygen_writes_a_private_key_0600_and_its_verifier_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("k");
+    let out = ledger(&[
+        "keygen",
+        "--origin",
+        "example.org/approvals",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key_path = dir.join("ledger.key");
+    assert_eq!(
+        std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let private = std::fs::read_to_string(&key_path).unwrap();
+    assert!(private.starts_with("PRIVATE+KEY+example.org/approvals+"));
+    let key = SignerKey::parse(private.trim()).unwrap();
+    let public = VerifierKey::parse(
+        std::fs::read_to_string(dir.join("ledger.pub"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(key.verifier(), &public);
+    assert_eq!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+        public.encode()
+    );
+
+    let again = ledger(&[
+        "keygen",
+        "--origin",
+        "example.org/approvals",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr(&again).contains("refusing to overwrite"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&key_path).unwrap(),
+        private,
+        "key untouched"
+    );
+}
+
+#[test]
+fn sources_add_prints_the_token_last_and_stores_only_its_hash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let out = ledger(&[
+        "sources",
+        "add",
+        "ci-runner",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let token = stdout.lines().last().unwrap();
+    assert!(token.starts_with("ldg_"), "{stdout}");
+    // ldg_<16 hex>_<secret>; the secret's base64url alphabet may itself contain '_'.
+    let secret = &token[21..];
+    assert_eq!(secret.len(), 43);
+    for entry in walk(&dir) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "token secret found in {}",
+            entry.display()
+        );
+    }
+    let list = ledger(&["sources", "list", "--data-dir", dir.to_str().unwrap()]);
+    assert!(
+        String::from_utf8(list.stdout)
+            .unwrap()
+            .starts_with("ci-runner\t")
+    );
+
+    let dup = ledger(&[
+        "sources",
+        "add",
+        "ci-runner",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(dup.status.code(), Some(2));
+    assert!(stderr(&dup).contains("already exists"));
+    let bad = ledger(&[
+        "sources",
+        "add",
+        "Bad Name",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("invalid source name"));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
+    }
+    out
+}
+
+#[test]
+fn conflicting_serve_flags_are_rejected_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("never-created");
+    let out = ledger(&[
+        "serve",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--key",
+        "k",
+        "--origin",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("conflict") && err.contains("hint:"), "{err}");
+    assert!(!dir.exists(), "nothing done");
+    let usage = ledger(&["serve", "--listen", "not-an-address"]);
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn sources_add_while_serving_is_refused_with_a_hint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let keys = tmp.path().join("keys");
+    assert!(
+        ledger(&[
+            "keygen",
+            "--origin",
+            "t.example/log",
+            "--out",
+            keys.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let _server = crate::common::Process::spawn(&dir, &keys.join("ledger.key"));
+    let out = ledger(&[
+        "sources",
+        "add",
+        "late",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("in use") && err.contains("hint: stop `ledger serve`"),
+        "{err}"
+    );
+}

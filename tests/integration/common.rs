@@ -1,0 +1,240 @@
+//! Shared test helpers: an in-process server on `127.0.0.1:0`, a spawned `ledger` process, events.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ledger::auth::new_token;
+use ledger::core::note::{SignerKey, VerifierKey};
+use ledger::http::Limits;
+use ledger::sequencer::SequencerConfig;
+use ledger::server::{ServeConfig, serve};
+use ledger::store::Store;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const ORIGIN: &str = "test.ledger/log";
+
+pub fn test_key() -> SignerKey {
+    SignerKey::from_seed(ORIGIN, &[42u8; 32]).unwrap()
+}
+
+pub fn verifier() -> VerifierKey {
+    test_key().verifier().clone()
+}
+
+/// Registers a source in a (stopped) data dir, as `ledger sources add` does; returns its token.
+pub fn add_source(data_dir: &Path, name: &str) -> String {
+    let store = Store::open(data_dir).unwrap();
+    let (token, record) = new_token().unwrap();
+    store.put_source(name, &record.to_bytes()).unwrap();
+    token
+}
+
+/// A schema-valid event; `n` makes ids unique.
+pub fn event(n: u64) -> Value {
+    json!({
+        "event_id": format!("evt-{n}"),
+        "type": "approval.requested",
+        "request_id": format!("req-{}", n / 3),
+        "occurred_at": "2026-11-21T10:00:00.5+01:00",
+        "actor": {"id": "agent-7", "kind": "agent", "on_behalf_of": "alice"},
+        "action": {"name": "export customers", "category": "data_export", "risk": "high"},
+        "resource": {"id": "s3://bucket/customers", "environment": "prod"},
+        "context": {"prompt": "export the customer table", "model": "m-1", "n": n},
+    })
+}
+
+/// An in-process server over a temp dir (or a given dir), stopped on drop or with [`TestServer::stop`].
+pub struct TestServer {
+    pub base: String,
+    pub token: String,
+    pub data_dir: PathBuf,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), ledger::server::ServeError>>>,
+    _tmp: Option<Arc<tempfile::TempDir>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = add_source(&dir, "ci-runner");
+        Self::start_on(
+            dir,
+            token,
+            Some(Arc::new(tmp)),
+            Limits::default(),
+            SequencerConfig::default(),
+        )
+        .await
+    }
+
+    pub async fn start_on(
+        data_dir: PathBuf,
+        token: String,
+        tmp: Option<Arc<tempfile::TempDir>>,
+        limits: Limits,
+        sequencer: SequencerConfig,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let config = ServeConfig {
+            data_dir: data_dir.clone(),
+            key: test_key(),
+            sequencer,
+            limits,
+        };
+        let task = tokio::spawn(serve(config, listener, async {
+            let _ = rx.await;
+        }));
+        let server = Self {
+            base,
+            token,
+            data_dir,
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+            task: Some(task),
+            _tmp: tmp,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(task) = &self.task {
+                assert!(!task.is_finished(), "server exited during start-up");
+            }
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/readyz", self.base))
+                .send()
+                .await
+            {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server not ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the server and waits for it; returns the data dir and the temp dir that owns it.
+    pub async fn stop(mut self) -> (PathBuf, Option<Arc<tempfile::TempDir>>) {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+        (self.data_dir.clone(), self._tmp.take())
+    }
+
+    pub async fn post(&self, content_type: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}/v1/events", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_json(&self, body: &Value) -> (u16, Value) {
+        self.post("application/json", body.to_string()).await
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let (status, text) = self.get_text(path).await;
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn tree_size(&self) -> u64 {
+        let (_, note) = self.get_text("/v1/checkpoint").await;
+        ledger::core::note::open_checkpoint(&note, &verifier())
+            .unwrap()
+            .size
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A `ledger serve` child process, killed on drop.
+pub struct Process {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Process {
+    /// Starts `ledger serve` on a free port and waits until it is ready.
+    pub fn spawn(data_dir: &Path, key_file: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .arg("--key")
+            .arg(key_file)
+            .env("LEDGER_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if !sent {
+                    if let Some(addr) = line.split("addr=").nth(1) {
+                        let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("ledger serve did not report its address");
+        Self {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL on Unix
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

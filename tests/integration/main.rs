@@ -1,0 +1,10 @@
+//! One integration-test binary (one link, shared helpers). Modules by feature; regression tests are
+//! named after the bug they pin.
+
+mod api;
+mod cli;
+mod common;
+mod crash;
+mod layering;
+mod restart;
+mod vectors;
