@@ -198,7 +198,7 @@ fn subtree_hash<H: TreeHasher>(
     if n == 0 {
         return Ok(H::empty());
     }
-    if n.is_power_of_two() && lo % n == 0 {
+    if n.is_power_of_two() && lo.is_multiple_of(n) {
         return reader.read_hash(NodeId::covering(n.trailing_zeros() as u8, lo));
     }
     // MTH(D[n]) = HASH(0x01 || MTH(D[0:k]) || MTH(D[k:n])), RFC 9162 2.1.1

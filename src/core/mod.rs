@@ -5,9 +5,12 @@
 //! are passed in; storage is reached only through [`merkle::HashReader`]. A test in
 //! `tests/integration/layering.rs` fails if a file here names an I/O crate.
 
+pub mod controls;
 pub mod event;
+pub mod findings;
 pub mod hash;
 pub mod leaf;
 pub mod merkle;
 pub mod note;
+pub mod projection;
 pub mod receipt;

@@ -89,10 +89,8 @@ pub fn verify_receipt(
         });
     }
     let leaf_hash = from_hex(&receipt.leaf_hash).ok_or(ReceiptError::MalformedHash("leaf_hash"))?;
-    if let Some(bytes) = leaf {
-        if Blake3::leaf(bytes) != leaf_hash {
-            return Err(ReceiptError::LeafMismatch);
-        }
+    if leaf.is_some_and(|bytes| Blake3::leaf(bytes) != leaf_hash) {
+        return Err(ReceiptError::LeafMismatch);
     }
     let proof = receipt
         .inclusion_proof

@@ -262,7 +262,9 @@ async fn bad_input_matrix_gets_clear_4xx_and_appends_nothing() {
     };
     let json = "application/json";
     let forged = format!("{}x", &token[..token.len() - 1]);
-    let cases: Vec<(&str, Vec<u8>, &str, Option<&str>, u16, &str)> = vec![
+    // (name, body, content type, auth override, wanted status, fragment of the error)
+    type Case<'a> = (&'a str, Vec<u8>, &'a str, Option<&'a str>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "wrong type",
             with(&|e| e["emergency"] = json!("yes")),
@@ -536,4 +538,119 @@ async fn bad_input_matrix_gets_clear_4xx_and_appends_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "entries need a token");
+}
+
+/// Holds the writer inside its first clock read until released, so a test can fill the queue.
+fn gated_clock() -> (
+    ledger::sequencer::Clock,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let gate = Mutex::new(Some((entered_tx, release_rx)));
+    let first = AtomicBool::new(true);
+    let clock = std::sync::Arc::new(move || {
+        if first.swap(false, Ordering::SeqCst)
+            && let Some((entered, release)) = gate.lock().unwrap().take()
+        {
+            entered.send(()).unwrap();
+            release.recv().unwrap();
+        }
+        1_795_251_960_000_000
+    });
+    (clock, entered_rx, release_tx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_with_retry_after_and_appends_nothing_of_it() {
+    use ledger::http::Limits;
+    use ledger::sequencer::SequencerConfig;
+    let tmp = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = crate::common::add_source(&dir, "ci-runner");
+    let (clock, entered, release) = gated_clock();
+    let sequencer = SequencerConfig {
+        max_batch_events: 8,
+        max_queued_events: 1,
+        clock,
+    };
+    let limits = Limits {
+        max_request_events: 1,
+        ..Limits::default()
+    };
+    let server =
+        std::sync::Arc::new(TestServer::start_on(dir, token, Some(tmp), limits, sequencer).await);
+    let first = {
+        let s = server.clone();
+        tokio::spawn(async move { s.post_json(&event(1)).await })
+    };
+    // The writer now holds the first request (and its queue permit) inside the clock.
+    tokio::task::spawn_blocking(move || {
+        entered
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let r = server
+        .client
+        .post(format!("{}/v1/events", server.base))
+        .bearer_auth(&server.token)
+        .json(&event(2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("capacity"),
+        "{body}"
+    );
+    release.send(()).unwrap();
+    let (status, body) = first.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        server.tree_size().await,
+        1,
+        "only the first request was appended"
+    );
+    let (status, _) = server.post_json(&event(2)).await;
+    assert_eq!(status, 200, "accepted once the queue drained");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingested_at_never_decreases_when_the_clock_steps_back() {
+    use ledger::http::Limits;
+    use ledger::sequencer::SequencerConfig;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let tmp = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = crate::common::add_source(&dir, "ci-runner");
+    // Each read is one second earlier than the last.
+    let now = std::sync::Arc::new(AtomicI64::new(1_795_251_960_000_000));
+    let clock = {
+        let now = now.clone();
+        std::sync::Arc::new(move || now.fetch_sub(1_000_000, Ordering::SeqCst))
+    };
+    let sequencer = SequencerConfig {
+        clock,
+        ..SequencerConfig::default()
+    };
+    let server = TestServer::start_on(dir, token, Some(tmp), Limits::default(), sequencer).await;
+    for i in 0..4 {
+        assert_eq!(server.post_json(&event(i)).await.0, 200);
+    }
+    let mut times = Vec::new();
+    for i in 0..4 {
+        let (_, leaf) = server.get_text(&format!("/v1/entries/{i}")).await;
+        times.push(Leaf::parse(leaf.as_bytes()).unwrap().ingested_at);
+    }
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert_eq!(times[0], "2026-11-21T09:06:00.000000Z");
 }

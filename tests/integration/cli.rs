@@ -191,3 +191,65 @@ fn sources_add_while_serving_is_refused_with_a_hint() {
         "{err}"
     );
 }
+
+#[test]
+fn sigterm_stops_gracefully_and_keeps_every_answered_event() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let keys = tmp.path().join("keys");
+    assert!(
+        ledger(&[
+            "keygen",
+            "--origin",
+            "t.example/log",
+            "--out",
+            keys.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let out = ledger(&["sources", "add", "gw", "--data-dir", dir.to_str().unwrap()]);
+    let token = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    let mut server = crate::common::Process::spawn(&dir, &keys.join("ledger.key"));
+    let client = reqwest::blocking::Client::new();
+    let r = client
+        .post(format!("{}/v1/events", server.base))
+        .bearer_auth(&token)
+        .json(&crate::common::event(1))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let server = crate::common::Process::spawn(&dir, &keys.join("ledger.key"));
+    let ready: serde_json::Value = client
+        .get(format!("{}/readyz", server.base))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(ready["tree_size"], 1);
+}

@@ -112,15 +112,13 @@ impl TestServer {
             if let Some(task) = &self.task {
                 assert!(!task.is_finished(), "server exited during start-up");
             }
-            if let Ok(r) = self
+            let ready = self
                 .client
                 .get(format!("{}/readyz", self.base))
                 .send()
-                .await
-            {
-                if r.status() == 200 {
-                    return;
-                }
+                .await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return;
             }
             assert!(Instant::now() < deadline, "server not ready");
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -209,11 +207,9 @@ impl Process {
             let mut sent = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if !sent {
-                    if let Some(addr) = line.split("addr=").nth(1) {
-                        let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
-                        sent = true;
-                    }
+                if !sent && let Some(addr) = line.split("addr=").nth(1) {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
+                    sent = true;
                 }
             }
         });
