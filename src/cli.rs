@@ -42,6 +42,66 @@ enum Command {
     /// Manage sources: the enforcement points allowed to post events.
     #[command(subcommand)]
     Sources(SourcesCommand),
+    /// Write an evidence bundle for a period (safe while `ledger serve` runs on the data dir).
+    Export(ExportArgs),
+    /// Check an evidence bundle offline. Exit 0 only if every check passes, 1 if one fails.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FrameworkArg {
+    /// SOC 2 Trust Services Criteria.
+    Soc2,
+    /// NIST SP 800-53 Rev. 5 (FedRAMP), with OSCAL assessment results.
+    Fedramp,
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// Control framework the bundle evidences.
+    #[arg(long, value_enum)]
+    framework: FrameworkArg,
+    /// Period start, inclusive, by ingested_at: RFC 3339 (2026-11-01T00:00:00Z) or a UTC date (2026-11-01).
+    #[arg(long, value_name = "T1")]
+    from: String,
+    /// Period end, exclusive, same forms as --from.
+    #[arg(long, value_name = "T2")]
+    to: String,
+    /// Bundle directory to create (must not exist; it appears only when complete).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// The ledger's data directory (opened read-only; the server may keep running).
+    #[arg(
+        long,
+        env = "LEDGER_DATA_DIR",
+        default_value = "ledger-data",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+    /// The log's signing key, which signs the manifest (default: DATA_DIR/ledger.key).
+    #[arg(long, env = "LEDGER_KEY", value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// An earlier checkpoint (file) to prove this bundle's checkpoint consistent with.
+    #[arg(long, value_name = "OLD_CHECKPOINT")]
+    since: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// The bundle directory.
+    dir: PathBuf,
+    /// The log's verifier key (name+id+key), obtained from the log operator out of band.
+    #[arg(long, value_name = "VERIFIER_KEY")]
+    key: Option<String>,
+    /// A file holding the verifier key (e.g. ledger.pub).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Also prove the bundle's checkpoint extends this earlier checkpoint (file).
+    #[arg(long, value_name = "OLD_CHECKPOINT")]
+    consistency: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +248,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             println_safe(&token);
             Ok(())
         }
+        Command::Export(args) => run_export(args),
+        Command::Verify(args) => run_verify(args),
         Command::Sources(SourcesCommand::List { data_dir }) => {
             let store = open_existing(&data_dir)?;
             for (name, bytes) in store.sources()? {
@@ -198,6 +260,145 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+    }
+}
+
+/// Parses `--from`/`--to`: RFC 3339, or a date meaning midnight UTC.
+fn parse_time(flag: &str, text: &str) -> Result<i64, Failure> {
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_owned()
+    };
+    crate::core::leaf::parse_micros(&full).ok_or_else(|| Failure {
+        error: anyhow!("{flag} {text:?} is not a time"),
+        hint: Some(format!(
+            "use RFC 3339 ({flag} 2026-11-01T00:00:00Z) or a UTC date ({flag} 2026-11-01)"
+        )),
+        code: 2,
+    })
+}
+
+fn run_export(args: ExportArgs) -> Result<(), Failure> {
+    let from = parse_time("--from", &args.from)?;
+    let to = parse_time("--to", &args.to)?;
+    if from >= to {
+        return Err(Failure {
+            error: anyhow!("--from {} is not before --to {}", args.from, args.to),
+            hint: Some("the period is [--from, --to): the end is exclusive".into()),
+            code: 2,
+        });
+    }
+    if args.out.exists() {
+        return Err(Failure {
+            error: anyhow!("{} already exists", args.out.display()),
+            hint: Some("choose a new --out directory; bundles are never overwritten".into()),
+            code: 2,
+        });
+    }
+    if !args.data_dir.join("CURRENT").is_file() {
+        return Err(Failure {
+            error: anyhow!("{} is not a ledger data dir", args.data_dir.display()),
+            hint: Some("point --data-dir at the directory `ledger serve` uses".into()),
+            code: 2,
+        });
+    }
+    let key_path = args
+        .key
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join(keyfile::KEY_FILE));
+    let key = keyfile::load(&key_path)?;
+    let since = args
+        .since
+        .as_ref()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
+        .transpose()?;
+    let framework = match args.framework {
+        FrameworkArg::Soc2 => "soc2",
+        FrameworkArg::Fedramp => "fedramp",
+    };
+    let config = crate::export::ExportConfig {
+        framework: framework.into(),
+        from,
+        to,
+        out: args.out.clone(),
+        data_dir: args.data_dir,
+        key,
+        since,
+        now: (system_clock())(),
+        progress: true,
+    };
+    let report = crate::export::export(&config)?;
+    let m = &report.manifest;
+    println_safe(&format!(
+        "wrote {}: {} rows (entries {}..{}), {} context, {} boundary; checkpoint size {}",
+        args.out.display(),
+        m.rows.events,
+        m.index_range.start,
+        m.index_range.end,
+        m.rows.context,
+        m.rows.boundaries,
+        m.checkpoint.size
+    ));
+    Ok(())
+}
+
+fn run_verify(args: VerifyArgs) -> Result<(), Failure> {
+    let key_text = match (&args.key, &args.key_file) {
+        (Some(_), Some(_)) => {
+            return Err(Failure {
+                error: anyhow!("--key and --key-file conflict"),
+                hint: Some(
+                    "give the verifier key once: --key NAME+ID+KEY or --key-file ledger.pub".into(),
+                ),
+                code: 2,
+            });
+        }
+        (Some(k), None) => k.clone(),
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        (None, None) => {
+            return Err(Failure {
+                error: anyhow!("no verifier key given"),
+                hint: Some(
+                    "pass --key-file ledger.pub (from the log operator); a key inside the bundle is never trusted".into(),
+                ),
+                code: 2,
+            });
+        }
+    };
+    let key = crate::core::note::VerifierKey::parse(key_text.trim()).map_err(|e| Failure {
+        error: anyhow!("verifier key: {e}"),
+        hint: Some("did you pass the private key? use the verifier key (ledger.pub)".into()),
+        code: 2,
+    })?;
+    let old = args
+        .consistency
+        .as_ref()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
+        .transpose()?;
+    let result = crate::verify::verify(&args.dir, &key, old.as_deref())?;
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &result)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out))
+    } else {
+        crate::verify::print_lines(&result, &mut out)
+    };
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
+    }
+    if result.ok {
+        Ok(())
+    } else {
+        Err(Failure {
+            error: anyhow!("bundle failed verification"),
+            hint: None,
+            code: 1,
+        })
     }
 }
 

@@ -15,6 +15,9 @@
 //! - [`auth`]: source tokens (stored hashed, checked in constant time).
 //! - [`keyfile`]: the signing key on disk.
 //! - [`server`]: wiring and graceful shutdown; [`cli`]: the command line.
+//! - [`export`]: evidence bundles from a data dir (RocksDB secondary, safe beside a running server),
+//!   with [`bundle`] (Parquet rows, manifest), [`report`] (HTML) and [`oscal`] (FedRAMP).
+//! - [`verify`]: offline bundle verification; needs no RocksDB, trusts only the user's key.
 //!
 //! docs/architecture.md walks the life of one event through these; docs/formats.md specifies every
 //! byte an outside verifier depends on.
@@ -23,10 +26,15 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod bundle;
 pub mod cli;
 pub mod core;
+pub mod export;
 pub mod http;
 pub mod keyfile;
+pub mod oscal;
+pub mod report;
 pub mod sequencer;
 pub mod server;
 pub mod store;
+pub mod verify;

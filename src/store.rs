@@ -171,6 +171,27 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the data dir at `primary` as a RocksDB *secondary* instance, read-only and safe while
+    /// `ledger serve` writes to it: it takes no lock, writes only to `scratch` (its own log files),
+    /// and sees the primary's state as of the moment it opened.
+    pub fn open_secondary(primary: &Path, scratch: &Path) -> Result<Self, StoreError> {
+        if !primary.join("CURRENT").is_file() {
+            return Err(StoreError::Corrupt(format!(
+                "{} is not a ledger data dir",
+                primary.display()
+            )));
+        }
+        let mut opts = Options::default();
+        // Secondaries must keep every file open: the primary may delete files they still read.
+        opts.set_max_open_files(-1);
+        let cfs = ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));
+        let db = DB::open_cf_descriptors_as_secondary(&opts, primary, scratch, cfs)?;
+        db.try_catch_up_with_primary()?;
+        Ok(Self { db })
+    }
+
     fn cf(&self, name: &str) -> &ColumnFamily {
         self.db
             .cf_handle(name)
@@ -239,6 +260,23 @@ impl Store {
     /// The leaf bytes of entry `index`.
     pub fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.cf(CF_ENTRIES), index.to_be_bytes())?)
+    }
+
+    /// Entries from `start` on, in index order, as `(index, leaf bytes)`.
+    pub fn entries_from(
+        &self,
+        start: u64,
+    ) -> impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + '_ {
+        let key = start.to_be_bytes();
+        self.db
+            .iterator_cf(
+                self.cf(CF_ENTRIES),
+                IteratorMode::From(&key, Direction::Forward),
+            )
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((decode_u64(&k, "entry key")?, v.to_vec()))
+            })
     }
 
     /// The highest entry index stored, if any.

@@ -253,3 +253,143 @@ fn sigterm_stops_gracefully_and_keeps_every_answered_event() {
         .unwrap();
     assert_eq!(ready["tree_size"], 1);
 }
+
+#[test]
+fn export_and_verify_from_the_command_line_with_fixed_exit_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let keys = tmp.path().join("keys");
+    let d = dir.to_str().unwrap();
+    assert!(
+        ledger(&[
+            "keygen",
+            "--origin",
+            "t.example/log",
+            "--out",
+            keys.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let out = ledger(&["sources", "add", "gw", "--data-dir", d]);
+    let token = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    let server = crate::common::Process::spawn(&dir, &keys.join("ledger.key"));
+    let client = reqwest::blocking::Client::new();
+    let events: Vec<_> = (0..20).map(crate::common::event).collect();
+    let r = client
+        .post(format!("{}/v1/events", server.base))
+        .bearer_auth(&token)
+        .json(&events)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Export beside the running server, signed with its key.
+    let bundle = tmp.path().join("bundle");
+    let key = keys.join("ledger.key");
+    let b = bundle.to_str().unwrap();
+    let out = ledger(&[
+        "export",
+        "--framework",
+        "soc2",
+        "--from",
+        "2000-01-01",
+        "--to",
+        "2100-01-01",
+        "--out",
+        b,
+        "--data-dir",
+        d,
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("20 rows"));
+    let again = ledger(&[
+        "export",
+        "--framework",
+        "soc2",
+        "--from",
+        "2000-01-01",
+        "--to",
+        "2100-01-01",
+        "--out",
+        b,
+        "--data-dir",
+        d,
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(2), "never overwrites");
+    let bad_time = ledger(&[
+        "export",
+        "--framework",
+        "soc2",
+        "--from",
+        "yesterday",
+        "--to",
+        "2100-01-01",
+        "--out",
+        "x",
+    ]);
+    assert_eq!(bad_time.status.code(), Some(2));
+    assert!(stderr(&bad_time).contains("hint:"));
+
+    let pubkey = keys.join("ledger.pub");
+    let ok = ledger(&["verify", b, "--key-file", pubkey.to_str().unwrap()]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let lines = String::from_utf8(ok.stdout).unwrap();
+    assert!(
+        lines.lines().filter(|l| l.starts_with("PASS ")).count() >= 13,
+        "{lines}"
+    );
+    let json = ledger(&[
+        "verify",
+        b,
+        "--key-file",
+        pubkey.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+
+    // A changed summary: exit 1 and the failing checks named.
+    let summary = bundle.join("summary.json");
+    let text =
+        std::fs::read_to_string(&summary)
+            .unwrap()
+            .replacen("\"rows\": 20", "\"rows\": 19", 1);
+    std::fs::write(&summary, text).unwrap();
+    let bad = ledger(&["verify", b, "--key-file", pubkey.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(1));
+    let out = String::from_utf8(bad.stdout).unwrap();
+    assert!(
+        out.contains("FAIL summary recomputed") && out.contains("FAIL file hashes"),
+        "{out}"
+    );
+
+    let no_key = ledger(&["verify", b]);
+    assert_eq!(no_key.status.code(), Some(2));
+    assert!(
+        stderr(&no_key).contains("never trusted"),
+        "{}",
+        stderr(&no_key)
+    );
+    let private = ledger(&["verify", b, "--key-file", key.to_str().unwrap()]);
+    assert_eq!(private.status.code(), Some(2));
+    assert!(
+        stderr(&private).contains("did you pass the private key"),
+        "{}",
+        stderr(&private)
+    );
+}

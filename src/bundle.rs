@@ -1,0 +1,528 @@
+//! The evidence bundle's files (contract: docs/bundle-format.md): the Parquet row schema, writing
+//! and reading rows, and the manifest.
+//!
+//! Owns: Arrow/Parquet encoding of rows, manifest shape and signature. Must not touch: RocksDB (the
+//! verifier reads bundles on machines without it), findings logic (that is `core::findings`).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, ListBuilder, StringBuilder,
+    TimestampMicrosecondBuilder, UInt64Builder,
+};
+use arrow_array::{
+    Array, BinaryArray, BooleanArray, FixedSizeBinaryArray, ListArray, RecordBatch, StringArray,
+    TimestampMicrosecondArray, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use crate::core::hash::Hash;
+use crate::core::projection::Projection;
+
+/// Bundle format version in `manifest.json`.
+pub const FORMAT_VERSION: u64 = 1;
+/// `manifest.json`'s `format` value.
+pub const FORMAT_NAME: &str = "ledger-evidence-bundle";
+/// Rows per Parquet row group: large enough for fast scans, small enough to bound writer memory.
+const ROW_GROUP_ROWS: usize = 65_536;
+/// Rows buffered before they become an Arrow batch.
+const BATCH_ROWS: usize = 8_192;
+
+/// File names (contract).
+pub mod files {
+    /// Rows of the period.
+    pub const EVENTS: &str = "events.parquet";
+    /// The entries just before and after the period.
+    pub const BOUNDARIES: &str = "boundaries.parquet";
+    /// Earlier entries of requests with events in the period.
+    pub const CONTEXT: &str = "context.parquet";
+    /// The signed checkpoint every proof is against.
+    pub const CHECKPOINT: &str = "checkpoint";
+    /// The manifest.
+    pub const MANIFEST: &str = "manifest.json";
+    /// The manifest's signature.
+    pub const MANIFEST_SIG: &str = "manifest.sig";
+    /// Control mapping applied.
+    pub const CONTROLS: &str = "controls.json";
+    /// Population, findings, latency.
+    pub const SUMMARY: &str = "summary.json";
+    /// Human-readable report.
+    pub const REPORT: &str = "report.html";
+    /// Consistency proof from an earlier checkpoint (with `--since`).
+    pub const CONSISTENCY: &str = "consistency.json";
+    /// OSCAL assessment results (FedRAMP).
+    pub const OSCAL: &str = "oscal/assessment-results.json";
+}
+
+/// Bundle I/O errors (exit code 2 in `ledger export`; a named failed check in `ledger verify`).
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Parquet or Arrow could not encode or decode.
+    #[error("{path}: {message}")]
+    Format {
+        /// The file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+fn format_err(path: &Path, e: impl std::fmt::Display) -> BundleError {
+    BundleError::Format {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// One bundle row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The exact leaf bytes.
+    pub leaf: Vec<u8>,
+    /// BLAKE3 leaf hash.
+    pub leaf_hash: Hash,
+    /// Inclusion proof against the bundle's checkpoint.
+    pub inclusion_proof: Vec<Hash>,
+    /// Projections of the leaf.
+    pub projection: Projection,
+    /// Control IDs this row evidences.
+    pub controls: Vec<String>,
+}
+
+fn hash_field(name: &str) -> Field {
+    Field::new(name, DataType::FixedSizeBinary(32), false)
+}
+
+/// The Arrow schema of `events.parquet`, `boundaries.parquet` and `context.parquet`.
+#[must_use]
+pub fn schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        Field::new("index", DataType::UInt64, false),
+        Field::new("leaf", DataType::Binary, false),
+        hash_field("leaf_hash"),
+        Field::new_list(
+            "inclusion_proof",
+            Field::new_list_field(DataType::FixedSizeBinary(32), false),
+            false,
+        ),
+        text("event_id", false),
+        text("type", false),
+        text("request_id", false),
+        text("source", false),
+        Field::new("occurred_at", ts.clone(), false),
+        Field::new("ingested_at", ts, false),
+        text("actor_id", false),
+        text("actor_kind", false),
+        text("on_behalf_of", true),
+        text("reviewer_id", true),
+        text("action_name", false),
+        text("action_category", false),
+        text("resource_id", false),
+        text("environment", false),
+        text("channel", true),
+        text("reason", true),
+        Field::new("emergency", DataType::Boolean, true),
+        Field::new_list(
+            "controls",
+            Field::new_list_field(DataType::Utf8, false),
+            false,
+        ),
+    ]))
+}
+
+/// Streams rows into a Parquet file, a batch at a time (bounded memory).
+pub struct RowWriter {
+    writer: ArrowWriter<File>,
+    buffer: Vec<Row>,
+    rows: u64,
+    path: String,
+}
+
+impl RowWriter {
+    /// Creates `path`.
+    pub fn create(path: &Path) -> Result<Self, BundleError> {
+        let file = File::create(path).map_err(|source| BundleError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).map_err(|e| format_err(path, e))?,
+            ))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        let writer =
+            ArrowWriter::try_new(file, schema(), Some(props)).map_err(|e| format_err(path, e))?;
+        Ok(Self {
+            writer,
+            buffer: Vec::with_capacity(BATCH_ROWS),
+            rows: 0,
+            path: path.display().to_string(),
+        })
+    }
+
+    /// Appends a row.
+    pub fn push(&mut self, row: Row) -> Result<(), BundleError> {
+        self.buffer.push(row);
+        if self.buffer.len() == BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), BundleError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let batch = to_batch(&self.buffer).map_err(|e| format_err(Path::new(&self.path), e))?;
+        self.writer
+            .write(&batch)
+            .map_err(|e| format_err(Path::new(&self.path), e))?;
+        self.rows += self.buffer.len() as u64;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Writes the footer, fsyncs, and returns the row count.
+    pub fn finish(mut self) -> Result<u64, BundleError> {
+        self.flush()?;
+        let path = self.path.clone();
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| format_err(Path::new(&path), e))?;
+        file.sync_all()
+            .map_err(|source| BundleError::Io { path, source })?;
+        Ok(self.rows)
+    }
+}
+
+fn to_batch(rows: &[Row]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let n = rows.len();
+    let mut index = UInt64Builder::with_capacity(n);
+    let mut leaf = BinaryBuilder::with_capacity(n, rows.iter().map(|r| r.leaf.len()).sum());
+    let mut leaf_hash = FixedSizeBinaryBuilder::with_capacity(n, 32);
+    let mut proof = ListBuilder::new(FixedSizeBinaryBuilder::new(32)).with_field(Arc::new(
+        Field::new_list_field(DataType::FixedSizeBinary(32), false),
+    ));
+    let mut strings: Vec<StringBuilder> = (0..14)
+        .map(|_| StringBuilder::with_capacity(n, n * 16))
+        .collect();
+    let mut occurred = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut ingested = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut emergency = BooleanBuilder::with_capacity(n);
+    let mut controls = ListBuilder::new(StringBuilder::new())
+        .with_field(Arc::new(Field::new_list_field(DataType::Utf8, false)));
+    for r in rows {
+        let p = &r.projection;
+        index.append_value(p.index);
+        leaf.append_value(&r.leaf);
+        leaf_hash.append_value(r.leaf_hash)?;
+        for h in &r.inclusion_proof {
+            proof.values().append_value(h)?;
+        }
+        proof.append(true);
+        let texts: [Option<&str>; 14] = [
+            Some(&p.event_id),
+            Some(&p.event_type),
+            Some(&p.request_id),
+            Some(&p.source),
+            Some(&p.actor_id),
+            Some(&p.actor_kind),
+            p.on_behalf_of.as_deref(),
+            p.reviewer_id.as_deref(),
+            Some(&p.action_name),
+            Some(&p.action_category),
+            Some(&p.resource_id),
+            Some(&p.environment),
+            p.channel.as_deref(),
+            p.reason.as_deref(),
+        ];
+        for (b, v) in strings.iter_mut().zip(texts) {
+            b.append_option(v);
+        }
+        occurred.append_value(p.occurred_at);
+        ingested.append_value(p.ingested_at);
+        emergency.append_option(p.emergency);
+        for c in &r.controls {
+            controls.values().append_value(c);
+        }
+        controls.append(true);
+    }
+    let mut s = strings
+        .into_iter()
+        .map(|mut b| Arc::new(b.finish()) as Arc<dyn Array>);
+    let mut next = || s.next().expect("14 string columns");
+    let columns: Vec<Arc<dyn Array>> = vec![
+        Arc::new(index.finish()),
+        Arc::new(leaf.finish()),
+        Arc::new(leaf_hash.finish()),
+        Arc::new(proof.finish()),
+        next(), // event_id
+        next(), // type
+        next(), // request_id
+        next(), // source
+        Arc::new(occurred.finish()),
+        Arc::new(ingested.finish()),
+        next(), // actor_id
+        next(), // actor_kind
+        next(), // on_behalf_of
+        next(), // reviewer_id
+        next(), // action_name
+        next(), // action_category
+        next(), // resource_id
+        next(), // environment
+        next(), // channel
+        next(), // reason
+        Arc::new(emergency.finish()),
+        Arc::new(controls.finish()),
+    ];
+    RecordBatch::try_new(schema(), columns)
+}
+
+fn column<'a, T: 'static>(
+    batch: &'a RecordBatch,
+    name: &str,
+    path: &Path,
+) -> Result<&'a T, BundleError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| format_err(path, format!("column {name} missing or of the wrong type")))
+}
+
+fn hash_at(a: &FixedSizeBinaryArray, i: usize) -> Hash {
+    a.value(i).try_into().unwrap_or([0; 32])
+}
+
+/// Reads every row of a bundle Parquet file in order, a batch at a time, calling `f` per row.
+/// The file's schema must be the bundle schema exactly.
+pub fn read_rows(
+    path: &Path,
+    mut f: impl FnMut(Row) -> Result<(), BundleError>,
+) -> Result<u64, BundleError> {
+    let file = File::open(path).map_err(|source| BundleError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| format_err(path, e))?;
+    if builder.schema().fields() != schema().fields() {
+        return Err(format_err(
+            path,
+            "schema differs from the bundle row schema",
+        ));
+    }
+    let reader = builder
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| format_err(path, e))?;
+    let mut count = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| format_err(path, e))?;
+        let index = column::<UInt64Array>(&batch, "index", path)?;
+        let leaf = column::<BinaryArray>(&batch, "leaf", path)?;
+        let leaf_hash = column::<FixedSizeBinaryArray>(&batch, "leaf_hash", path)?;
+        let proof = column::<ListArray>(&batch, "inclusion_proof", path)?;
+        let text = |name: &str| column::<StringArray>(&batch, name, path);
+        let (event_id, event_type, request_id, source) = (
+            text("event_id")?,
+            text("type")?,
+            text("request_id")?,
+            text("source")?,
+        );
+        let (actor_id, actor_kind, on_behalf_of, reviewer_id) = (
+            text("actor_id")?,
+            text("actor_kind")?,
+            text("on_behalf_of")?,
+            text("reviewer_id")?,
+        );
+        let (action_name, action_category, resource_id, environment) = (
+            text("action_name")?,
+            text("action_category")?,
+            text("resource_id")?,
+            text("environment")?,
+        );
+        let (channel, reason) = (text("channel")?, text("reason")?);
+        let occurred = column::<TimestampMicrosecondArray>(&batch, "occurred_at", path)?;
+        let ingested = column::<TimestampMicrosecondArray>(&batch, "ingested_at", path)?;
+        let emergency = column::<BooleanArray>(&batch, "emergency", path)?;
+        let controls = column::<ListArray>(&batch, "controls", path)?;
+        let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
+        for i in 0..batch.num_rows() {
+            let proof_values = proof.value(i);
+            let proof_values = proof_values
+                .as_any()
+                .downcast_ref::<FixedSizeBinaryArray>()
+                .ok_or_else(|| {
+                    format_err(path, "inclusion_proof items are not fixed_size_binary(32)")
+                })?;
+            let control_values = controls.value(i);
+            let control_values = control_values
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| format_err(path, "controls items are not strings"))?;
+            f(Row {
+                leaf: leaf.value(i).to_vec(),
+                leaf_hash: hash_at(leaf_hash, i),
+                inclusion_proof: (0..proof_values.len())
+                    .map(|j| hash_at(proof_values, j))
+                    .collect(),
+                projection: Projection {
+                    index: index.value(i),
+                    event_id: event_id.value(i).to_owned(),
+                    event_type: event_type.value(i).to_owned(),
+                    request_id: request_id.value(i).to_owned(),
+                    source: source.value(i).to_owned(),
+                    occurred_at: occurred.value(i),
+                    ingested_at: ingested.value(i),
+                    actor_id: actor_id.value(i).to_owned(),
+                    actor_kind: actor_kind.value(i).to_owned(),
+                    on_behalf_of: opt(on_behalf_of, i),
+                    reviewer_id: opt(reviewer_id, i),
+                    action_name: action_name.value(i).to_owned(),
+                    action_category: action_category.value(i).to_owned(),
+                    resource_id: resource_id.value(i).to_owned(),
+                    environment: environment.value(i).to_owned(),
+                    channel: opt(channel, i),
+                    reason: opt(reason, i),
+                    emergency: (!emergency.is_null(i)).then(|| emergency.value(i)),
+                },
+                controls: (0..control_values.len())
+                    .map(|j| control_values.value(j).to_owned())
+                    .collect(),
+            })?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+/// The period and index range a bundle covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Period {
+    /// Start, inclusive (RFC 3339 UTC).
+    pub from: String,
+    /// End, exclusive (RFC 3339 UTC).
+    pub to: String,
+}
+
+/// `[start, end)` of entry indexes in the period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexRange {
+    /// First index in the period.
+    pub start: u64,
+    /// One past the last index in the period.
+    pub end: u64,
+}
+
+/// Row counts per file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowCounts {
+    /// `events.parquet`.
+    pub events: u64,
+    /// `boundaries.parquet`.
+    pub boundaries: u64,
+    /// `context.parquet`.
+    pub context: u64,
+}
+
+/// The checkpoint as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestCheckpoint {
+    /// Origin.
+    pub origin: String,
+    /// Tree size.
+    pub size: u64,
+    /// Base64 root.
+    pub root: String,
+}
+
+/// The signing key as the manifest records it (for matching; trust comes from the user's key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestKey {
+    /// Key name.
+    pub name: String,
+    /// Hex key ID.
+    pub id: String,
+}
+
+/// The producing tool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tool {
+    /// `ledger`.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+}
+
+/// `manifest.json` (contract).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// [`FORMAT_NAME`].
+    pub format: String,
+    /// [`FORMAT_VERSION`].
+    pub format_version: u64,
+    /// `soc2` or `fedramp`.
+    pub framework: String,
+    /// The period by `ingested_at`.
+    pub period: Period,
+    /// The index range of the period.
+    pub index_range: IndexRange,
+    /// Rows per file.
+    pub rows: RowCounts,
+    /// The checkpoint all proofs are against.
+    pub checkpoint: ManifestCheckpoint,
+    /// The key that signed checkpoint and manifest.
+    pub key: ManifestKey,
+    /// Producer.
+    pub tool: Tool,
+    /// When the bundle was made (RFC 3339 UTC).
+    pub generated_at: String,
+    /// BLAKE3 (hex) of every other file, by relative path.
+    pub files: BTreeMap<String, String>,
+}
+
+/// BLAKE3 (hex) of a file, streamed.
+pub fn file_hash(path: &Path) -> Result<String, BundleError> {
+    let mut hasher = blake3::Hasher::new();
+    hasher
+        .update_reader(File::open(path).map_err(|source| BundleError::Io {
+            path: path.display().to_string(),
+            source,
+        })?)
+        .map_err(|source| BundleError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// `consistency.json`: proof that the bundle's checkpoint extends an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyFile {
+    /// The earlier signed checkpoint, as given to `--since`.
+    pub from_checkpoint: String,
+    /// Hex hashes of the RFC 9162 consistency proof to the bundle's checkpoint.
+    pub proof: Vec<String>,
+}

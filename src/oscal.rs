@@ -1,0 +1,175 @@
+//! OSCAL 1.1 assessment results for FedRAMP bundles (`oscal/assessment-results.json`).
+//!
+//! Owns: the OSCAL document shape. Observations point at the bundle's own files; findings come from
+//! `summary.json`. Control IDs are written in OSCAL's form (`AC-6(9)` becomes `ac-6.9`).
+
+use serde_json::{Value, json};
+
+use crate::bundle::{Period, files};
+use crate::core::controls::Framework;
+use crate::core::findings::{Finding, Summary};
+use crate::core::note::Checkpoint;
+
+/// OSCAL version written.
+pub const OSCAL_VERSION: &str = "1.1.2";
+
+/// `AC-6(9)` -> `ac-6.9`, `AU-2` -> `au-2` (NIST SP 800-53 Rev. 5 OSCAL catalog IDs).
+#[must_use]
+pub fn oscal_control_id(id: &str) -> String {
+    id.to_ascii_lowercase().replace('(', ".").replace(')', "")
+}
+
+fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The controls each finding kind bears on.
+const FINDING_CONTROLS: [(&str, &str, &[&str]); 6] = [
+    ("self_approval", "Self-approval", &["ac-5", "ac-3"]),
+    (
+        "executed_without_approval",
+        "Executed without approval",
+        &["ac-3", "cm-3"],
+    ),
+    (
+        "approved_after_execution",
+        "Approved after execution",
+        &["ac-3", "cm-3"],
+    ),
+    (
+        "executed_after_denial_or_expiry",
+        "Executed after denial or expiry",
+        &["ac-3"],
+    ),
+    (
+        "emergency_late_approval",
+        "Emergency execution without prior approval",
+        &["ac-3", "ac-6.9"],
+    ),
+    ("open_requests", "Requests open at period end", &["au-12"]),
+];
+
+fn list<'a>(summary: &'a Summary, key: &str) -> &'a [Finding] {
+    let f = &summary.findings;
+    match key {
+        "self_approval" => &f.self_approval,
+        "executed_without_approval" => &f.executed_without_approval,
+        "approved_after_execution" => &f.approved_after_execution,
+        "executed_after_denial_or_expiry" => &f.executed_after_denial_or_expiry,
+        "emergency_late_approval" => &f.emergency_late_approval,
+        _ => &f.open_requests,
+    }
+}
+
+/// Builds the assessment-results document.
+#[must_use]
+pub fn assessment_results(
+    period: &Period,
+    framework: &Framework,
+    summary: &Summary,
+    checkpoint: &Checkpoint,
+    generated_at: &str,
+) -> Value {
+    let population_obs = uuid();
+    let integrity_obs = uuid();
+    let mut observations = vec![
+        json!({
+            "uuid": population_obs,
+            "title": "Population of approval events",
+            "description": format!(
+                "{} approval-ledger rows ingested in the period, each with its exact leaf bytes, projections and control mapping.",
+                summary.population.rows
+            ),
+            "methods": ["EXAMINE", "TEST"],
+            "types": ["control-objective"],
+            "collected": generated_at,
+            "relevant-evidence": [
+                {"href": files::EVENTS, "description": "One row per ledger entry in the period (Parquet)."},
+                {"href": files::CONTEXT, "description": "Earlier entries of requests active in the period."},
+                {"href": files::SUMMARY, "description": "Population counts, findings and decision latency, recomputable from the rows."}
+            ]
+        }),
+        json!({
+            "uuid": integrity_obs,
+            "title": "Integrity and completeness of the audit record",
+            "description": format!(
+                "Every row carries a BLAKE3 Merkle inclusion proof against the Ed25519-signed checkpoint of log {} at tree size {}; boundary rows prove no entry of the period is missing. Check with `ledger verify`.",
+                checkpoint.origin, checkpoint.size
+            ),
+            "methods": ["TEST"],
+            "types": ["control-objective"],
+            "collected": generated_at,
+            "relevant-evidence": [
+                {"href": files::CHECKPOINT, "description": "Signed checkpoint (C2SP signed note)."},
+                {"href": files::BOUNDARIES, "description": "Entries just before and after the period."},
+                {"href": files::MANIFEST, "description": "File hashes, signed in manifest.sig."}
+            ]
+        }),
+    ];
+    let mut findings = Vec::new();
+    for (key, title, controls) in FINDING_CONTROLS {
+        let items = list(summary, key);
+        if items.is_empty() {
+            continue;
+        }
+        let obs = uuid();
+        let requests: Vec<&str> = items
+            .iter()
+            .take(50)
+            .map(|f| f.request_id.as_str())
+            .collect();
+        observations.push(json!({
+            "uuid": obs,
+            "title": title,
+            "description": format!(
+                "{} request(s), see summary.json findings.{key} for the evidence row indexes. First: {}.",
+                items.len(),
+                requests.join(", ")
+            ),
+            "methods": ["TEST"],
+            "types": ["finding"],
+            "collected": generated_at,
+            "relevant-evidence": [{"href": files::SUMMARY, "description": format!("findings.{key}")}]
+        }));
+        for control in controls {
+            findings.push(json!({
+                "uuid": uuid(),
+                "title": format!("{title}: {} request(s)", items.len()),
+                "description": format!("The approval ledger shows {} request(s) with: {title}.", items.len()),
+                "target": {
+                    "type": "objective-id",
+                    "target-id": format!("{control}_obj"),
+                    "status": {"state": "not-satisfied"}
+                },
+                "related-observations": [{"observation-uuid": obs}]
+            }));
+        }
+    }
+    let control_ids: Vec<Value> = framework
+        .controls
+        .iter()
+        .map(|c| json!({"control-id": oscal_control_id(&c.id)}))
+        .collect();
+    json!({
+        "assessment-results": {
+            "uuid": uuid(),
+            "metadata": {
+                "title": format!("Approval ledger evidence, {} to {}", period.from, period.to),
+                "last-modified": generated_at,
+                "version": env!("CARGO_PKG_VERSION"),
+                "oscal-version": OSCAL_VERSION
+            },
+            "import-ap": {"href": files::CONTROLS},
+            "results": [{
+                "uuid": uuid(),
+                "title": "Approval workflow evidence",
+                "description": format!("Automated assessment of approval events ingested from {} to {} against {}.", period.from, period.to, framework.title),
+                "start": period.from,
+                "end": period.to,
+                "reviewed-controls": {"control-selections": [{"include-controls": control_ids}]},
+                "observations": observations,
+                "findings": findings
+            }]
+        }
+    })
+}

@@ -1,0 +1,647 @@
+//! `ledger verify`: checks an evidence bundle offline, with no RocksDB and no network, trusting only
+//! the verifier key the user supplies (never a key inside the bundle).
+//!
+//! Owns: the checks and their names. Every check runs (a failure does not hide the others), each
+//! reports the first failing indexes, and the result is pass only if all pass.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Serialize;
+
+use crate::bundle::{self, ConsistencyFile, Manifest, Row, files};
+use crate::core::controls::Framework;
+use crate::core::findings::{Auditor, Summary};
+use crate::core::hash::{Blake3, Hash, TreeHasher, from_hex, to_hex};
+use crate::core::leaf::{GENESIS_PREV, Leaf, parse_micros};
+use crate::core::merkle::{verify_consistency, verify_inclusion};
+use crate::core::note::{Checkpoint, VerifierKey, open_checkpoint};
+use crate::core::projection::Projection;
+
+/// Most failing indexes reported per check.
+const MAX_REPORTED: usize = 10;
+
+/// One named check's outcome.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Check {
+    /// Stable check name.
+    pub name: &'static str,
+    /// Passed?
+    pub ok: bool,
+    /// What was checked, or why it failed.
+    pub detail: String,
+    /// The first failing row indexes, if the check is per row.
+    pub failing_indexes: Vec<u64>,
+}
+
+/// All checks of one bundle.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    /// True only if every check passed.
+    pub ok: bool,
+    /// The checks, in a fixed order.
+    pub checks: Vec<Check>,
+}
+
+/// Errors that stop verification before any check can run (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The bundle directory cannot be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Accumulates one per-row check.
+struct RowCheck {
+    name: &'static str,
+    checked: u64,
+    bad: u64,
+    first: Vec<u64>,
+    note: Option<String>,
+}
+
+impl RowCheck {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            checked: 0,
+            bad: 0,
+            first: Vec::new(),
+            note: None,
+        }
+    }
+
+    fn record(&mut self, index: u64, ok: bool) {
+        self.checked += 1;
+        if !ok {
+            self.fail(index, None);
+        }
+    }
+
+    fn fail(&mut self, index: u64, why: Option<String>) {
+        self.bad += 1;
+        if self.first.len() < MAX_REPORTED {
+            self.first.push(index);
+        }
+        if self.note.is_none() {
+            self.note = why;
+        }
+    }
+
+    fn finish(self) -> Check {
+        let ok = self.bad == 0;
+        let detail = if ok {
+            format!("{} rows", self.checked)
+        } else {
+            let first = self
+                .first
+                .first()
+                .map_or_else(String::new, |i| format!(", first at index {i}"));
+            let why = self.note.map_or_else(String::new, |n| format!(": {n}"));
+            format!("{} of {} rows fail{first}{why}", self.bad, self.checked)
+        };
+        Check {
+            name: self.name,
+            ok,
+            detail,
+            failing_indexes: self.first,
+        }
+    }
+}
+
+fn check(name: &'static str, result: Result<String, String>) -> Check {
+    match result {
+        Ok(detail) => Check {
+            name,
+            ok: true,
+            detail,
+            failing_indexes: Vec::new(),
+        },
+        Err(detail) => Check {
+            name,
+            ok: false,
+            detail,
+            failing_indexes: Vec::new(),
+        },
+    }
+}
+
+fn read(dir: &Path, name: &str) -> Result<Vec<u8>, String> {
+    fs::read(dir.join(name)).map_err(|e| format!("{name}: {e}"))
+}
+
+/// Verifies the bundle in `dir` with the user's `key`; with `old_checkpoint`, also that the bundle's
+/// checkpoint extends it.
+pub fn verify(
+    dir: &Path,
+    key: &VerifierKey,
+    old_checkpoint: Option<&str>,
+) -> Result<Verification, VerifyError> {
+    if !dir.is_dir() {
+        return Err(VerifyError::Io {
+            path: dir.display().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a bundle directory"),
+        });
+    }
+    let mut checks = Vec::new();
+
+    // 1. The checkpoint, under the user's key.
+    let checkpoint: Result<Checkpoint, String> = read(dir, files::CHECKPOINT).and_then(|bytes| {
+        let text = String::from_utf8(bytes).map_err(|_| "checkpoint is not UTF-8".to_owned())?;
+        open_checkpoint(&text, key).map_err(|e| e.to_string())
+    });
+    checks.push(check(
+        "checkpoint signature",
+        checkpoint
+            .as_ref()
+            .map(|c| format!("{} at tree size {}", c.origin, c.size))
+            .map_err(Clone::clone),
+    ));
+
+    // 2. The manifest's signature and 3. every file's hash.
+    let manifest_bytes = read(dir, files::MANIFEST);
+    let signature = manifest_bytes
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|bytes| {
+            let sig = read(dir, files::MANIFEST_SIG)?;
+            let sig: [u8; 64] = B64
+                .decode(String::from_utf8_lossy(&sig).trim())
+                .ok()
+                .and_then(|s| s.try_into().ok())
+                .ok_or("manifest.sig is not a base64 Ed25519 signature")?;
+            if key.verify_bytes(bytes, &sig) {
+                Ok(format!("signed by {}", key.name()))
+            } else {
+                Err("manifest.sig does not verify with the given key".into())
+            }
+        });
+    checks.push(check("manifest signature", signature));
+    let manifest: Result<Manifest, String> = manifest_bytes
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("manifest.json: {e}")));
+    checks.push(check(
+        "file hashes",
+        manifest
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|m| file_hashes(dir, m)),
+    ));
+    checks.push(check(
+        "manifest matches checkpoint",
+        match (&manifest, &checkpoint) {
+            (Ok(m), Ok(c)) => manifest_matches(m, c, key),
+            _ => Err("needs a readable manifest and a valid checkpoint".into()),
+        },
+    ));
+
+    let (Ok(manifest), Ok(checkpoint)) = (manifest, checkpoint) else {
+        for name in ROW_CHECKS {
+            checks.push(check(
+                name,
+                Err("not checked: manifest or checkpoint unusable".into()),
+            ));
+        }
+        return Ok(Verification { ok: false, checks });
+    };
+    checks.extend(check_rows(dir, &manifest, &checkpoint));
+    if let Some(old) = old_checkpoint {
+        checks.push(check(
+            "consistency with earlier checkpoint",
+            consistency(dir, old, key, &checkpoint),
+        ));
+    }
+    Ok(Verification {
+        ok: checks.iter().all(|c| c.ok),
+        checks,
+    })
+}
+
+const ROW_CHECKS: [&str; 9] = [
+    "leaf hashes",
+    "projections",
+    "inclusion proofs",
+    "indexes contiguous",
+    "hash chain",
+    "period boundaries",
+    "context rows",
+    "summary recomputed",
+    "controls recomputed",
+];
+
+fn file_hashes(dir: &Path, manifest: &Manifest) -> Result<String, String> {
+    let actual = crate::export::hash_files(dir).map_err(|e| e.to_string())?;
+    let mut problems = Vec::new();
+    for (name, want) in &manifest.files {
+        match actual.get(name) {
+            None => problems.push(format!("{name} missing")),
+            Some(got) if got != want => problems.push(format!("{name} changed")),
+            Some(_) => {}
+        }
+    }
+    for name in actual.keys().filter(|n| !manifest.files.contains_key(*n)) {
+        problems.push(format!("{name} not in the manifest"));
+    }
+    for required in [
+        files::EVENTS,
+        files::BOUNDARIES,
+        files::CONTEXT,
+        files::CHECKPOINT,
+        files::SUMMARY,
+        files::CONTROLS,
+    ] {
+        if !manifest.files.contains_key(required) {
+            problems.push(format!("{required} not listed"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(format!("{} files", manifest.files.len()))
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+fn manifest_matches(m: &Manifest, c: &Checkpoint, key: &VerifierKey) -> Result<String, String> {
+    if m.format != bundle::FORMAT_NAME || m.format_version != bundle::FORMAT_VERSION {
+        return Err(format!(
+            "unsupported bundle format {} v{}",
+            m.format, m.format_version
+        ));
+    }
+    if m.checkpoint.size != c.size
+        || m.checkpoint.root != B64.encode(c.root)
+        || m.checkpoint.origin != c.origin
+    {
+        return Err(format!(
+            "manifest names checkpoint size {} root {}, the checkpoint file has size {} root {}",
+            m.checkpoint.size,
+            m.checkpoint.root,
+            c.size,
+            B64.encode(c.root)
+        ));
+    }
+    if m.key.name != key.name() || m.key.id != hex::encode(key.id()) {
+        return Err("manifest names another key".into());
+    }
+    if m.index_range.start > m.index_range.end || m.index_range.end > c.size {
+        return Err("index range is not within the checkpoint".into());
+    }
+    Ok(format!(
+        "size {}, entries {}..{}",
+        c.size, m.index_range.start, m.index_range.end
+    ))
+}
+
+/// Per-row state shared by the three row files.
+struct RowChecks<'a> {
+    checkpoint: &'a Checkpoint,
+    framework: Option<Framework>,
+    leaf: RowCheck,
+    projection: RowCheck,
+    proof: RowCheck,
+}
+
+impl RowChecks<'_> {
+    /// Checks one row's own integrity; returns its parsed leaf if it has one.
+    fn row(&mut self, row: &Row) -> Option<Leaf> {
+        let index = row.projection.index;
+        self.leaf
+            .record(index, Blake3::leaf(&row.leaf) == row.leaf_hash);
+        let ok = verify_inclusion::<Blake3>(
+            index,
+            self.checkpoint.size,
+            &row.leaf_hash,
+            &row.inclusion_proof,
+            &self.checkpoint.root,
+        )
+        .is_ok();
+        self.proof.record(index, ok);
+        let leaf = match Leaf::parse(&row.leaf) {
+            Ok(leaf) => leaf,
+            Err(e) => {
+                self.projection.checked += 1;
+                self.projection.fail(index, Some(e.to_string()));
+                return None;
+            }
+        };
+        let projected = Projection::of(&leaf);
+        let controls = match (&self.framework, &projected) {
+            (Some(f), Ok(p)) => f.controls_for(p),
+            _ => Vec::new(),
+        };
+        match projected {
+            Ok(p) if p == row.projection && controls == row.controls => {
+                self.projection.record(index, true)
+            }
+            Ok(p) if p != row.projection => {
+                self.projection.checked += 1;
+                self.projection
+                    .fail(index, Some("a column differs from the leaf".into()));
+            }
+            Ok(_) => {
+                self.projection.checked += 1;
+                self.projection
+                    .fail(index, Some("controls differ from the mapping".into()));
+            }
+            Err(e) => {
+                self.projection.checked += 1;
+                self.projection.fail(index, Some(e.to_string()));
+            }
+        }
+        Some(leaf)
+    }
+}
+
+fn read_all(path: &Path, mut f: impl FnMut(Row)) -> Result<u64, String> {
+    bundle::read_rows(path, |row| {
+        f(row);
+        Ok(())
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn check_rows(dir: &Path, m: &Manifest, checkpoint: &Checkpoint) -> Vec<Check> {
+    let framework = Framework::named(&m.framework);
+    let mut rows = RowChecks {
+        checkpoint,
+        framework: framework.clone(),
+        leaf: RowCheck::new("leaf hashes"),
+        projection: RowCheck::new("projections"),
+        proof: RowCheck::new("inclusion proofs"),
+    };
+    let (from, to) = (parse_micros(&m.period.from), parse_micros(&m.period.to));
+    let mut auditor = Auditor::default();
+    let mut contiguous = RowCheck::new("indexes contiguous");
+    let mut chain = RowCheck::new("hash chain");
+    let mut period = RowCheck::new("period boundaries");
+    let mut expected = m.index_range.start;
+    let mut prev: Option<(u64, Hash)> = None;
+    let mut first_event: Option<(u64, Hash)> = None;
+    let mut requests: HashSet<String> = HashSet::new();
+    let mut read_errors = Vec::new();
+
+    // Events: every row in order, exactly the manifest's index range.
+    let events = read_all(&dir.join(files::EVENTS), |row| {
+        let index = row.projection.index;
+        contiguous.record(index, index == expected);
+        expected = expected.max(index).saturating_add(1);
+        let leaf = rows.row(&row);
+        if let Some(leaf) = &leaf {
+            match prev {
+                Some((p_index, p_hash)) => {
+                    chain.record(index, p_index + 1 == index && leaf.prev_hash() == p_hash)
+                }
+                None => first_event = Some((index, leaf.prev_hash())),
+            }
+        }
+        let at = row.projection.ingested_at;
+        period.record(
+            index,
+            from.is_some_and(|f| at >= f) && to.is_some_and(|t| at < t),
+        );
+        prev = Some((index, row.leaf_hash));
+        requests.insert(row.projection.request_id.clone());
+        auditor.add(&row.projection, true);
+    });
+    match events {
+        Ok(n) if n != m.rows.events => contiguous.fail(
+            expected,
+            Some(format!("{n} rows, manifest says {}", m.rows.events)),
+        ),
+        Ok(_) => {}
+        Err(e) => read_errors.push(e),
+    }
+    if expected != m.index_range.end && contiguous.bad == 0 {
+        contiguous.fail(
+            expected,
+            Some(format!("rows end before index {}", m.index_range.end)),
+        );
+    }
+
+    // Boundaries: the entry just before and just after the period, chained to the first and last rows.
+    let mut boundary_rows = Vec::new();
+    match read_all(&dir.join(files::BOUNDARIES), |row| boundary_rows.push(row)) {
+        Ok(_) => {}
+        Err(e) => read_errors.push(e),
+    }
+    let (start, end) = (m.index_range.start, m.index_range.end);
+    let mut want_before = start > 0;
+    let mut want_after = end < checkpoint.size;
+    for row in &boundary_rows {
+        let index = row.projection.index;
+        let leaf = rows.row(row);
+        let at = row.projection.ingested_at;
+        if want_before && index + 1 == start {
+            want_before = false;
+            period.record(index, from.is_some_and(|f| at < f));
+            // The first event's prev_leaf_hash must be this row's hash.
+            if let Some((_, prev_hash)) = first_event {
+                chain.record(start, prev_hash == row.leaf_hash);
+            }
+        } else if want_after && index == end {
+            want_after = false;
+            period.record(index, to.is_some_and(|t| at >= t));
+            let linked = match (&leaf, prev) {
+                (Some(leaf), Some((p_index, p_hash))) => {
+                    p_index + 1 == index && leaf.prev_hash() == p_hash
+                }
+                // An empty period: the after-boundary links straight to the before-boundary.
+                (Some(leaf), None) => boundary_rows
+                    .iter()
+                    .find(|b| b.projection.index + 1 == index)
+                    .is_some_and(|b| b.leaf_hash == leaf.prev_hash()),
+                _ => false,
+            };
+            chain.record(index, linked);
+        } else {
+            period.fail(index, Some("unexpected boundary row".into()));
+        }
+    }
+    if want_before {
+        period.fail(
+            start.saturating_sub(1),
+            Some(format!(
+                "boundary entry {} missing",
+                start.saturating_sub(1)
+            )),
+        );
+    }
+    if want_after {
+        period.fail(end, Some(format!("boundary entry {end} missing")));
+    }
+    if start == 0 && first_event.is_some_and(|(_, h)| h != GENESIS_PREV) {
+        chain.fail(0, Some("entry 0 does not chain to zeros".into()));
+    }
+    if boundary_rows.len() as u64 != m.rows.boundaries {
+        period.fail(
+            start,
+            Some("boundary row count differs from the manifest".into()),
+        );
+    }
+
+    // Context: earlier entries of the period's requests.
+    let mut context = RowCheck::new("context rows");
+    let mut last_context: Option<u64> = None;
+    match read_all(&dir.join(files::CONTEXT), |row| {
+        let index = row.projection.index;
+        rows.row(&row);
+        let ordered = last_context.is_none_or(|l| index > l);
+        context.record(
+            index,
+            index < start && ordered && requests.contains(&row.projection.request_id),
+        );
+        last_context = Some(index);
+        auditor.add(&row.projection, false);
+    }) {
+        Ok(n) if n != m.rows.context => {
+            context.fail(start, Some("row count differs from the manifest".into()))
+        }
+        Ok(_) => {}
+        Err(e) => read_errors.push(e),
+    }
+
+    let summary = auditor.finish();
+    let summary_check = match read(dir, files::SUMMARY).and_then(|b| {
+        serde_json::from_slice::<Summary>(&b).map_err(|e| format!("summary.json: {e}"))
+    }) {
+        Ok(stored) if stored == summary => Ok(format!(
+            "{} rows, {} findings",
+            summary.population.rows,
+            finding_count(&summary)
+        )),
+        Ok(stored) => Err(describe_summary_diff(&stored, &summary)),
+        Err(e) => Err(e),
+    };
+    let controls_check = match (&framework, read(dir, files::CONTROLS)) {
+        (None, _) => Err(format!("unknown framework {:?}", m.framework)),
+        (_, Err(e)) => Err(e),
+        (Some(f), Ok(bytes)) => {
+            let stored: Result<serde_json::Value, _> = serde_json::from_slice(&bytes);
+            match (stored, crate::export::controls_json(&m.framework, f, dir)) {
+                (Ok(s), Ok(recomputed)) if s == recomputed => {
+                    Ok(format!("{} controls", f.controls.len()))
+                }
+                (Ok(_), Ok(_)) => {
+                    Err("controls.json differs from the mapping applied to the rows".into())
+                }
+                (Err(e), _) => Err(format!("controls.json: {e}")),
+                (_, Err(e)) => Err(e.to_string()),
+            }
+        }
+    };
+
+    let mut out = vec![
+        rows.leaf.finish(),
+        rows.projection.finish(),
+        rows.proof.finish(),
+    ];
+    let mut contiguous = contiguous.finish();
+    if !read_errors.is_empty() {
+        contiguous.ok = false;
+        contiguous.detail = format!("{}; {}", read_errors.join("; "), contiguous.detail);
+    }
+    out.push(contiguous);
+    out.push(chain.finish());
+    let mut period = period.finish();
+    if period.ok && end == checkpoint.size {
+        period.detail.push_str(&format!(
+            "; the period extends past the checkpoint (size {}), so completeness is proven up to it",
+            checkpoint.size
+        ));
+    }
+    out.push(period);
+    out.push(context.finish());
+    out.push(check("summary recomputed", summary_check));
+    out.push(check("controls recomputed", controls_check));
+    out
+}
+
+fn finding_count(s: &Summary) -> usize {
+    let f = &s.findings;
+    f.self_approval.len()
+        + f.executed_without_approval.len()
+        + f.approved_after_execution.len()
+        + f.executed_after_denial_or_expiry.len()
+        + f.emergency_late_approval.len()
+        + f.open_requests.len()
+}
+
+fn describe_summary_diff(stored: &Summary, recomputed: &Summary) -> String {
+    let a = serde_json::to_value(stored).unwrap_or_default();
+    let b = serde_json::to_value(recomputed).unwrap_or_default();
+    let mut diffs = BTreeMap::new();
+    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+        for (k, v) in a {
+            if b.get(k) != Some(v) {
+                diffs.insert(k.clone(), ());
+            }
+        }
+    }
+    let keys: Vec<&String> = diffs.keys().collect();
+    format!("summary.json differs from the rows in: {keys:?}")
+}
+
+fn consistency(
+    dir: &Path,
+    old: &str,
+    key: &VerifierKey,
+    new: &Checkpoint,
+) -> Result<String, String> {
+    let old_cp = open_checkpoint(old, key).map_err(|e| format!("earlier checkpoint: {e}"))?;
+    let file: ConsistencyFile = serde_json::from_slice(&read(dir, files::CONSISTENCY)?)
+        .map_err(|e| format!("consistency.json: {e}"))?;
+    let carried = open_checkpoint(&file.from_checkpoint, key)
+        .map_err(|e| format!("consistency.json: {e}"))?;
+    if (carried.size, carried.root) != (old_cp.size, old_cp.root) {
+        return Err(format!(
+            "the bundle proves consistency from size {}, not from the given checkpoint (size {})",
+            carried.size, old_cp.size
+        ));
+    }
+    let proof = file
+        .proof
+        .iter()
+        .map(|h| from_hex(h).ok_or_else(|| "malformed proof hash".to_owned()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if old_cp.size == 0 {
+        return Ok("the earlier checkpoint is the empty tree".into());
+    }
+    verify_consistency::<Blake3>(old_cp.size, new.size, &old_cp.root, &new.root, &proof)
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "size {} (root {}) extends to size {}",
+        old_cp.size,
+        &to_hex(&old_cp.root)[..16],
+        new.size
+    ))
+}
+
+/// Prints one line per check.
+pub fn print_lines(v: &Verification, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    for c in &v.checks {
+        writeln!(
+            out,
+            "{} {}: {}",
+            if c.ok { "PASS" } else { "FAIL" },
+            c.name,
+            c.detail
+        )?;
+    }
+    writeln!(
+        out,
+        "{}",
+        if v.ok {
+            "bundle verified"
+        } else {
+            "bundle FAILED verification"
+        }
+    )
+}
