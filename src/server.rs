@@ -57,7 +57,7 @@ pub fn load_credentials(store: &Store) -> Result<Credentials, ServeError> {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests finish,
-/// commits what the sequencer holds, and returns.
+/// commits what the sequencer holds, closes the data dir, and returns.
 pub async fn serve(
     config: ServeConfig,
     listener: TcpListener,
@@ -70,6 +70,7 @@ pub async fn serve(
             "no sources registered: stop the server and run `ledger sources add NAME --data-dir DIR`"
         );
     }
+    let released = Arc::downgrade(&store);
     let (sequencer, writer) = Sequencer::start(store, config.key, config.sequencer)?;
     let state = AppState {
         sequencer,
@@ -86,6 +87,16 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || writer.join())
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
+    // Connection tasks may still be dropping their clones of the state; the data dir is closed
+    // (RocksDB's lock released) when the last one goes. Returning only then lets a caller reopen
+    // the dir at once (a restart, `ledger sources add`).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while released.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    if released.strong_count() > 0 {
+        tracing::warn!("data dir still open 10 s after shutdown");
+    }
     tracing::info!("stopped");
     Ok(served?)
 }

@@ -102,15 +102,17 @@ impl TestServer {
             task: Some(task),
             _tmp: tmp,
         };
+        let mut server = server;
         server.wait_ready().await;
         server
     }
 
-    async fn wait_ready(&self) {
+    async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(task) = &self.task {
-                assert!(!task.is_finished(), "server exited during start-up");
+            if self.task.as_ref().is_some_and(|t| t.is_finished()) {
+                let result = self.task.take().unwrap().await.unwrap();
+                panic!("server exited during start-up: {result:?}");
             }
             let ready = self
                 .client
