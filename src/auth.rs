@@ -52,7 +52,7 @@ impl CredentialRecord {
     }
 }
 
-/// Checks a source name: it goes into every leaf, so keep it short and plain.
+/// Checks a source or auditor name: a source's goes into every leaf, so keep it short and plain.
 pub fn check_source_name(name: &str) -> Result<(), AuthError> {
     let ok = (1..=64).contains(&name.len())
         && name
@@ -80,23 +80,34 @@ pub fn new_token() -> Result<(String, CredentialRecord), AuthError> {
     Ok((format!("ldg_{}_{secret}", record.token_id), record))
 }
 
+pub use crate::store::CredentialKind as Role;
+
+/// Who a valid token belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal<'a> {
+    /// The source or auditor name.
+    pub name: &'a str,
+    /// What it may do.
+    pub role: Role,
+}
+
 /// The credential table a server checks tokens against.
 #[derive(Debug, Default, Clone)]
 pub struct Credentials {
-    by_id: HashMap<String, (String, [u8; 32])>,
+    by_id: HashMap<String, (String, Role, [u8; 32])>,
 }
 
 impl Credentials {
-    /// Builds the table from `(source name, record)` pairs.
+    /// Builds the table from `(name, role, record)` triples.
     pub fn from_records<'a>(
-        records: impl IntoIterator<Item = (&'a str, CredentialRecord)>,
+        records: impl IntoIterator<Item = (&'a str, Role, CredentialRecord)>,
     ) -> Result<Self, AuthError> {
         let mut by_id = HashMap::new();
-        for (name, record) in records {
+        for (name, role, record) in records {
             let mut hash = [0u8; 32];
             hex::decode_to_slice(&record.secret_hash, &mut hash)
                 .map_err(|_| AuthError::CorruptRecord(name.to_owned()))?;
-            by_id.insert(record.token_id, (name.to_owned(), hash));
+            by_id.insert(record.token_id, (name.to_owned(), role, hash));
         }
         Ok(Self { by_id })
     }
@@ -113,17 +124,17 @@ impl Credentials {
         self.by_id.is_empty()
     }
 
-    /// The source a bearer token belongs to, or `None`. Constant time in the secret.
+    /// Whom a bearer token belongs to, or `None`. Constant time in the secret.
     #[must_use]
-    pub fn authenticate(&self, token: &str) -> Option<&str> {
+    pub fn authenticate(&self, token: &str) -> Option<Principal<'_>> {
         let rest = token.strip_prefix("ldg_")?;
         let (id, secret) = rest.split_once('_')?;
         if secret.len() > 64 {
             return None;
         }
-        let (name, want) = self.by_id.get(id)?;
+        let (name, role, want) = self.by_id.get(id)?;
         let got = blake3::hash(secret.as_bytes());
-        bool::from(got.as_bytes().ct_eq(want)).then_some(name.as_str())
+        bool::from(got.as_bytes().ct_eq(want)).then_some(Principal { name, role: *role })
     }
 }
 
@@ -136,8 +147,14 @@ mod tests {
         let (token, record) = new_token().unwrap();
         assert!(token.starts_with("ldg_") && token.len() == 4 + 16 + 1 + 43);
         assert!(!record.secret_hash.contains(&token[21..]));
-        let creds = Credentials::from_records([("ci", record.clone())]).unwrap();
-        assert_eq!(creds.authenticate(&token), Some("ci"));
+        let creds = Credentials::from_records([("ci", Role::Source, record.clone())]).unwrap();
+        assert_eq!(
+            creds.authenticate(&token),
+            Some(Principal {
+                name: "ci",
+                role: Role::Source
+            })
+        );
         let mut forged = token.clone();
         let last = forged.pop().unwrap();
         forged.push(if last == 'A' { 'B' } else { 'A' });

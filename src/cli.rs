@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{check_source_name, new_token};
+use crate::auth::{Role, check_source_name, new_token};
 use crate::http::Limits;
 use crate::keyfile;
 use crate::sequencer::{SequencerConfig, system_clock};
@@ -41,7 +41,10 @@ enum Command {
     },
     /// Manage sources: the enforcement points allowed to post events.
     #[command(subcommand)]
-    Sources(SourcesCommand),
+    Sources(CredentialCommand),
+    /// Manage auditors: who may read entries and export bundles over HTTP (`export --server`).
+    #[command(subcommand)]
+    Auditors(CredentialCommand),
     /// Write an evidence bundle for a period (safe while `ledger serve` runs on the data dir).
     Export(ExportArgs),
     /// Check an evidence bundle offline. Exit 0 only if every check passes, 1 if one fails.
@@ -81,6 +84,17 @@ struct ExportArgs {
     /// The log's signing key, which signs the manifest (default: DATA_DIR/ledger.key).
     #[arg(long, env = "LEDGER_KEY", value_name = "FILE")]
     key: Option<PathBuf>,
+    /// Export over HTTP from a running server instead of a data dir (needs --token).
+    #[arg(long, value_name = "URL", requires = "token", conflicts_with = "key")]
+    server: Option<String>,
+    /// An auditor token (from `ledger auditors add`), for --server.
+    #[arg(
+        long,
+        env = "LEDGER_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
     /// An earlier checkpoint (file) to prove this bundle's checkpoint consistent with.
     #[arg(long, value_name = "OLD_CHECKPOINT")]
     since: Option<PathBuf>,
@@ -105,11 +119,11 @@ struct VerifyArgs {
 }
 
 #[derive(Debug, Subcommand)]
-enum SourcesCommand {
-    /// Register a source and print its bearer token once, as the last line of stdout.
+enum CredentialCommand {
+    /// Register one and print its bearer token once, as the last line of stdout.
     /// Run with the server stopped.
     Add {
-        /// Source name: 1-64 of a-z 0-9 . _ - (it is written into every entry the source posts).
+        /// Name: 1-64 of a-z 0-9 . _ - (a source's name is written into every entry it posts).
         name: String,
         /// The server's data directory.
         #[arg(
@@ -120,7 +134,7 @@ enum SourcesCommand {
         )]
         data_dir: PathBuf,
     },
-    /// List registered sources (names and token ids, never tokens).
+    /// List registered names and token ids (never tokens).
     List {
         /// The server's data directory.
         #[arg(
@@ -224,35 +238,44 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             println_safe(&key.verifier().encode());
             Ok(())
         }
-        Command::Sources(SourcesCommand::Add { name, data_dir }) => {
+        Command::Sources(cmd) => run_credentials(Role::Source, cmd),
+        Command::Auditors(cmd) => run_credentials(Role::Auditor, cmd),
+        Command::Export(args) => run_export(args),
+        Command::Verify(args) => run_verify(args),
+    }
+}
+
+fn run_credentials(role: Role, cmd: CredentialCommand) -> Result<(), Failure> {
+    let what = match role {
+        Role::Source => "source",
+        Role::Auditor => "auditor",
+    };
+    match cmd {
+        CredentialCommand::Add { name, data_dir } => {
             check_source_name(&name)?;
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("creating {}", data_dir.display()))?;
             let store = Store::open(&data_dir)
                 .with_context(|| format!("opening {}", data_dir.display()))?;
-            if store.source(&name)?.is_some() {
+            if store.credential(role, &name)?.is_some() {
                 return Err(Failure {
-                    error: anyhow!("source {name:?} already exists"),
-                    hint: Some(
-                        "pick another name; each enforcement point gets its own source".into(),
-                    ),
+                    error: anyhow!("{what} {name:?} already exists"),
+                    hint: Some(format!("pick another name; each {what} gets its own token")),
                     code: 2,
                 });
             }
             let (token, record) = new_token()?;
-            store.put_source(&name, &record.to_bytes())?;
+            store.put_credential(role, &name, &record.to_bytes())?;
             println_safe(&format!(
-                "registered source {name:?} (token id {}); its bearer token follows and is shown only once:",
+                "registered {what} {name:?} (token id {}); its bearer token follows and is shown only once:",
                 record.token_id
             ));
             println_safe(&token);
             Ok(())
         }
-        Command::Export(args) => run_export(args),
-        Command::Verify(args) => run_verify(args),
-        Command::Sources(SourcesCommand::List { data_dir }) => {
+        CredentialCommand::List { data_dir } => {
             let store = open_existing(&data_dir)?;
-            for (name, bytes) in store.sources()? {
+            for (name, bytes) in store.credentials(role)? {
                 let record = crate::auth::CredentialRecord::from_bytes(&name, &bytes)?;
                 if !println_safe(&format!("{name}\ttoken id {}", record.token_id)) {
                     break;
@@ -296,18 +319,40 @@ fn run_export(args: ExportArgs) -> Result<(), Failure> {
             code: 2,
         });
     }
-    if !args.data_dir.join("CURRENT").is_file() {
-        return Err(Failure {
-            error: anyhow!("{} is not a ledger data dir", args.data_dir.display()),
-            hint: Some("point --data-dir at the directory `ledger serve` uses".into()),
-            code: 2,
-        });
-    }
-    let key_path = args
-        .key
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join(keyfile::KEY_FILE));
-    let key = keyfile::load(&key_path)?;
+    let source = match (&args.server, &args.token) {
+        (Some(url), Some(token)) => crate::export::Source::Server {
+            url: url.clone(),
+            token: token.clone(),
+        },
+        (None, Some(_)) => {
+            return Err(Failure {
+                error: anyhow!("--token is only for --server"),
+                hint: Some(
+                    "with --data-dir the export reads the data dir directly; drop --token".into(),
+                ),
+                code: 2,
+            });
+        }
+        _ => {
+            if !args.data_dir.join("CURRENT").is_file() {
+                return Err(Failure {
+                    error: anyhow!("{} is not a ledger data dir", args.data_dir.display()),
+                    hint: Some(
+                        "point --data-dir at the directory `ledger serve` uses, or use --server URL --token T".into(),
+                    ),
+                    code: 2,
+                });
+            }
+            let key_path = args
+                .key
+                .clone()
+                .unwrap_or_else(|| args.data_dir.join(keyfile::KEY_FILE));
+            crate::export::Source::DataDir {
+                path: args.data_dir.clone(),
+                key: Box::new(keyfile::load(&key_path)?),
+            }
+        }
+    };
     let since = args
         .since
         .as_ref()
@@ -322,8 +367,7 @@ fn run_export(args: ExportArgs) -> Result<(), Failure> {
         from,
         to,
         out: args.out.clone(),
-        data_dir: args.data_dir,
-        key,
+        source,
         since,
         now: (system_clock())(),
         progress: true,

@@ -19,7 +19,7 @@ use crate::bundle::{
 };
 use crate::core::controls::Framework;
 use crate::core::findings::{Auditor, Summary};
-use crate::core::hash::{Blake3, Hash, TreeHasher, to_hex};
+use crate::core::hash::{Blake3, Hash, TreeHasher, from_hex, to_hex};
 use crate::core::leaf::{Leaf, format_micros};
 use crate::core::merkle::{HashReader, NodeId, TreeError, consistency_proof, inclusion_proof};
 use crate::core::note::{Checkpoint, NoteError, SignerKey, VerifierKey, open_checkpoint};
@@ -69,6 +69,9 @@ pub enum ExportError {
     /// Writing the bundle failed.
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    /// The server answered with an error or something unexpected.
+    #[error("server: {0}")]
+    Remote(String),
     /// Other I/O.
     #[error("{path}: {source}")]
     Io {
@@ -107,10 +110,8 @@ pub struct ExportConfig {
     pub to: i64,
     /// Bundle directory to create.
     pub out: PathBuf,
-    /// The ledger's data dir.
-    pub data_dir: PathBuf,
-    /// The log's signing key (signs the manifest).
-    pub key: SignerKey,
+    /// Where the log is read from.
+    pub source: Source,
     /// An earlier signed checkpoint to prove consistency from.
     pub since: Option<String>,
     /// The time to record as `generated_at` (microseconds).
@@ -118,6 +119,313 @@ pub struct ExportConfig {
     /// Show a progress bar (on a terminal).
     pub progress: bool,
 }
+
+/// Where an export reads the log. Two real backends, so a trait ([`LogReader`]) joins them.
+#[derive(Debug)]
+pub enum Source {
+    /// A data dir, opened as a RocksDB secondary (safe beside a running server), with the log's
+    /// signing key to sign the manifest.
+    DataDir {
+        /// The data dir.
+        path: PathBuf,
+        /// The log's signing key (boxed: it is large next to the other variant).
+        key: Box<SignerKey>,
+    },
+    /// A running server's auditor API (for auditors without disk access); the server signs the
+    /// manifest after checking it names one of its checkpoints.
+    Server {
+        /// Base URL, e.g. `https://ledger.example.com`.
+        url: String,
+        /// An auditor token.
+        token: String,
+    },
+}
+
+/// What an export needs from a log.
+trait LogReader {
+    /// The newest checkpoint note, verified, and the log's verifier key.
+    fn head(&self) -> Result<(String, Checkpoint, VerifierKey), ExportError>;
+    /// The first index below `size` whose `ingested_at` is at or after `micros`.
+    fn locate(&self, size: u64, micros: i64) -> Result<u64, ExportError>;
+    /// Entries `[start, end)` with their inclusion proofs at `size`, in index order.
+    fn rows(
+        &self,
+        start: u64,
+        end: u64,
+        size: u64,
+        f: &mut dyn FnMut(u64, Vec<u8>, Vec<Hash>) -> Result<(), ExportError>,
+    ) -> Result<(), ExportError>;
+    /// Indexes of a request's entries, ascending.
+    fn request_indexes(&self, request_id: &str) -> Result<Vec<u64>, ExportError>;
+    /// Consistency proof between two sizes.
+    fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ExportError>;
+    /// Signs the manifest's bytes with the log key.
+    fn sign_manifest(&self, manifest: &[u8]) -> Result<[u8; 64], ExportError>;
+}
+
+/// Most entries returned per `request_indexes` call, here and over HTTP.
+pub const MAX_REQUEST_ENTRIES: usize = 10_000;
+
+/// Streams `[start, end)` with inclusion proofs at `size` from a store: the one implementation
+/// behind both a data-dir export and the server's `GET /v1/export/rows`.
+pub fn proved_rows(
+    store: &Store,
+    start: u64,
+    end: u64,
+    size: u64,
+    f: &mut dyn FnMut(u64, Vec<u8>, Vec<Hash>) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    let reader = MemoReader {
+        store,
+        cache: RefCell::default(),
+    };
+    let mut expected = start;
+    for item in store.entries_from(start) {
+        let (index, leaf) = item?;
+        if index >= end {
+            break;
+        }
+        if index != expected {
+            return Err(ExportError::BadEntry {
+                index: expected,
+                message: "entry missing from the stored range".into(),
+            });
+        }
+        expected += 1;
+        let proof = inclusion_proof::<Blake3>(index, size, &reader)?;
+        f(index, leaf, proof)?;
+    }
+    if expected != end {
+        return Err(ExportError::BadEntry {
+            index: expected,
+            message: "entry missing from the stored range".into(),
+        });
+    }
+    Ok(())
+}
+
+struct LocalLog {
+    store: Store,
+    key: SignerKey,
+    _scratch: tempfile::TempDir,
+}
+
+impl LogReader for LocalLog {
+    fn head(&self) -> Result<(String, Checkpoint, VerifierKey), ExportError> {
+        let log_key = self.store.meta(META_LOG_KEY)?.ok_or_else(|| {
+            StoreError::Corrupt("data dir has no log key; start `ledger serve` on it first".into())
+        })?;
+        let log_key = VerifierKey::parse(&String::from_utf8_lossy(&log_key))?;
+        if self.key.verifier() != &log_key {
+            return Err(ExportError::WrongKey {
+                given: self.key.verifier().encode(),
+                stored: log_key.encode(),
+            });
+        }
+        let (_, note) = self
+            .store
+            .latest_checkpoint()?
+            .ok_or_else(|| StoreError::Corrupt("no checkpoint stored".into()))?;
+        let checkpoint = open_checkpoint(&note, &log_key)?;
+        Ok((note, checkpoint, log_key))
+    }
+
+    fn locate(&self, size: u64, micros: i64) -> Result<u64, ExportError> {
+        first_at_or_after(&self.store, size, micros)
+    }
+
+    fn rows(
+        &self,
+        start: u64,
+        end: u64,
+        size: u64,
+        f: &mut dyn FnMut(u64, Vec<u8>, Vec<Hash>) -> Result<(), ExportError>,
+    ) -> Result<(), ExportError> {
+        proved_rows(&self.store, start, end, size, f)
+    }
+
+    fn request_indexes(&self, request_id: &str) -> Result<Vec<u64>, ExportError> {
+        Ok(self
+            .store
+            .request_indexes(request_id, MAX_REQUEST_ENTRIES)?)
+    }
+
+    fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ExportError> {
+        Ok(consistency_proof::<Blake3>(from, to, &self.store)?)
+    }
+
+    fn sign_manifest(&self, manifest: &[u8]) -> Result<[u8; 64], ExportError> {
+        Ok(self.key.sign_bytes(manifest))
+    }
+}
+
+/// The auditor API of a running server.
+struct RemoteLog {
+    client: reqwest::blocking::Client,
+    base: String,
+    token: String,
+}
+
+#[derive(serde::Deserialize)]
+struct RemoteRow {
+    index: u64,
+    leaf: String,
+    inclusion_proof: Vec<String>,
+}
+
+impl RemoteLog {
+    fn get(&self, path: &str) -> Result<reqwest::blocking::Response, ExportError> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .map_err(|e| ExportError::Remote(format!("GET {path}: {e}")))?;
+        remote_ok(path, response)
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ExportError> {
+        self.get(path)?
+            .json()
+            .map_err(|e| ExportError::Remote(format!("GET {path}: {e}")))
+    }
+}
+
+fn remote_ok(
+    path: &str,
+    response: reqwest::blocking::Response,
+) -> Result<reqwest::blocking::Response, ExportError> {
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status();
+    let body: serde_json::Value = response.json().unwrap_or_default();
+    Err(ExportError::Remote(format!(
+        "{path}: HTTP {status}: {}",
+        body["error"].as_str().unwrap_or("no error message")
+    )))
+}
+
+fn hashes(list: &[String]) -> Result<Vec<Hash>, ExportError> {
+    list.iter()
+        .map(|h| from_hex(h).ok_or_else(|| ExportError::Remote(format!("malformed hash {h:?}"))))
+        .collect()
+}
+
+impl LogReader for RemoteLog {
+    fn head(&self) -> Result<(String, Checkpoint, VerifierKey), ExportError> {
+        let key_text = self
+            .get("/v1/verifier-key")?
+            .text()
+            .map_err(|e| ExportError::Remote(e.to_string()))?;
+        let key = VerifierKey::parse(key_text.trim())?;
+        let note = self
+            .get("/v1/checkpoint")?
+            .text()
+            .map_err(|e| ExportError::Remote(e.to_string()))?;
+        let checkpoint = open_checkpoint(&note, &key)?;
+        Ok((note, checkpoint, key))
+    }
+
+    fn locate(&self, size: u64, micros: i64) -> Result<u64, ExportError> {
+        let v: serde_json::Value = self.json(&format!(
+            "/v1/export/locate?micros={micros}&tree_size={size}"
+        ))?;
+        v["index"]
+            .as_u64()
+            .ok_or_else(|| ExportError::Remote("locate: no index in the answer".into()))
+    }
+
+    fn rows(
+        &self,
+        start: u64,
+        end: u64,
+        size: u64,
+        f: &mut dyn FnMut(u64, Vec<u8>, Vec<Hash>) -> Result<(), ExportError>,
+    ) -> Result<(), ExportError> {
+        use std::io::BufRead as _;
+        let mut next = start;
+        while next < end {
+            let page_end = end.min(next + MAX_PAGE_ROWS);
+            let path = format!("/v1/export/rows?start={next}&end={page_end}&tree_size={size}");
+            let body = std::io::BufReader::new(self.get(&path)?);
+            for line in body.lines() {
+                let line = line.map_err(|e| ExportError::Remote(format!("{path}: {e}")))?;
+                if line.is_empty() {
+                    continue;
+                }
+                let row: RemoteRow = serde_json::from_str(&line)
+                    .map_err(|e| ExportError::Remote(format!("{path}: {e}")))?;
+                if row.index != next {
+                    return Err(ExportError::Remote(format!(
+                        "{path}: got index {}, want {next}",
+                        row.index
+                    )));
+                }
+                f(
+                    row.index,
+                    row.leaf.into_bytes(),
+                    hashes(&row.inclusion_proof)?,
+                )?;
+                next += 1;
+            }
+            if next != page_end {
+                return Err(ExportError::Remote(format!(
+                    "{path}: answer ended at index {next}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn request_indexes(&self, request_id: &str) -> Result<Vec<u64>, ExportError> {
+        let mut path = String::from("/v1/requests/");
+        for b in request_id.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                path.push(b as char);
+            } else {
+                path.push_str(&format!("%{b:02X}"));
+            }
+        }
+        let v: serde_json::Value = self.json(&path)?;
+        Ok(v["entries"]
+            .as_array()
+            .map(|entries| entries.iter().filter_map(|e| e["index"].as_u64()).collect())
+            .unwrap_or_default())
+    }
+
+    fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ExportError> {
+        #[derive(serde::Deserialize)]
+        struct Proof {
+            hashes: Vec<String>,
+        }
+        let p: Proof = self.json(&format!("/v1/proofs/consistency?from={from}&to={to}"))?;
+        hashes(&p.hashes)
+    }
+
+    fn sign_manifest(&self, manifest: &[u8]) -> Result<[u8; 64], ExportError> {
+        let path = "/v1/export/manifest-signature";
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(manifest.to_vec())
+            .send()
+            .map_err(|e| ExportError::Remote(format!("POST {path}: {e}")))?;
+        let v: serde_json::Value = remote_ok(path, response)?
+            .json()
+            .map_err(|e| ExportError::Remote(format!("POST {path}: {e}")))?;
+        v["signature"]
+            .as_str()
+            .and_then(|s| B64.decode(s).ok())
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| ExportError::Remote("the server returned no signature".into()))
+    }
+}
+
+/// Rows per `GET /v1/export/rows` page.
+pub const MAX_PAGE_ROWS: u64 = 10_000;
 
 /// What was exported.
 #[derive(Debug, Clone)]
@@ -172,31 +480,29 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         .prefix(".ledger-export-")
         .tempdir_in(&parent)
         .map_err(io(&parent))?;
-    let scratch = tempfile::tempdir().map_err(io(Path::new("temp dir")))?;
-    let store = Store::open_secondary(&config.data_dir, scratch.path())?;
-
-    let log_key = store.meta(META_LOG_KEY)?.ok_or_else(|| {
-        StoreError::Corrupt("data dir has no log key; start `ledger serve` on it first".into())
-    })?;
-    let log_key = VerifierKey::parse(&String::from_utf8_lossy(&log_key))?;
-    if config.key.verifier() != &log_key {
-        return Err(ExportError::WrongKey {
-            given: config.key.verifier().encode(),
-            stored: log_key.encode(),
-        });
-    }
-    let (_, note) = store
-        .latest_checkpoint()?
-        .ok_or_else(|| StoreError::Corrupt("no checkpoint stored".into()))?;
-    let checkpoint = open_checkpoint(&note, &log_key)?;
+    let log: Box<dyn LogReader> = match &config.source {
+        Source::DataDir { path, key } => {
+            let scratch = tempfile::tempdir().map_err(io(Path::new("temp dir")))?;
+            Box::new(LocalLog {
+                store: Store::open_secondary(path, scratch.path())?,
+                key: (**key).clone(),
+                _scratch: scratch,
+            })
+        }
+        Source::Server { url, token } => Box::new(RemoteLog {
+            client: reqwest::blocking::Client::builder()
+                .timeout(std::time::Duration::from_secs(300))
+                .build()
+                .map_err(|e| ExportError::Remote(e.to_string()))?,
+            base: url.trim_end_matches('/').to_owned(),
+            token: token.clone(),
+        }),
+    };
+    let (note, checkpoint, log_key) = log.head()?;
     let size = checkpoint.size;
     let range = IndexRange {
-        start: first_at_or_after(&store, size, config.from)?,
-        end: first_at_or_after(&store, size, config.to)?,
-    };
-    let reader = MemoReader {
-        store: &store,
-        cache: RefCell::default(),
+        start: log.locate(size, config.from)?,
+        end: log.locate(size, config.to)?,
     };
     let dir = staging.path();
     fs::create_dir_all(dir.join("oscal")).map_err(io(dir))?;
@@ -205,46 +511,37 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     let mut auditor = Auditor::default();
     let mut requests: HashSet<String> = HashSet::new();
     let mut writer = RowWriter::create(&dir.join(files::EVENTS))?;
-    for item in store.entries_from(range.start) {
-        let (index, leaf) = item?;
-        if index >= range.end {
-            break;
-        }
-        let row = make_row(index, leaf, size, &reader, &framework)?;
+    log.rows(range.start, range.end, size, &mut |index, leaf, proof| {
+        let row = make_row(index, leaf, proof, &framework)?;
         auditor.add(&row.projection, true);
         if !requests.contains(&row.projection.request_id) {
             requests.insert(row.projection.request_id.clone());
         }
         writer.push(row)?;
         progress.inc(1);
-    }
+        Ok(())
+    })?;
     let events = writer.finish()?;
     progress.finish_and_clear();
-    if events != range.end - range.start {
-        return Err(ExportError::BadEntry {
-            index: range.start + events,
-            message: "entry missing from the stored range".into(),
-        });
-    }
 
     let mut boundaries = RowWriter::create(&dir.join(files::BOUNDARIES))?;
-    let mut boundary_indexes = Vec::new();
-    if range.start > 0 {
-        boundary_indexes.push(range.start - 1);
-    }
-    if range.end < size {
-        boundary_indexes.push(range.end);
-    }
-    for &index in &boundary_indexes {
-        let leaf = stored_entry(&store, index)?;
-        boundaries.push(make_row(index, leaf, size, &reader, &framework)?)?;
+    for (start, end) in [
+        (range.start.saturating_sub(1), range.start),
+        (range.end, (range.end + 1).min(size)),
+    ] {
+        if start < end {
+            log.rows(start, end, size, &mut |index, leaf, proof| {
+                boundaries.push(make_row(index, leaf, proof, &framework)?)?;
+                Ok(())
+            })?;
+        }
     }
     let boundary_rows = boundaries.finish()?;
 
     // Earlier entries of the period's requests, so each request is judged on its whole lifecycle.
     let mut context_indexes = BTreeSet::new();
     for request_id in &requests {
-        for index in store.request_indexes(request_id, 10_000)? {
+        for index in log.request_indexes(request_id)? {
             if index < range.start {
                 context_indexes.insert(index);
             }
@@ -253,15 +550,12 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     drop(requests);
     let mut context = RowWriter::create(&dir.join(files::CONTEXT))?;
     for &index in &context_indexes {
-        let row = make_row(
-            index,
-            stored_entry(&store, index)?,
-            size,
-            &reader,
-            &framework,
-        )?;
-        auditor.add(&row.projection, false);
-        context.push(row)?;
+        log.rows(index, index + 1, size, &mut |index, leaf, proof| {
+            let row = make_row(index, leaf, proof, &framework)?;
+            auditor.add(&row.projection, false);
+            context.push(row)?;
+            Ok(())
+        })?;
     }
     let context_rows = context.finish()?;
 
@@ -282,7 +576,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         let proof = if old_cp.size == 0 {
             Vec::new()
         } else {
-            consistency_proof::<Blake3>(old_cp.size, size, &reader)?
+            log.consistency(old_cp.size, size)?
         };
         let consistency = ConsistencyFile {
             from_checkpoint: old.clone(),
@@ -340,7 +634,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     manifest.files = hash_files(dir)?;
     let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
     write_file(&dir.join(files::MANIFEST), &manifest_bytes)?;
-    let signature = B64.encode(config.key.sign_bytes(&manifest_bytes));
+    let signature = B64.encode(log.sign_manifest(&manifest_bytes)?);
     write_file(
         &dir.join(files::MANIFEST_SIG),
         format!("{signature}\n").as_bytes(),
@@ -382,8 +676,7 @@ fn stored_entry(store: &Store, index: u64) -> Result<Vec<u8>, ExportError> {
 fn make_row(
     index: u64,
     leaf: Vec<u8>,
-    size: u64,
-    reader: &impl HashReader,
+    proof: Vec<Hash>,
     framework: &Framework,
 ) -> Result<Row, ExportError> {
     let parsed = Leaf::parse(&leaf).map_err(|e| ExportError::BadEntry {
@@ -399,7 +692,7 @@ fn make_row(
     let projection = Projection::of(&parsed)?;
     Ok(Row {
         leaf_hash: Blake3::leaf(&leaf),
-        inclusion_proof: inclusion_proof::<Blake3>(index, size, reader)?,
+        inclusion_proof: proof,
         controls: framework.controls_for(&projection),
         projection,
         leaf,
@@ -408,7 +701,7 @@ fn make_row(
 
 /// The first index in `[0, size)` whose `ingested_at` is at or after `micros` (`size` if none).
 /// `ingested_at` never decreases with the index, so this is a binary search: `O(log n)` reads.
-fn first_at_or_after(store: &Store, size: u64, micros: i64) -> Result<u64, ExportError> {
+pub fn first_at_or_after(store: &Store, size: u64, micros: i64) -> Result<u64, ExportError> {
     let (mut lo, mut hi) = (0u64, size);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
@@ -519,11 +812,4 @@ fn fsync_dir(dir: &Path) -> Result<(), ExportError> {
     fs::File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(io(dir))
-}
-
-/// The verified checkpoint of a bundle's `checkpoint` file, for callers that hold the key.
-pub fn open_bundle_checkpoint(dir: &Path, key: &VerifierKey) -> Result<Checkpoint, ExportError> {
-    let path = dir.join(files::CHECKPOINT);
-    let note = fs::read_to_string(&path).map_err(io(&path))?;
-    Ok(open_checkpoint(&note, key)?)
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::auth::{AuthError, CredentialRecord, Credentials};
+use crate::auth::{AuthError, CredentialRecord, Credentials, Role};
 use crate::core::note::SignerKey;
 use crate::http::{self, AppState, Limits};
 use crate::sequencer::{Sequencer, SequencerConfig, SequencerError};
@@ -44,15 +44,19 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Loads the source credentials stored in the data dir.
+/// Loads the source and auditor credentials stored in the data dir.
 pub fn load_credentials(store: &Store) -> Result<Credentials, ServeError> {
-    let records = store
-        .sources()?
-        .into_iter()
-        .map(|(name, bytes)| CredentialRecord::from_bytes(&name, &bytes).map(|r| (name, r)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut records = Vec::new();
+    for role in [Role::Source, Role::Auditor] {
+        for (name, bytes) in store.credentials(role)? {
+            let record = CredentialRecord::from_bytes(&name, &bytes)?;
+            records.push((name, role, record));
+        }
+    }
     Ok(Credentials::from_records(
-        records.iter().map(|(n, r)| (n.as_str(), r.clone())),
+        records
+            .iter()
+            .map(|(n, role, r)| (n.as_str(), *role, r.clone())),
     )?)
 }
 
@@ -71,10 +75,12 @@ pub async fn serve(
         );
     }
     let released = Arc::downgrade(&store);
+    let signer = Arc::new(config.key.clone());
     let (sequencer, writer) = Sequencer::start(store, config.key, config.sequencer)?;
     let state = AppState {
         sequencer,
         credentials: Arc::new(credentials),
+        signer,
         limits: config.limits,
     };
     tracing::info!(addr = %listener.local_addr()?, sources = state.credentials.len(), "listening");

@@ -14,6 +14,7 @@
 //! | `dedup`       | source, 0x00, event_id                | index u64, tree size u64, digest[32]   |
 //! | `requests`    | request_id, 0x00, index u64           | (empty)                                |
 //! | `sources`     | source name                           | credential record (see `auth`)         |
+//! | `auditors`    | auditor name                          | credential record (see `auth`)         |
 //! | `meta`        | name                                  | value                                  |
 
 use std::path::Path;
@@ -32,16 +33,36 @@ const CF_CHECKPOINTS: &str = "checkpoints";
 const CF_DEDUP: &str = "dedup";
 const CF_REQUESTS: &str = "requests";
 const CF_SOURCES: &str = "sources";
+const CF_AUDITORS: &str = "auditors";
 const CF_META: &str = "meta";
-const ALL_CFS: [&str; 7] = [
+const ALL_CFS: [&str; 8] = [
     CF_ENTRIES,
     CF_NODES,
     CF_CHECKPOINTS,
     CF_DEDUP,
     CF_REQUESTS,
     CF_SOURCES,
+    CF_AUDITORS,
     CF_META,
 ];
+
+/// Which kind of credential a record is; each kind has its own column family (its own namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CredentialKind {
+    /// An enforcement point that writes events.
+    Source,
+    /// An auditor that reads entries and exports.
+    Auditor,
+}
+
+impl CredentialKind {
+    fn cf(self) -> &'static str {
+        match self {
+            Self::Source => CF_SOURCES,
+            Self::Auditor => CF_AUDITORS,
+        }
+    }
+}
 
 /// `meta` key holding the verifier key of the log this data dir belongs to.
 pub const META_LOG_KEY: &[u8] = b"log_verifier_key";
@@ -319,24 +340,33 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores a source's credential record (offline administration).
-    pub fn put_source(&self, name: &str, record: &[u8]) -> Result<(), StoreError> {
+    /// Stores a credential record (offline administration; synced).
+    pub fn put_credential(
+        &self,
+        kind: CredentialKind,
+        name: &str,
+        record: &[u8],
+    ) -> Result<(), StoreError> {
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         self.db
-            .put_cf_opt(self.cf(CF_SOURCES), name.as_bytes(), record, &opts)?;
+            .put_cf_opt(self.cf(kind.cf()), name.as_bytes(), record, &opts)?;
         Ok(())
     }
 
-    /// A source's credential record.
-    pub fn source(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(self.cf(CF_SOURCES), name.as_bytes())?)
+    /// One credential record.
+    pub fn credential(
+        &self,
+        kind: CredentialKind,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(kind.cf()), name.as_bytes())?)
     }
 
-    /// All `(name, record)` credential records.
-    pub fn sources(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    /// All `(name, record)` credential records of a kind.
+    pub fn credentials(&self, kind: CredentialKind) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.db
-            .iterator_cf(self.cf(CF_SOURCES), IteratorMode::Start)
+            .iterator_cf(self.cf(kind.cf()), IteratorMode::Start)
             .map(|item| {
                 let (k, v) = item?;
                 Ok((decode_text(k.to_vec())?, v.to_vec()))

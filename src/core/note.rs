@@ -165,6 +165,7 @@ fn parse_id(hex_text: &str) -> Option<[u8; 4]> {
 }
 
 /// The private half: `PRIVATE+KEY+<name>+<hex key ID>+<base64(0x01 || 32-byte seed)>`.
+#[derive(Clone)]
 pub struct SignerKey {
     verifier: VerifierKey,
     key: SigningKey,

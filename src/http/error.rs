@@ -15,6 +15,9 @@ pub enum ApiError {
     /// 401: no bearer token, or not one we know. Never says which.
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// 403: a valid token whose role may not do this (an auditor posting, a source exporting).
+    #[error("this token's role may not do that")]
+    Forbidden,
     /// 400: the request is malformed or fails validation; `details` names each field.
     #[error("{message}")]
     BadRequest {
@@ -61,6 +64,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,

@@ -4,10 +4,11 @@
 //! writes; every write goes through [`Sequencer::append`].
 //!
 //! Public (no token): checkpoint, verifier key, proofs (hashes only, for monitors and witnesses),
-//! health. A source token is needed to write, and to read entries and request lifecycles (they hold
-//! the events' content).
+//! health. A source token is needed to write; a source or auditor token to read entries and request
+//! lifecycles (they hold the events' content); an auditor token for the export API.
 
 pub mod error;
+mod export;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,9 +26,11 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use self::error::ApiError;
 use crate::auth::Credentials;
+pub use crate::auth::Role;
 use crate::core::event::{PreparedEvent, parse_strict, prepare};
 use crate::core::hash::{Blake3, to_hex};
 use crate::core::merkle::{HashReader, NodeId, consistency_proof, inclusion_proof};
+use crate::core::note::SignerKey;
 use crate::sequencer::Sequencer;
 
 /// Request limits.
@@ -59,8 +62,10 @@ const MAX_REQUEST_ENTRIES: usize = 1000;
 pub struct AppState {
     /// The writer.
     pub sequencer: Sequencer,
-    /// Who may write.
+    /// Who may write and read.
     pub credentials: Arc<Credentials>,
+    /// The log key, for signing export manifests (checkpoints are signed by the sequencer).
+    pub signer: Arc<SignerKey>,
     /// Limits.
     pub limits: Limits,
 }
@@ -76,6 +81,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/proofs/inclusion", get(get_inclusion))
         .route("/v1/proofs/consistency", get(get_consistency))
         .route("/v1/requests/{request_id}", get(get_request))
+        .route("/v1/export/locate", get(export::locate))
+        .route("/v1/export/rows", get(export::rows))
+        .route("/v1/export/manifest-signature", post(export::sign_manifest))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -87,7 +95,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn authenticate<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a str, ApiError> {
+/// The name behind the request's bearer token, if its role is one of `roles`. A valid token of
+/// another role gets 403; no token or an unknown one 401.
+fn authorize<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+    roles: &[Role],
+) -> Result<&'a str, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -96,10 +110,14 @@ fn authenticate<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a str,
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or(ApiError::Unauthorized)?;
-    state
+    let principal = state
         .credentials
         .authenticate(token.trim())
-        .ok_or(ApiError::Unauthorized)
+        .ok_or(ApiError::Unauthorized)?;
+    if !roles.contains(&principal.role) {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(principal.name)
 }
 
 /// How the body of `POST /v1/events` is framed.
@@ -209,7 +227,7 @@ async fn post_events(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let source = authenticate(&state, &headers)?.to_owned();
+    let source = authorize(&state, &headers, &[Role::Source])?.to_owned();
     let framing = framing(&headers)?;
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
@@ -248,7 +266,7 @@ async fn get_entry(
     headers: HeaderMap,
     Path(index): Path<String>,
 ) -> Result<Response, ApiError> {
-    authenticate(&state, &headers)?;
+    authorize(&state, &headers, &[Role::Source, Role::Auditor])?;
     let index = parse_index(&index, "index")?;
     let size = state.sequencer.latest().size;
     let leaf = (index < size)
@@ -339,7 +357,7 @@ async fn get_request(
     headers: HeaderMap,
     Path(request_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authenticate(&state, &headers)?;
+    authorize(&state, &headers, &[Role::Source, Role::Auditor])?;
     if request_id.is_empty() || request_id.len() > 256 || request_id.contains('\0') {
         return Err(ApiError::bad_request(
             "request_id must be 1-256 characters",

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use ledger::bundle::{self, Row, RowWriter, files};
 use ledger::core::findings::Summary;
 use ledger::core::note::SignerKey;
-use ledger::export::{ExportConfig, export};
+use ledger::export::{ExportConfig, Source, export};
 use ledger::http::Limits;
 use ledger::sequencer::SequencerConfig;
 use ledger::verify::{Verification, verify};
@@ -40,6 +40,7 @@ struct Fixture {
     server: TestServer,
     clock: Arc<AtomicI64>,
     tmp: tempfile::TempDir,
+    auditor: String,
 }
 
 impl Fixture {
@@ -48,6 +49,7 @@ impl Fixture {
         let dir = tmp.path().join("data");
         std::fs::create_dir_all(&dir).unwrap();
         let token = add_source(&dir, "gateway");
+        let auditor = crate::common::add_auditor(&dir, "external-audit");
         let clock = Arc::new(AtomicI64::new(NOV1 + 3_600_000_000));
         let c = clock.clone();
         let sequencer = SequencerConfig {
@@ -55,7 +57,12 @@ impl Fixture {
             ..SequencerConfig::default()
         };
         let server = TestServer::start_on(dir, token, None, Limits::default(), sequencer).await;
-        Self { server, clock, tmp }
+        Self {
+            server,
+            clock,
+            tmp,
+            auditor,
+        }
     }
 
     async fn post_at(&self, micros: i64, events: Vec<Value>) {
@@ -155,8 +162,10 @@ impl Fixture {
             from,
             to,
             out: out.clone(),
-            data_dir: self.server.data_dir.clone(),
-            key: test_key(),
+            source: Source::DataDir {
+                path: self.server.data_dir.clone(),
+                key: Box::new(test_key()),
+            },
             since,
             now: NOV1 + 10 * DAY,
             progress: false,
@@ -501,4 +510,110 @@ async fn export_while_ingesting_and_consistency_since_an_earlier_export() {
         ))
         .await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_over_http_with_an_auditor_token_matches_the_data_dir_export() {
+    let f = Arc::new(Fixture::new().await);
+    f.populate().await;
+    let (from, to) = (NOV1 + DAY, NOV1 + 2 * DAY);
+    let local = f.export("local", from, to, "soc2", None);
+    let remote_out = f.tmp.path().join("remote");
+    let config = ExportConfig {
+        framework: "soc2".into(),
+        from,
+        to,
+        out: remote_out.clone(),
+        source: Source::Server {
+            url: f.server.base.clone(),
+            token: f.auditor.clone(),
+        },
+        since: None,
+        now: NOV1 + 10 * DAY,
+        progress: false,
+    };
+    tokio::task::spawn_blocking(move || export(&config).unwrap())
+        .await
+        .unwrap();
+    assert_passes(&remote_out);
+    for file in [files::EVENTS, files::BOUNDARIES, files::CONTEXT] {
+        assert_eq!(
+            rows(&local.join(file)),
+            rows(&remote_out.join(file)),
+            "{file}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(local.join(files::SUMMARY)).unwrap(),
+        std::fs::read(remote_out.join(files::SUMMARY)).unwrap()
+    );
+
+    // Roles: a source cannot use the export API, an auditor cannot write, no token is 401.
+    let c = &f.server.client;
+    let base = &f.server.base;
+    let r = c
+        .get(format!("{base}/v1/export/rows?start=0&end=1&tree_size=1"))
+        .bearer_auth(&f.server.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .get(format!("{base}/v1/export/rows?start=0&end=1&tree_size=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(&f.auditor)
+        .json(&ev(
+            "z",
+            "approval.requested",
+            "req-z",
+            "2026-11-05T00:00:00Z",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .get(format!("{base}/v1/entries/0"))
+        .bearer_auth(&f.auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "auditors read entries");
+
+    // The manifest endpoint signs only manifests naming one of the log's own checkpoints.
+    let mut m: Value =
+        serde_json::from_slice(&std::fs::read(local.join(files::MANIFEST)).unwrap()).unwrap();
+    let sign = |body: Vec<u8>| {
+        c.post(format!("{base}/v1/export/manifest-signature"))
+            .bearer_auth(&f.auditor)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        sign(serde_json::to_vec(&m).unwrap())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    m["checkpoint"]["root"] = json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    assert_eq!(
+        sign(serde_json::to_vec(&m).unwrap())
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let note = ledger::core::note::checkpoint_body(crate::common::ORIGIN, 1, &[0; 32]);
+    assert_eq!(
+        sign(note.into_bytes()).await.unwrap().status(),
+        400,
+        "never signs note text"
+    );
 }

@@ -278,6 +278,14 @@ fn export_and_verify_from_the_command_line_with_fixed_exit_codes() {
         .last()
         .unwrap()
         .to_owned();
+    let out = ledger(&["auditors", "add", "big-four", "--data-dir", d]);
+    let auditor = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    assert!(auditor.starts_with("ldg_"));
     let server = crate::common::Process::spawn(&dir, &keys.join("ledger.key"));
     let client = reqwest::blocking::Client::new();
     let events: Vec<_> = (0..20).map(crate::common::event).collect();
@@ -341,6 +349,55 @@ fn export_and_verify_from_the_command_line_with_fixed_exit_codes() {
     assert!(stderr(&bad_time).contains("hint:"));
 
     let pubkey = keys.join("ledger.pub");
+    // The same over HTTP, as an auditor without disk access.
+    let remote = tmp.path().join("remote");
+    let out = ledger(&[
+        "export",
+        "--framework",
+        "fedramp",
+        "--from",
+        "2000-01-01",
+        "--to",
+        "2100-01-01",
+        "--out",
+        remote.to_str().unwrap(),
+        "--server",
+        &server.base,
+        "--token",
+        &auditor,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ok = ledger(&[
+        "verify",
+        remote.to_str().unwrap(),
+        "--key-file",
+        pubkey.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let denied = ledger(&[
+        "export",
+        "--framework",
+        "soc2",
+        "--from",
+        "2000-01-01",
+        "--to",
+        "2100-01-01",
+        "--out",
+        tmp.path().join("nope").to_str().unwrap(),
+        "--server",
+        &server.base,
+        "--token",
+        &token,
+    ]);
+    assert_eq!(denied.status.code(), Some(2));
+    assert!(stderr(&denied).contains("403"), "{}", stderr(&denied));
+    assert!(!tmp.path().join("nope").exists(), "no half-written bundle");
+
     let ok = ledger(&["verify", b, "--key-file", pubkey.to_str().unwrap()]);
     assert_eq!(
         ok.status.code(),

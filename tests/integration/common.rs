@@ -11,7 +11,7 @@ use ledger::core::note::{SignerKey, VerifierKey};
 use ledger::http::Limits;
 use ledger::sequencer::SequencerConfig;
 use ledger::server::{ServeConfig, serve};
-use ledger::store::Store;
+use ledger::store::{CredentialKind, Store};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -29,7 +29,19 @@ pub fn verifier() -> VerifierKey {
 pub fn add_source(data_dir: &Path, name: &str) -> String {
     let store = Store::open(data_dir).unwrap();
     let (token, record) = new_token().unwrap();
-    store.put_source(name, &record.to_bytes()).unwrap();
+    store
+        .put_credential(CredentialKind::Source, name, &record.to_bytes())
+        .unwrap();
+    token
+}
+
+/// Registers an auditor, as `ledger auditors add` does; returns its token.
+pub fn add_auditor(data_dir: &Path, name: &str) -> String {
+    let store = Store::open(data_dir).unwrap();
+    let (token, record) = new_token().unwrap();
+    store
+        .put_credential(CredentialKind::Auditor, name, &record.to_bytes())
+        .unwrap();
     token
 }
 

@@ -1,0 +1,157 @@
+//! The auditor API behind `ledger export --server`: locate a period, stream proved rows, and sign a
+//! bundle manifest. Every route here needs an auditor token.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, Role, authorize};
+use crate::bundle::{FORMAT_NAME, FORMAT_VERSION, Manifest};
+use crate::core::hash::to_hex;
+use crate::core::note::open_checkpoint;
+use crate::export::{ExportError, MAX_PAGE_ROWS, first_at_or_after, proved_rows};
+
+impl From<ExportError> for ApiError {
+    fn from(e: ExportError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+fn checked_size(state: &AppState, tree_size: u64) -> Result<u64, ApiError> {
+    let latest = state.sequencer.latest().size;
+    if tree_size > latest {
+        return Err(ApiError::bad_request(
+            format!("tree_size {tree_size} is beyond the latest checkpoint ({latest})"),
+            "tree_size",
+        ));
+    }
+    Ok(tree_size)
+}
+
+#[derive(Deserialize)]
+pub(super) struct LocateQuery {
+    micros: i64,
+    tree_size: u64,
+}
+
+/// `GET /v1/export/locate?micros=T&tree_size=N`: the first index below N ingested at or after T
+/// (microseconds since the epoch), by binary search.
+pub(super) async fn locate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<LocateQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, &[Role::Auditor])?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text(), ""))?;
+    let size = checked_size(&state, q.tree_size)?;
+    let store = state.sequencer.store().clone();
+    let index = tokio::task::spawn_blocking(move || first_at_or_after(&store, size, q.micros))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(json!({"index": index, "tree_size": size})))
+}
+
+#[derive(Deserialize)]
+pub(super) struct RowsQuery {
+    start: u64,
+    end: u64,
+    tree_size: u64,
+}
+
+/// `GET /v1/export/rows?start=S&end=E&tree_size=N`: NDJSON, one line per entry in `[S, E)`:
+/// `{"index", "leaf" (the leaf text), "inclusion_proof" ([hex] at N)}`; at most 10,000 per page.
+pub(super) async fn rows(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<RowsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &[Role::Auditor])?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text(), ""))?;
+    let size = checked_size(&state, q.tree_size)?;
+    if q.start > q.end || q.end > size || q.end - q.start > MAX_PAGE_ROWS {
+        return Err(ApiError::bad_request(
+            format!("need start <= end <= tree_size and at most {MAX_PAGE_ROWS} rows"),
+            "end",
+        ));
+    }
+    let store = state.sequencer.store().clone();
+    let body = tokio::task::spawn_blocking(move || {
+        let mut body = Vec::new();
+        proved_rows(&store, q.start, q.end, size, &mut |index, leaf, proof| {
+            let leaf = String::from_utf8(leaf).map_err(|_| ExportError::BadEntry {
+                index,
+                message: "leaf is not UTF-8".into(),
+            })?;
+            let line = json!({
+                "index": index,
+                "leaf": leaf,
+                "inclusion_proof": proof.iter().map(to_hex).collect::<Vec<_>>(),
+            });
+            serde_json::to_writer(&mut body, &line)
+                .map_err(|e| ExportError::Remote(e.to_string()))?;
+            body.push(b'\n');
+            Ok(())
+        })?;
+        Ok::<_, ExportError>(body)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// `POST /v1/export/manifest-signature`: signs a bundle's `manifest.json` bytes with the log key,
+/// only if they parse as a bundle manifest that names one of this log's stored checkpoints. The
+/// check keeps this from being a signing oracle: a manifest is JSON and can never read as a note.
+pub(super) async fn sign_manifest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, &[Role::Auditor])?;
+    let manifest: Manifest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("not a bundle manifest: {e}"), ""))?;
+    if manifest.format != FORMAT_NAME || manifest.format_version != FORMAT_VERSION {
+        return Err(ApiError::bad_request(
+            "unsupported bundle format",
+            "/format",
+        ));
+    }
+    let signer = state.signer.clone();
+    let verifier = signer.verifier();
+    if manifest.key.name != verifier.name() || manifest.key.id != hex::encode(verifier.id()) {
+        return Err(ApiError::bad_request(
+            "the manifest names another key",
+            "/key",
+        ));
+    }
+    let stored = state
+        .sequencer
+        .store()
+        .checkpoint_at(manifest.checkpoint.size)?
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "the manifest's checkpoint size was never signed here",
+                "/checkpoint/size",
+            )
+        })?;
+    let checkpoint =
+        open_checkpoint(&stored, verifier).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if B64.encode(checkpoint.root) != manifest.checkpoint.root
+        || checkpoint.origin != manifest.checkpoint.origin
+    {
+        return Err(ApiError::bad_request(
+            "the manifest's checkpoint is not this log's checkpoint of that size",
+            "/checkpoint",
+        ));
+    }
+    tracing::info!(size = checkpoint.size, "signed a bundle manifest");
+    Ok(Json(
+        json!({"signature": B64.encode(signer.sign_bytes(&body))}),
+    ))
+}
