@@ -49,6 +49,65 @@ enum Command {
     Export(ExportArgs),
     /// Check an evidence bundle offline. Exit 0 only if every check passes, 1 if one fails.
     Verify(VerifyArgs),
+    /// Drive a running server with unique events and report events/s, latency and the floor ratio.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    /// One event per POST, --connections at once.
+    Single,
+    /// --batch events per POST as a JSON array.
+    Array,
+    /// --batch events per POST as NDJSON.
+    Ndjson,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Server base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    server: String,
+    /// A source token (from `ledger sources add`).
+    #[arg(
+        long,
+        env = "LEDGER_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: String,
+    /// Request shape.
+    #[arg(long, value_enum, default_value = "single")]
+    mode: ModeArg,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Events per request in array and ndjson modes.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Stop after this many events.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Stop after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Receipts to verify after the run (proof against the checkpoint, leaf against its hash).
+    #[arg(long, default_value_t = 100)]
+    sample: usize,
+    /// Directory for the floor measurement (a fresh RocksDB inside, removed after).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".",
+        conflicts_with = "no_floor"
+    )]
+    floor_dir: PathBuf,
+    /// Skip the floor measurement.
+    #[arg(long)]
+    no_floor: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -242,7 +301,68 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Auditors(cmd) => run_credentials(Role::Auditor, cmd),
         Command::Export(args) => run_export(args),
         Command::Verify(args) => run_verify(args),
+        Command::Bench(args) => run_bench(args),
     }
+}
+
+fn run_bench(args: BenchArgs) -> Result<(), Failure> {
+    use crate::bench::{BenchConfig, Mode, run};
+    let config = BenchConfig {
+        url: args.server.trim_end_matches('/').to_owned(),
+        token: args.token,
+        mode: match args.mode {
+            ModeArg::Single => Mode::Single,
+            ModeArg::Array => Mode::Array,
+            ModeArg::Ndjson => Mode::NdJson,
+        },
+        connections: args.connections.max(1),
+        batch: args.batch.max(1),
+        events: args.events,
+        duration: Duration::from_secs(args.duration.max(1)),
+        sample: args.sample,
+        floor_dir: (!args.no_floor).then_some(args.floor_dir),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime.block_on(run(config)).map_err(|e| {
+        let code = if matches!(e, crate::bench::BenchError::BadReceipt { .. }) {
+            1
+        } else {
+            2
+        };
+        Failure {
+            error: e.into(),
+            hint: None,
+            code,
+        }
+    })?;
+    if args.json {
+        println_safe(&serde_json::to_string_pretty(&report).unwrap_or_default());
+        return Ok(());
+    }
+    let r = &report;
+    println_safe(&format!(
+        "mode {:?}, {} connections, {} events/request: {} events in {} requests, {:.2} s",
+        r.mode, r.connections, r.batch, r.events, r.requests, r.seconds
+    ));
+    println_safe(&format!(
+        "throughput {:.0} events/s durable with receipts",
+        r.events_per_sec
+    ));
+    println_safe(&format!(
+        "latency to receipt p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; 503 pushbacks {}",
+        r.latency.p50_ms, r.latency.p90_ms, r.latency.p99_ms, r.latency.max_ms, r.pushbacks
+    ));
+    println_safe(&format!("receipts verified {}", r.receipts_verified));
+    if let (Some(floor), Some(ratio)) = (r.floor_events_per_sec, r.ratio) {
+        println_safe(&format!(
+            "floor {floor:.0} events/s (synced RocksDB batches of {}); ratio = ledger / floor = {ratio:.2}",
+            r.batch
+        ));
+    }
+    Ok(())
 }
 
 fn run_credentials(role: Role, cmd: CredentialCommand) -> Result<(), Failure> {

@@ -18,6 +18,7 @@
 //! - [`export`]: evidence bundles from a data dir (RocksDB secondary, safe beside a running server),
 //!   with [`bundle`] (Parquet rows, manifest), [`report`] (HTML) and [`oscal`] (FedRAMP).
 //! - [`verify`]: offline bundle verification; needs no RocksDB, trusts only the user's key.
+//! - [`bench`]: the load generator and storage floor behind `ledger bench`.
 //!
 //! docs/architecture.md walks the life of one event through these; docs/formats.md specifies every
 //! byte an outside verifier depends on.
@@ -26,6 +27,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod bench;
 pub mod bundle;
 pub mod cli;
 pub mod core;

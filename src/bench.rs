@@ -1,0 +1,395 @@
+//! `ledger bench`: a load generator for a running `ledger serve`, and the storage floor to judge it by.
+//!
+//! Owns: generating unique schema-valid events, driving them over HTTP (one event per POST on C
+//! connections, or B per POST as a JSON array or NDJSON), latency to a durable receipt, checking a
+//! sample of receipts' proofs, and the floor: the same leaf bytes written straight to a fresh RocksDB
+//! as synced batches of the same size. Must not touch: the server's data dir.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::core::event::prepare_bytes;
+use crate::core::hash::{Blake3, TreeHasher};
+use crate::core::leaf::{LeafHeader, encode_leaf, format_micros};
+use crate::core::note::VerifierKey;
+use crate::core::receipt::{Receipt, verify_receipt};
+use crate::store::{Commit, Store};
+
+/// How requests carry events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Mode {
+    /// One event per POST.
+    Single,
+    /// `batch` events per POST as a JSON array.
+    Array,
+    /// `batch` events per POST as NDJSON.
+    NdJson,
+}
+
+/// A load run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Server base URL.
+    pub url: String,
+    /// A source token.
+    pub token: String,
+    /// Request shape.
+    pub mode: Mode,
+    /// Concurrent connections.
+    pub connections: usize,
+    /// Events per request (1 in single mode).
+    pub batch: usize,
+    /// Stop after this many events.
+    pub events: u64,
+    /// Stop after this long.
+    pub duration: Duration,
+    /// Receipts whose proofs (and leaves) are checked after the run.
+    pub sample: usize,
+    /// Where to measure the floor (a fresh directory is created inside); `None` skips it.
+    pub floor_dir: Option<PathBuf>,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+}
+
+/// The result.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Request shape.
+    pub mode: Mode,
+    /// Connections.
+    pub connections: usize,
+    /// Events per request.
+    pub batch: usize,
+    /// Events acknowledged with a receipt.
+    pub events: u64,
+    /// Requests acknowledged.
+    pub requests: u64,
+    /// Requests answered 503 (overload; retried).
+    pub pushbacks: u64,
+    /// Wall time of the run.
+    pub seconds: f64,
+    /// `events / seconds`.
+    pub events_per_sec: f64,
+    /// Request latency to a durable receipt.
+    pub latency: Latency,
+    /// Receipts checked against the checkpoint and the stored leaf.
+    pub receipts_verified: usize,
+    /// Floor: synced batches of the same leaves straight into RocksDB, events/s.
+    pub floor_events_per_sec: Option<f64>,
+    /// `events_per_sec / floor_events_per_sec`.
+    pub ratio: Option<f64>,
+}
+
+/// Bench failures (exit code 2; a receipt that does not verify is exit code 1 in the CLI).
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The server could not be reached or answered unexpectedly.
+    #[error("{0}")]
+    Http(String),
+    /// A sampled receipt did not verify.
+    #[error("receipt for index {index} does not verify: {message}")]
+    BadReceipt {
+        /// Its index.
+        index: u64,
+        /// Why.
+        message: String,
+    },
+    /// The floor measurement failed.
+    #[error("floor: {0}")]
+    Floor(String),
+}
+
+fn http(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Http(e.to_string())
+}
+
+/// A schema-valid event, unique by `run` and `n`, about 500 bytes of canonical JSON.
+#[must_use]
+pub fn event_json(run: &str, n: u64) -> String {
+    let kinds = ["approval.requested", "approval.approved", "action.executed"];
+    let kind = kinds[(n % 3) as usize];
+    let reviewer = if kind == "approval.approved" {
+        r#","reviewer":{"id":"reviewer-3","idp":"okta","groups":["security"]},"channel":"slack""#
+    } else {
+        ""
+    };
+    format!(
+        concat!(
+            r#"{{"event_id":"{run}-{n}","type":"{kind}","request_id":"{run}-req-{req}","#,
+            r#""occurred_at":"2026-11-21T10:00:00.123Z","#,
+            r#""actor":{{"id":"agent-{agent}","kind":"agent","on_behalf_of":"user-{agent}"}},"#,
+            r#""action":{{"name":"export table customers","category":"data_export","risk":"high"}},"#,
+            r#""resource":{{"id":"warehouse://prod/customers","environment":"prod","type":"table"}}{reviewer},"#,
+            r#""context":{{"model":"model-x","prompt":"export the customers table for the quarterly revenue review"}}}}"#
+        ),
+        run = run,
+        n = n,
+        kind = kind,
+        req = n / 3,
+        agent = n % 97,
+        reviewer = reviewer,
+    )
+}
+
+fn percentile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let k = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    f64::from(sorted[k - 1]) / 1000.0
+}
+
+/// Runs the load, checks the sample, measures the floor.
+pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(config.connections)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(http)?;
+    let key_text = client
+        .get(format!("{}/v1/verifier-key", config.url))
+        .send()
+        .await
+        .map_err(http)?
+        .text()
+        .await
+        .map_err(http)?;
+    let key = VerifierKey::parse(key_text.trim()).map_err(http)?;
+    let mut tag = [0u8; 6];
+    getrandom::fill(&mut tag).map_err(http)?;
+    let run = format!("bench-{}", hex::encode(tag));
+    let batch = if config.mode == Mode::Single {
+        1
+    } else {
+        config.batch.max(1)
+    } as u64;
+
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let pushbacks = Arc::new(AtomicU64::new(0));
+    let sample: Arc<Mutex<Vec<Receipt>>> = Arc::default();
+    let sample_every = (config.events / config.sample.max(1) as u64).max(1);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..config.connections.max(1) {
+        let (client, next, stop, pushbacks, sample, run, config) = (
+            client.clone(),
+            next.clone(),
+            stop.clone(),
+            pushbacks.clone(),
+            sample.clone(),
+            run.clone(),
+            config.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut done = 0u64;
+            loop {
+                if stop.load(Ordering::Relaxed) || started.elapsed() >= config.duration {
+                    break;
+                }
+                let first = next.fetch_add(batch, Ordering::Relaxed);
+                if first >= config.events {
+                    break;
+                }
+                let last = (first + batch).min(config.events);
+                let (content_type, body) = match config.mode {
+                    Mode::Single => ("application/json", event_json(&run, first)),
+                    Mode::Array => {
+                        let items: Vec<String> =
+                            (first..last).map(|n| event_json(&run, n)).collect();
+                        ("application/json", format!("[{}]", items.join(",")))
+                    }
+                    Mode::NdJson => {
+                        let items: Vec<String> =
+                            (first..last).map(|n| event_json(&run, n)).collect();
+                        ("application/x-ndjson", items.join("\n"))
+                    }
+                };
+                loop {
+                    let t = Instant::now();
+                    let response = client
+                        .post(format!("{}/v1/events", config.url))
+                        .bearer_auth(&config.token)
+                        .header("content-type", content_type)
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .map_err(http)?;
+                    let status = response.status();
+                    let bytes = response.bytes().await.map_err(http)?;
+                    if status == 503 {
+                        pushbacks.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    if status != 200 {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(BenchError::Http(format!(
+                            "HTTP {status}: {}",
+                            String::from_utf8_lossy(&bytes)
+                        )));
+                    }
+                    latencies.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    done += last - first;
+                    if (first..last).any(|n| n % sample_every == 0) {
+                        #[derive(serde::Deserialize)]
+                        struct Body {
+                            receipts: Vec<Receipt>,
+                        }
+                        let parsed: Body = serde_json::from_slice(&bytes).map_err(http)?;
+                        sample
+                            .lock()
+                            .await
+                            .extend(parsed.receipts.into_iter().take(1));
+                    }
+                    break;
+                }
+            }
+            Ok::<_, BenchError>((latencies, done))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut events = 0u64;
+    for t in tasks {
+        let (l, d) = t.await.map_err(http)??;
+        latencies.extend(l);
+        events += d;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+
+    // Every sampled receipt: checkpoint signature, inclusion proof, and the stored leaf's hash.
+    let receipts = sample.lock().await.clone();
+    for r in &receipts {
+        let leaf = client
+            .get(format!("{}/v1/entries/{}", config.url, r.index))
+            .bearer_auth(&config.token)
+            .send()
+            .await
+            .map_err(http)?
+            .bytes()
+            .await
+            .map_err(http)?;
+        verify_receipt(r, &key, Some(&leaf)).map_err(|e| BenchError::BadReceipt {
+            index: r.index,
+            message: e.to_string(),
+        })?;
+    }
+
+    let events_per_sec = events as f64 / seconds;
+    let floor = match &config.floor_dir {
+        Some(dir) => {
+            let dir = dir.clone();
+            let (run, n) = (run.clone(), events.max(batch));
+            let limit = config.duration;
+            Some(
+                tokio::task::spawn_blocking(move || floor(&dir, &run, n, batch, limit))
+                    .await
+                    .map_err(|e| BenchError::Floor(e.to_string()))??,
+            )
+        }
+        None => None,
+    };
+    Ok(BenchReport {
+        mode: config.mode,
+        connections: config.connections,
+        batch: batch as usize,
+        events,
+        requests: latencies.len() as u64,
+        pushbacks: pushbacks.load(Ordering::Relaxed),
+        seconds,
+        events_per_sec,
+        latency: Latency {
+            p50_ms: percentile(&latencies, 0.50),
+            p90_ms: percentile(&latencies, 0.90),
+            p99_ms: percentile(&latencies, 0.99),
+            max_ms: percentile(&latencies, 1.0),
+        },
+        receipts_verified: receipts.len(),
+        floor_events_per_sec: floor,
+        ratio: floor.map(|f| events_per_sec / f),
+    })
+}
+
+/// Writes `n` leaves of the same shape as the run's into a fresh RocksDB under `dir`, `batch` per
+/// synced `WriteBatch` (entries only: no tree, no signature), and returns entries/s. Leaves are
+/// built before the clock starts; the run stops early after `limit`.
+pub fn floor(
+    dir: &std::path::Path,
+    run: &str,
+    n: u64,
+    batch: u64,
+    limit: Duration,
+) -> Result<f64, BenchError> {
+    let fail = |e: &dyn std::fmt::Display| BenchError::Floor(e.to_string());
+    let scratch = tempfile::Builder::new()
+        .prefix("ledger-floor-")
+        .tempdir_in(dir)
+        .map_err(|e| fail(&e))?;
+    let store = Store::open(scratch.path()).map_err(|e| fail(&e))?;
+    let at = format_micros(1_795_251_960_000_000).unwrap_or_default();
+    let mut prev = [0u8; 32];
+    let mut leaves = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let event =
+            prepare_bytes(event_json(run, i).as_bytes()).map_err(|e| fail(&format!("{e:?}")))?;
+        let leaf = encode_leaf(
+            &LeafHeader {
+                index: i,
+                ingested_at: &at,
+                source: "bench",
+                prev_leaf_hash: &prev,
+            },
+            &event.jcs,
+        );
+        prev = Blake3::leaf(&leaf);
+        leaves.push((i, leaf));
+    }
+    let started = Instant::now();
+    let mut written = 0u64;
+    let mut leaves = leaves.into_iter();
+    loop {
+        let entries: Vec<_> = leaves.by_ref().take(batch as usize).collect();
+        if entries.is_empty() || started.elapsed() >= limit {
+            break;
+        }
+        written += entries.len() as u64;
+        store
+            .commit(&Commit {
+                entries,
+                ..Commit::default()
+            })
+            .map_err(|e| fail(&e))?;
+    }
+    Ok(written as f64 / started.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_events_are_valid_and_unique() {
+        for n in 0..6 {
+            let e = prepare_bytes(event_json("r", n).as_bytes()).unwrap();
+            assert_eq!(e.event_id, format!("r-{n}"));
+        }
+    }
+}
