@@ -320,6 +320,9 @@ pub fn read_rows(
     path: &Path,
     mut f: impl FnMut(Row) -> Result<(), BundleError>,
 ) -> Result<u64, BundleError> {
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) {
+        return Err(format_err(path, "missing or not a regular file"));
+    }
     let file = File::open(path).map_err(|source| BundleError::Io {
         path: path.display().to_string(),
         source,

@@ -790,9 +790,22 @@ pub fn hash_files(dir: &Path) -> Result<BTreeMap<String, String>, BundleError> {
                     source,
                 })?
                 .path();
-            if path.is_dir() {
+            // symlink_metadata: never follow links out of an (untrusted) bundle.
+            let kind = fs::symlink_metadata(&path)
+                .map_err(|source| BundleError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?
+                .file_type();
+            if kind.is_dir() {
                 stack.push(path);
                 continue;
+            }
+            if !kind.is_file() {
+                return Err(BundleError::Format {
+                    path: path.display().to_string(),
+                    message: "not a regular file (links and devices are refused)".into(),
+                });
             }
             let rel = path
                 .strip_prefix(dir)

@@ -159,6 +159,7 @@ pub struct Sequencer {
     store: Arc<Store>,
     latest: watch::Receiver<Arc<Checkpoint>>,
     verifier_key: Arc<str>,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Joins the writer thread on shutdown.
@@ -194,12 +195,15 @@ impl Sequencer {
         let verifier_key: Arc<str> = key.verifier().encode().into();
         let (latest_tx, latest) = watch::channel(state.checkpoint.clone());
         let (tx, rx) = mpsc::channel(config.max_queued_events.max(1));
+        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let writer = Writer {
             store: store.clone(),
             key,
             state,
             max_batch: config.max_batch_events.max(1),
             latest: latest_tx,
+            failed: None,
+            healthy: healthy.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("sequencer".into())
@@ -213,6 +217,7 @@ impl Sequencer {
                 store,
                 latest,
                 verifier_key,
+                healthy,
             },
             WriterThread(thread),
         ))
@@ -230,10 +235,10 @@ impl Sequencer {
         &self.verifier_key
     }
 
-    /// True while the writer accepts jobs (false once it has stopped).
+    /// True while the writer accepts jobs (false once it has stopped or a commit has failed).
     #[must_use]
     pub fn is_accepting(&self) -> bool {
-        !self.tx.is_closed()
+        !self.tx.is_closed() && self.healthy.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The store, for reads.
@@ -336,7 +341,7 @@ impl Sequencer {
     }
 }
 
-/// The writer's view of the log head, rebuilt from the store at start and after a failed commit.
+/// The writer's view of the log head, loaded from the store and checked at start.
 struct State {
     frontier: Frontier<Blake3>,
     last_leaf_hash: Hash,
@@ -444,6 +449,10 @@ struct Writer {
     state: State,
     max_batch: usize,
     latest: watch::Sender<Arc<Checkpoint>>,
+    /// Set after a failed commit: the writer answers every later job with 503.
+    failed: Option<String>,
+    /// Shared with the handles: false once the writer has failed.
+    healthy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// An event appended earlier in the batch being built.
@@ -466,6 +475,16 @@ impl Writer {
                     }
                     Err(_) => break,
                 }
+            }
+            if let Some(error) = &self.failed {
+                let message =
+                    format!("ledger stopped writing after a failed commit ({error}); restart it");
+                for job in jobs {
+                    let _ = job
+                        .reply
+                        .send(Err(SequencerError::CommitFailed(message.clone())));
+                }
+                continue;
             }
             self.process(jobs);
         }
@@ -674,13 +693,14 @@ impl Writer {
                 .reply
                 .send(Err(SequencerError::CommitFailed(error.to_string())));
         }
-        // The write may or may not have reached the disk: reload the head from what is stored.
-        match State::load(&self.store, &self.key, self.state.clock.clone()) {
-            Ok(state) => {
-                self.state = state;
-                self.latest.send_replace(self.state.checkpoint.clone());
-            }
-            Err(e) => tracing::error!(error = %e, "reloading state after a failed commit"),
-        }
+        // The write may or may not have reached the WAL: carrying on could reuse indexes that a
+        // later WAL replay gives to these events. Stop writing; a restart replays the WAL and the
+        // start-up check rebuilds the head from what is really on disk.
+        self.failed = Some(error.to_string());
+        self.healthy
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(
+            "sequencer stopped accepting writes after a failed commit; restart the server"
+        );
     }
 }

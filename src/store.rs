@@ -169,9 +169,10 @@ impl Store {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        // Recover every complete (synced) WAL record and stop at a torn tail: a crash mid-write
-        // leaves an unacknowledged, incomplete batch at the end, which must not block start-up.
-        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
+        // A crash mid-write leaves an incomplete, unacknowledged record at the WAL's tail: tolerate
+        // exactly that. Corruption anywhere else fails the open instead of silently recovering a
+        // shorter log (which would drop acknowledged batches).
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
         opts.set_max_background_jobs(2);
         opts.set_bytes_per_sync(1 << 20);
         let cfs = ALL_CFS

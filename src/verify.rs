@@ -135,8 +135,15 @@ fn check(name: &'static str, result: Result<String, String>) -> Check {
     }
 }
 
+/// Reads a bundle file, refusing anything but a regular file (a symlink to `/dev/zero` or a FIFO in
+/// an untrusted bundle must not hang or redirect the verifier).
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>, String> {
-    fs::read(dir.join(name)).map_err(|e| format!("{name}: {e}"))
+    let path = dir.join(name);
+    let meta = fs::symlink_metadata(&path).map_err(|e| format!("{name}: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err(format!("{name} is not a regular file"));
+    }
+    fs::read(&path).map_err(|e| format!("{name}: {e}"))
 }
 
 /// Verifies the bundle in `dir` with the user's `key`; with `old_checkpoint`, also that the bundle's
@@ -453,6 +460,8 @@ fn check_rows(dir: &Path, m: &Manifest, checkpoint: &Checkpoint) -> Vec<Check> {
                 (Some(leaf), Some((p_index, p_hash))) => {
                     p_index + 1 == index && leaf.prev_hash() == p_hash
                 }
+                // An empty period at the very start: entry 0 chains to zeros.
+                (Some(leaf), None) if index == 0 => leaf.prev_hash() == GENESIS_PREV,
                 // An empty period: the after-boundary links straight to the before-boundary.
                 (Some(leaf), None) => boundary_rows
                     .iter()

@@ -39,10 +39,27 @@ pub fn format_micros(micros: i64) -> Option<String> {
 }
 
 /// Parses an RFC 3339 timestamp (any offset) into microseconds since the epoch, truncating below.
+///
+/// Accepts everything the schema's `date-time` accepts: lowercase `t`/`z`, and a leap second
+/// (`:60`) on any day, which is read as the last microsecond of that minute (Unix time has no leap
+/// seconds). An event the schema admits must always be readable here, or an export of its period
+/// would fail forever.
 pub fn parse_micros(text: &str) -> Option<i64> {
-    let t =
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos().div_euclid(1000)).ok()
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    let upper = text.to_ascii_uppercase();
+    if let Ok(t) = time::OffsetDateTime::parse(&upper, rfc3339) {
+        return i64::try_from(t.unix_timestamp_nanos().div_euclid(1000)).ok();
+    }
+    // YYYY-MM-DDTHH:MM:60[.frac](Z|+HH:MM): retry as :59 and clamp to the end of that second.
+    if upper.get(16..19) != Some(":60") {
+        return None;
+    }
+    let frac_end = upper[19..]
+        .find(|c: char| c != '.' && !c.is_ascii_digit())
+        .map_or(upper.len(), |i| 19 + i);
+    let retry = format!("{}:59{}", &upper[..16], &upper[frac_end..]);
+    let t = time::OffsetDateTime::parse(&retry, rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1000) + 999_999).ok()
 }
 
 /// Appends the JCS string literal for `s` (RFC 8785 3.2.2.2: escape `"`, `\`, and controls).

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequest as _, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -224,18 +224,21 @@ fn too_many(max: usize) -> ApiError {
 /// `POST /v1/events`: append one event (JSON object), many (JSON array) or NDJSON lines.
 async fn post_events(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    let source = authorize(&state, &headers, &[Role::Source])?.to_owned();
-    let framing = framing(&headers)?;
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
-            "request body over {} bytes",
-            state.limits.max_body_bytes
-        )),
-        _ => ApiError::bad_request(rejection.body_text(), ""),
-    })?;
+    // Credentials and content type first: an unauthenticated client never gets a body buffered.
+    let source = authorize(&state, request.headers(), &[Role::Source])?.to_owned();
+    let framing = framing(request.headers())?;
+    let body =
+        Bytes::from_request(request, &state)
+            .await
+            .map_err(|rejection: BytesRejection| match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
+                    "request body over {} bytes",
+                    state.limits.max_body_bytes
+                )),
+                _ => ApiError::bad_request(rejection.body_text(), ""),
+            })?;
     let events = parse_events(&framing, &body, state.limits.max_request_events)?;
     let receipts = state.sequencer.append(&source, events).await?;
     Ok(Json(json!({ "receipts": receipts })).into_response())
@@ -358,7 +361,7 @@ async fn get_request(
     Path(request_id): Path<String>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &[Role::Source, Role::Auditor])?;
-    if request_id.is_empty() || request_id.len() > 256 || request_id.contains('\0') {
+    if request_id.is_empty() || request_id.chars().count() > 256 || request_id.contains('\0') {
         return Err(ApiError::bad_request(
             "request_id must be 1-256 characters",
             "request_id",

@@ -441,6 +441,9 @@ async fn fedramp_bundle_has_oscal_and_a_period_without_events_verifies() {
         serde_json::from_slice(&std::fs::read(empty.join(files::MANIFEST)).unwrap()).unwrap();
     assert_eq!((m.rows.events, m.rows.boundaries), (0, 2));
     assert!(v.checks.iter().all(|c| c.ok));
+    // Regression: period_before_the_first_entry_verifies (its only boundary is entry 0).
+    let before = f.export("before", NOV1 - DAY, NOV1, "soc2", None);
+    assert_passes(&before);
     // Removing a boundary of the empty period is still caught.
     let t = tampered(&empty, "empty-boundary", |d| {
         let path = d.join(files::BOUNDARIES);
