@@ -155,16 +155,14 @@ trait LogReader {
         size: u64,
         f: &mut dyn FnMut(u64, Vec<u8>, Vec<Hash>) -> Result<(), ExportError>,
     ) -> Result<(), ExportError>;
-    /// Indexes of a request's entries, ascending.
-    fn request_indexes(&self, request_id: &str) -> Result<Vec<u64>, ExportError>;
+    /// Indexes below `before` of a request's entries, ascending, all of them (a request padded
+    /// with many entries must not push its earlier decisions out of the bundle).
+    fn request_indexes(&self, request_id: &str, before: u64) -> Result<Vec<u64>, ExportError>;
     /// Consistency proof between two sizes.
     fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ExportError>;
     /// Signs the manifest's bytes with the log key.
     fn sign_manifest(&self, manifest: &[u8]) -> Result<[u8; 64], ExportError>;
 }
-
-/// Most entries returned per `request_indexes` call, here and over HTTP.
-pub const MAX_REQUEST_ENTRIES: usize = 10_000;
 
 /// Streams `[start, end)` with inclusion proofs at `size` from a store: the one implementation
 /// behind both a data-dir export and the server's `GET /v1/export/rows`.
@@ -244,10 +242,8 @@ impl LogReader for LocalLog {
         proved_rows(&self.store, start, end, size, f)
     }
 
-    fn request_indexes(&self, request_id: &str) -> Result<Vec<u64>, ExportError> {
-        Ok(self
-            .store
-            .request_indexes(request_id, MAX_REQUEST_ENTRIES)?)
+    fn request_indexes(&self, request_id: &str, before: u64) -> Result<Vec<u64>, ExportError> {
+        Ok(self.store.request_indexes(request_id, before, usize::MAX)?)
     }
 
     fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ExportError> {
@@ -378,20 +374,24 @@ impl LogReader for RemoteLog {
         Ok(())
     }
 
-    fn request_indexes(&self, request_id: &str) -> Result<Vec<u64>, ExportError> {
-        let mut path = String::from("/v1/requests/");
+    fn request_indexes(&self, request_id: &str, before: u64) -> Result<Vec<u64>, ExportError> {
+        #[derive(serde::Deserialize)]
+        struct Indexes {
+            indexes: Vec<u64>,
+        }
+        // Query-string encoding of the id: unreserved bytes as they are, everything else %XX.
+        let mut id = String::with_capacity(request_id.len());
         for b in request_id.bytes() {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                path.push(b as char);
+                id.push(b as char);
             } else {
-                path.push_str(&format!("%{b:02X}"));
+                id.push_str(&format!("%{b:02X}"));
             }
         }
-        let v: serde_json::Value = self.json(&path)?;
-        Ok(v["entries"]
-            .as_array()
-            .map(|entries| entries.iter().filter_map(|e| e["index"].as_u64()).collect())
-            .unwrap_or_default())
+        let v: Indexes = self.json(&format!(
+            "/v1/export/context?request_id={id}&before={before}"
+        ))?;
+        Ok(v.indexes)
     }
 
     fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ExportError> {
@@ -426,6 +426,45 @@ impl LogReader for RemoteLog {
 
 /// Rows per `GET /v1/export/rows` page.
 pub const MAX_PAGE_ROWS: u64 = 10_000;
+
+/// The summary of `[start, end)` computed straight from a store, with the context row count: what
+/// the server checks a manifest against before signing it for a remote export.
+pub fn summarize(store: &Store, start: u64, end: u64) -> Result<(Summary, u64), ExportError> {
+    let project = |index: u64, leaf: &[u8]| -> Result<Projection, ExportError> {
+        let parsed = Leaf::parse(leaf).map_err(|e| ExportError::BadEntry {
+            index,
+            message: e.to_string(),
+        })?;
+        Ok(Projection::of(&parsed)?)
+    };
+    let mut auditor = Auditor::default();
+    let mut requests = HashSet::new();
+    for item in store.entries_from(start) {
+        let (index, leaf) = item?;
+        if index >= end {
+            break;
+        }
+        let p = project(index, &leaf)?;
+        auditor.add(&p, true);
+        requests.insert(p.request_id);
+    }
+    let mut context = BTreeSet::new();
+    for request_id in &requests {
+        context.extend(store.request_indexes(request_id, start, usize::MAX)?);
+    }
+    for &index in &context {
+        auditor.add(&project(index, &stored_entry(store, index)?)?, false);
+    }
+    Ok((auditor.finish(), context.len() as u64))
+}
+
+/// The exact bytes export writes for a JSON file (pretty, trailing newline).
+#[must_use]
+pub fn json_bytes(value: &impl serde::Serialize) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("value serializes");
+    bytes.push(b'\n');
+    bytes
+}
 
 /// What was exported.
 #[derive(Debug, Clone)]
@@ -541,11 +580,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     // Earlier entries of the period's requests, so each request is judged on its whole lifecycle.
     let mut context_indexes = BTreeSet::new();
     for request_id in &requests {
-        for index in log.request_indexes(request_id)? {
-            if index < range.start {
-                context_indexes.insert(index);
-            }
-        }
+        context_indexes.extend(log.request_indexes(request_id, range.start)?);
     }
     drop(requests);
     let mut context = RowWriter::create(&dir.join(files::CONTEXT))?;
@@ -769,9 +804,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), ExportError> {
-    let mut bytes = serde_json::to_vec_pretty(value).expect("value serializes");
-    bytes.push(b'\n');
-    write_file(path, &bytes)
+    write_file(path, &json_bytes(value))
 }
 
 /// BLAKE3 of every file under `dir` except the manifest and its signature, by relative path.

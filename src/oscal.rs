@@ -19,8 +19,35 @@ pub fn oscal_control_id(id: &str) -> String {
     id.to_ascii_lowercase().replace('(', ".").replace(')', "")
 }
 
-fn uuid() -> String {
-    uuid::Uuid::new_v4().to_string()
+/// Version-4-format UUIDs drawn from BLAKE3 of the bundle's identity: unique per bundle and
+/// reproducible, so `ledger verify` can rebuild this document byte for byte and a fabricated one is
+/// caught.
+struct Uuids {
+    seed: blake3::Hasher,
+    next: u64,
+}
+
+impl Uuids {
+    fn new(parts: &[&str]) -> Self {
+        let mut seed = blake3::Hasher::new();
+        seed.update(b"ledger oscal uuid v1");
+        for p in parts {
+            seed.update(&(p.len() as u64).to_le_bytes());
+            seed.update(p.as_bytes());
+        }
+        Self { seed, next: 0 }
+    }
+
+    fn uuid(&mut self) -> String {
+        let mut h = self.seed.clone();
+        h.update(&self.next.to_le_bytes());
+        self.next += 1;
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string()
+    }
 }
 
 /// The controls each finding kind bears on.
@@ -70,6 +97,17 @@ pub fn assessment_results(
     checkpoint: &Checkpoint,
     generated_at: &str,
 ) -> Value {
+    let root = crate::core::hash::to_hex(&checkpoint.root);
+    let size = checkpoint.size.to_string();
+    let mut ids = Uuids::new(&[
+        &root,
+        &size,
+        &period.from,
+        &period.to,
+        &framework.title,
+        generated_at,
+    ]);
+    let mut uuid = || ids.uuid();
     let population_obs = uuid();
     let integrity_obs = uuid();
     let mut observations = vec![

@@ -319,8 +319,13 @@ impl Store {
             .collect()
     }
 
-    /// Indexes of the entries of `request_id`, ascending, at most `limit`.
-    pub fn request_indexes(&self, request_id: &str, limit: usize) -> Result<Vec<u64>, StoreError> {
+    /// Indexes below `below` of the entries of `request_id`, ascending, at most `limit`.
+    pub fn request_indexes(
+        &self,
+        request_id: &str,
+        below: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, StoreError> {
         let mut prefix = request_id.as_bytes().to_vec();
         prefix.push(0);
         let mut out = Vec::new();
@@ -333,10 +338,11 @@ impl Store {
             let Some(rest) = key.strip_prefix(prefix.as_slice()) else {
                 break;
             };
-            out.push(decode_u64(rest, "request key")?);
-            if out.len() == limit {
+            let index = decode_u64(rest, "request key")?;
+            if index >= below || out.len() == limit {
                 break;
             }
+            out.push(index);
         }
         Ok(out)
     }

@@ -232,7 +232,7 @@ pub fn verify(
     })
 }
 
-const ROW_CHECKS: [&str; 9] = [
+const ROW_CHECKS: [&str; 10] = [
     "leaf hashes",
     "projections",
     "inclusion proofs",
@@ -242,6 +242,7 @@ const ROW_CHECKS: [&str; 9] = [
     "context rows",
     "summary recomputed",
     "controls recomputed",
+    "report and OSCAL recomputed",
 ];
 
 fn file_hashes(dir: &Path, manifest: &Manifest) -> Result<String, String> {
@@ -547,6 +548,11 @@ fn check_rows(dir: &Path, m: &Manifest, checkpoint: &Checkpoint) -> Vec<Check> {
         }
     };
 
+    let derived_check = match &framework {
+        None => Err(format!("unknown framework {:?}", m.framework)),
+        Some(f) => derived_files(dir, m, &summary, f, checkpoint),
+    };
+
     let mut out = vec![
         rows.leaf.finish(),
         rows.projection.finish(),
@@ -570,7 +576,39 @@ fn check_rows(dir: &Path, m: &Manifest, checkpoint: &Checkpoint) -> Vec<Check> {
     out.push(context.finish());
     out.push(check("summary recomputed", summary_check));
     out.push(check("controls recomputed", controls_check));
+    out.push(check("report and OSCAL recomputed", derived_check));
     out
+}
+
+/// `report.html` (and, for FedRAMP, the OSCAL document) are functions of the manifest, the summary
+/// and the checkpoint: rebuild them and compare bytes, so no figure in them can be fabricated.
+fn derived_files(
+    dir: &Path,
+    m: &Manifest,
+    summary: &Summary,
+    framework: &Framework,
+    checkpoint: &Checkpoint,
+) -> Result<String, String> {
+    let report = crate::report::render(m, summary, framework);
+    if read(dir, files::REPORT)? != report.as_bytes() {
+        return Err("report.html differs from the report of the rows".into());
+    }
+    if m.framework == "fedramp" {
+        let oscal = crate::oscal::assessment_results(
+            &m.period,
+            framework,
+            summary,
+            checkpoint,
+            &m.generated_at,
+        );
+        if read(dir, files::OSCAL)? != crate::export::json_bytes(&oscal) {
+            return Err(
+                "oscal/assessment-results.json differs from the assessment of the rows".into(),
+            );
+        }
+        return Ok("report.html and OSCAL assessment results".into());
+    }
+    Ok("report.html".into())
 }
 
 fn finding_count(s: &Summary) -> usize {

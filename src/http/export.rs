@@ -12,10 +12,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Role, authorize};
-use crate::bundle::{FORMAT_NAME, FORMAT_VERSION, Manifest};
+use crate::bundle::{FORMAT_NAME, FORMAT_VERSION, Manifest, files};
 use crate::core::hash::to_hex;
+use crate::core::leaf::parse_micros;
 use crate::core::note::open_checkpoint;
-use crate::export::{ExportError, MAX_PAGE_ROWS, first_at_or_after, proved_rows};
+use crate::export::{
+    ExportError, MAX_PAGE_ROWS, first_at_or_after, json_bytes, proved_rows, summarize,
+};
 
 impl From<ExportError> for ApiError {
     fn from(e: ExportError) -> Self {
@@ -105,9 +108,35 @@ pub(super) async fn rows(
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
+#[derive(Deserialize)]
+pub(super) struct ContextQuery {
+    request_id: String,
+    before: u64,
+}
+
+/// `GET /v1/export/context?request_id=R&before=S`: `{"indexes": [...]}`, every entry of request R
+/// below index S, ascending (the context rows of a bundle starting at S).
+pub(super) async fn context(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ContextQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, &[Role::Auditor])?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text(), ""))?;
+    let before = q.before.min(state.sequencer.latest().size);
+    let store = state.sequencer.store().clone();
+    let indexes = tokio::task::spawn_blocking(move || {
+        store.request_indexes(&q.request_id, before, usize::MAX)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(json!({"indexes": indexes})))
+}
+
 /// `POST /v1/export/manifest-signature`: signs a bundle's `manifest.json` bytes with the log key,
-/// only if they parse as a bundle manifest that names one of this log's stored checkpoints. The
-/// check keeps this from being a signing oracle: a manifest is JSON and can never read as a note.
+/// only if they parse as a bundle manifest naming one of this log's checkpoints, and its period,
+/// row counts and `summary.json` hash are what the log itself computes. A manifest is JSON and can
+/// never read as a note, so this is no signing oracle for checkpoints.
 pub(super) async fn sign_manifest(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -130,9 +159,8 @@ pub(super) async fn sign_manifest(
             "/key",
         ));
     }
-    let stored = state
-        .sequencer
-        .store()
+    let store = state.sequencer.store().clone();
+    let stored = store
         .checkpoint_at(manifest.checkpoint.size)?
         .ok_or_else(|| {
             ApiError::bad_request(
@@ -148,6 +176,50 @@ pub(super) async fn sign_manifest(
         return Err(ApiError::bad_request(
             "the manifest's checkpoint is not this log's checkpoint of that size",
             "/checkpoint",
+        ));
+    }
+    // The signature vouches for the population: recompute the period's range, row counts and
+    // summary (over every context row) from the log itself, and sign only if they match. Files
+    // derived from the summary (report, OSCAL, controls) are recomputed by `ledger verify`.
+    let m = manifest.clone();
+    let size = checkpoint.size;
+    let problem = tokio::task::spawn_blocking(move || -> Result<Option<String>, ExportError> {
+        let (Some(from), Some(to)) = (parse_micros(&m.period.from), parse_micros(&m.period.to))
+        else {
+            return Ok(Some("period is not RFC 3339".into()));
+        };
+        let (start, end) = (
+            first_at_or_after(&store, size, from)?,
+            first_at_or_after(&store, size, to)?,
+        );
+        if (start, end) != (m.index_range.start, m.index_range.end) {
+            return Ok(Some(format!(
+                "the period is entries {start}..{end} at size {size}"
+            )));
+        }
+        let (summary, context) = summarize(&store, start, end)?;
+        let boundaries = u64::from(start > 0) + u64::from(end < size);
+        if (m.rows.events, m.rows.context, m.rows.boundaries) != (end - start, context, boundaries)
+        {
+            return Ok(Some(format!(
+                "row counts differ: want {} events, {context} context, {boundaries} boundary",
+                end - start
+            )));
+        }
+        let want = blake3::hash(&json_bytes(&summary)).to_hex().to_string();
+        if m.files.get(files::SUMMARY) != Some(&want) {
+            return Ok(Some(
+                "summary.json is not the log's own summary of the period".into(),
+            ));
+        }
+        Ok(None)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    if let Some(problem) = problem {
+        return Err(ApiError::bad_request(
+            format!("refusing to sign: {problem}"),
+            "/files",
         ));
     }
     tracing::info!(size = checkpoint.size, "signed a bundle manifest");

@@ -83,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/requests/{request_id}", get(get_request))
         .route("/v1/export/locate", get(export::locate))
         .route("/v1/export/rows", get(export::rows))
+        .route("/v1/export/context", get(export::context))
         .route("/v1/export/manifest-signature", post(export::sign_manifest))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -375,10 +376,7 @@ async fn get_request(
     );
     body.extend_from_slice(b",\"entries\":[");
     let mut count = 0;
-    for index in store.request_indexes(&request_id, MAX_REQUEST_ENTRIES)? {
-        if index >= size {
-            continue;
-        }
+    for index in store.request_indexes(&request_id, size, MAX_REQUEST_ENTRIES)? {
         let leaf = store.entry(index)?.ok_or_else(|| {
             ApiError::Internal(format!("request index points at missing entry {index}"))
         })?;

@@ -371,6 +371,14 @@ async fn round_trip_findings_and_every_tamper_is_caught_by_name() {
         has(&t, "summary recomputed") && has(&t, "file hashes"),
         "{t:?}"
     );
+    let t = tampered(&day2, "report", |d| {
+        let path = d.join(files::REPORT);
+        let html = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("Self-approval (1)", "Self-approval (0)");
+        std::fs::write(&path, html).unwrap();
+    });
+    assert!(has(&t, "report and OSCAL recomputed"), "{t:?}");
     let other = f.export("soc2-day3", NOV1 + 2 * DAY, NOV1 + 3 * DAY, "soc2", None);
     assert_passes(&other);
     let t = tampered(&day2, "swapped-file", |d| {
@@ -419,6 +427,14 @@ async fn fedramp_bundle_has_oscal_and_a_period_without_events_verifies() {
         assert!(reviewed.contains(&id), "{id}");
     }
     assert!(!result["findings"].as_array().unwrap().is_empty());
+    let t = tampered(&fed, "oscal", |d| {
+        let path = d.join(files::OSCAL);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("not-satisfied", "satisfied");
+        std::fs::write(&path, text).unwrap();
+    });
+    assert!(t.contains(&"report and OSCAL recomputed"), "{t:?}");
     assert!(
         result["observations"]
             .as_array()
@@ -604,6 +620,25 @@ async fn export_over_http_with_an_auditor_token_matches_the_data_dir_export() {
             .unwrap()
             .status(),
         200
+    );
+    // ... and only if its population is the log's own: a summary of fewer context rows is refused.
+    let mut fewer = m.clone();
+    fewer["rows"]["context"] = json!(1);
+    assert_eq!(
+        sign(serde_json::to_vec(&fewer).unwrap())
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let mut other_summary = m.clone();
+    other_summary["files"]["summary.json"] = json!("00".repeat(32));
+    assert_eq!(
+        sign(serde_json::to_vec(&other_summary).unwrap())
+            .await
+            .unwrap()
+            .status(),
+        400
     );
     m["checkpoint"]["root"] = json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
     assert_eq!(
