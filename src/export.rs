@@ -165,41 +165,42 @@ trait LogReader {
 }
 
 /// Streams `[start, end)` with inclusion proofs at `size` from a store: the one implementation
-/// behind both a data-dir export and the server's `GET /v1/export/rows`.
+/// behind both a data-dir export and the server's `GET /v1/export/rows`. Stops early after the
+/// row that brings the leaf bytes to `max_bytes`; returns the index after the last row given.
 pub fn proved_rows(
     store: &Store,
     start: u64,
     end: u64,
     size: u64,
+    max_bytes: usize,
     f: &mut dyn FnMut(u64, Vec<u8>, Vec<Hash>) -> Result<(), ExportError>,
-) -> Result<(), ExportError> {
+) -> Result<u64, ExportError> {
     let reader = MemoReader {
         store,
         cache: RefCell::default(),
     };
-    let mut expected = start;
+    let mut next = start;
+    let mut bytes = 0usize;
     for item in store.entries_from(start) {
+        if next >= end || bytes >= max_bytes {
+            return Ok(next);
+        }
         let (index, leaf) = item?;
-        if index >= end {
+        if index != next {
             break;
         }
-        if index != expected {
-            return Err(ExportError::BadEntry {
-                index: expected,
-                message: "entry missing from the stored range".into(),
-            });
-        }
-        expected += 1;
+        next += 1;
+        bytes += leaf.len();
         let proof = inclusion_proof::<Blake3>(index, size, &reader)?;
         f(index, leaf, proof)?;
     }
-    if expected != end {
+    if next < end {
         return Err(ExportError::BadEntry {
-            index: expected,
+            index: next,
             message: "entry missing from the stored range".into(),
         });
     }
-    Ok(())
+    Ok(next)
 }
 
 struct LocalLog {
@@ -239,7 +240,7 @@ impl LogReader for LocalLog {
         size: u64,
         f: &mut dyn FnMut(u64, Vec<u8>, Vec<Hash>) -> Result<(), ExportError>,
     ) -> Result<(), ExportError> {
-        proved_rows(&self.store, start, end, size, f)
+        proved_rows(&self.store, start, end, size, usize::MAX, f).map(|_| ())
     }
 
     fn request_indexes(&self, request_id: &str, before: u64) -> Result<Vec<u64>, ExportError> {
@@ -342,6 +343,7 @@ impl LogReader for RemoteLog {
         use std::io::BufRead as _;
         let mut next = start;
         while next < end {
+            let page_start = next;
             let page_end = end.min(next + MAX_PAGE_ROWS);
             let path = format!("/v1/export/rows?start={next}&end={page_end}&tree_size={size}");
             let body = std::io::BufReader::new(self.get(&path)?);
@@ -365,9 +367,10 @@ impl LogReader for RemoteLog {
                 )?;
                 next += 1;
             }
-            if next != page_end {
+            // A page may end early (the server caps its bytes); ask again from where it ended.
+            if next == page_start {
                 return Err(ExportError::Remote(format!(
-                    "{path}: answer ended at index {next}"
+                    "{path}: no rows from index {next}"
                 )));
             }
         }
@@ -426,6 +429,8 @@ impl LogReader for RemoteLog {
 
 /// Rows per `GET /v1/export/rows` page.
 pub const MAX_PAGE_ROWS: u64 = 10_000;
+/// Leaf bytes per `GET /v1/export/rows` page: a page stops after the row that reaches this.
+pub const MAX_PAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The summary of `[start, end)` computed straight from a store, with the context row count: what
 /// the server checks a manifest against before signing it for a remote export.

@@ -17,7 +17,8 @@ use crate::core::hash::to_hex;
 use crate::core::leaf::parse_micros;
 use crate::core::note::open_checkpoint;
 use crate::export::{
-    ExportError, MAX_PAGE_ROWS, first_at_or_after, json_bytes, proved_rows, summarize,
+    ExportError, MAX_PAGE_BYTES, MAX_PAGE_ROWS, first_at_or_after, json_bytes, proved_rows,
+    summarize,
 };
 
 impl From<ExportError> for ApiError {
@@ -68,7 +69,8 @@ pub(super) struct RowsQuery {
 }
 
 /// `GET /v1/export/rows?start=S&end=E&tree_size=N`: NDJSON, one line per entry in `[S, E)`:
-/// `{"index", "leaf" (the leaf text), "inclusion_proof" ([hex] at N)}`; at most 10,000 per page.
+/// `{"index", "leaf" (the leaf text), "inclusion_proof" ([hex] at N)}`; at most 10,000 rows and
+/// about 16 MiB of leaves per page (a page may end before E: ask again from where it ended).
 pub(super) async fn rows(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -86,21 +88,28 @@ pub(super) async fn rows(
     let store = state.sequencer.store().clone();
     let body = tokio::task::spawn_blocking(move || {
         let mut body = Vec::new();
-        proved_rows(&store, q.start, q.end, size, &mut |index, leaf, proof| {
-            let leaf = String::from_utf8(leaf).map_err(|_| ExportError::BadEntry {
-                index,
-                message: "leaf is not UTF-8".into(),
-            })?;
-            let line = json!({
-                "index": index,
-                "leaf": leaf,
-                "inclusion_proof": proof.iter().map(to_hex).collect::<Vec<_>>(),
-            });
-            serde_json::to_writer(&mut body, &line)
-                .map_err(|e| ExportError::Remote(e.to_string()))?;
-            body.push(b'\n');
-            Ok(())
-        })?;
+        proved_rows(
+            &store,
+            q.start,
+            q.end,
+            size,
+            MAX_PAGE_BYTES,
+            &mut |index, leaf, proof| {
+                let leaf = String::from_utf8(leaf).map_err(|_| ExportError::BadEntry {
+                    index,
+                    message: "leaf is not UTF-8".into(),
+                })?;
+                let line = json!({
+                    "index": index,
+                    "leaf": leaf,
+                    "inclusion_proof": proof.iter().map(to_hex).collect::<Vec<_>>(),
+                });
+                serde_json::to_writer(&mut body, &line)
+                    .map_err(|e| ExportError::Remote(e.to_string()))?;
+                body.push(b'\n');
+                Ok(())
+            },
+        )?;
         Ok::<_, ExportError>(body)
     })
     .await
