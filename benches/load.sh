@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Reproduces the load figures in docs/performance.md: a fresh ledger, one release server, then
+# `ledger bench` in each mode (each run also measures the RocksDB floor in the same run).
+# Usage: benches/load.sh [seconds per run, default 20]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-20}
+cargo build --release --locked -q
+bin=target/release/ledger
+work=$(mktemp -d)
+trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
+token=$($bin sources add bench --data-dir "$work/data" | tail -n 1)
+$bin serve --data-dir "$work/data" --listen 127.0.0.1:18080 2>"$work/serve.log" &
+server=$!
+until curl -sf http://127.0.0.1:18080/readyz >/dev/null; do sleep 0.1; done
+run() { echo "== ledger bench $*"; $bin bench --server http://127.0.0.1:18080 --token "$token" --floor-dir "$work" --duration "$secs" "$@"; }
+run --mode array --batch 1000 --connections 4 --events 4000000
+run --mode ndjson --batch 1000 --connections 4 --events 4000000
+run --mode single --connections 64 --events 1000000
