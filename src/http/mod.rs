@@ -242,7 +242,13 @@ async fn post_events(
             })?;
     let events = parse_events(&framing, &body, state.limits.max_request_events)?;
     let receipts = state.sequencer.append(&source, events).await?;
-    Ok(Json(json!({ "receipts": receipts })).into_response())
+    // Serialized straight from the structs: no intermediate `Value` tree (it was ~20 % of the
+    // server's time in batch mode, mostly malloc/free).
+    #[derive(serde::Serialize)]
+    struct Receipts {
+        receipts: Vec<crate::core::receipt::Receipt>,
+    }
+    Ok(Json(Receipts { receipts }).into_response())
 }
 
 fn text(body: String) -> Response {
