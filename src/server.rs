@@ -74,7 +74,9 @@ pub async fn serve(
             "no sources registered: stop the server and run `ledger sources add NAME --data-dir DIR`"
         );
     }
-    let released = Arc::downgrade(&store);
+    // Our own handle: after shutdown we wait to be the last holder, then drop it here, so the
+    // database is closed (its lock released) on this thread before `serve` returns.
+    let handle = Arc::clone(&store);
     let signer = Arc::new(config.key.clone());
     let (sequencer, writer) = Sequencer::start(store, config.key, config.sequencer)?;
     let state = AppState {
@@ -93,16 +95,18 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || writer.join())
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    // Connection tasks may still be dropping their clones of the state; the data dir is closed
-    // (RocksDB's lock released) when the last one goes. Returning only then lets a caller reopen
-    // the dir at once (a restart, `ledger sources add`).
+    // Connection tasks may still be dropping their clones of the state. (Polling a `Weak` is not
+    // enough: the count reaches zero before the last holder has finished closing the database.)
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while released.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+    while Arc::strong_count(&handle) > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    if released.strong_count() > 0 {
-        tracing::warn!("data dir still open 10 s after shutdown");
+    if Arc::strong_count(&handle) > 1 {
+        tracing::warn!("data dir still referenced 10 s after shutdown");
     }
+    tokio::task::spawn_blocking(move || drop(handle))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     tracing::info!("stopped");
     Ok(served?)
 }
