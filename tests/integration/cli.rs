@@ -13,6 +13,32 @@ fn ledger(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A data dir path (not created) and a key dir made by `ledger keygen`.
+fn data_dir_and_key(tmp: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let keys = tmp.join("keys");
+    let out = ledger(&[
+        "keygen",
+        "--origin",
+        "t.example/log",
+        "--out",
+        keys.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    (tmp.join("data"), keys)
+}
+
+/// Registers a source or auditor with the CLI and returns its token (the last stdout line).
+fn add_credential(kind: &str, name: &str, dir: &std::path::Path) -> String {
+    let out = ledger(&[kind, "add", name, "--data-dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned()
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -163,19 +189,7 @@ fn conflicting_serve_flags_are_rejected_before_any_work() {
 #[test]
 fn sources_add_while_serving_is_refused_with_a_hint() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let keys = tmp.path().join("keys");
-    assert!(
-        ledger(&[
-            "keygen",
-            "--origin",
-            "t.example/log",
-            "--out",
-            keys.to_str().unwrap()
-        ])
-        .status
-        .success()
-    );
+    let (dir, keys) = data_dir_and_key(tmp.path());
     let _server = crate::common::Process::spawn(&dir, &keys.join("ledger.key"));
     let out = ledger(&[
         "sources",
@@ -195,26 +209,8 @@ fn sources_add_while_serving_is_refused_with_a_hint() {
 #[test]
 fn sigterm_stops_gracefully_and_keeps_every_answered_event() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let keys = tmp.path().join("keys");
-    assert!(
-        ledger(&[
-            "keygen",
-            "--origin",
-            "t.example/log",
-            "--out",
-            keys.to_str().unwrap()
-        ])
-        .status
-        .success()
-    );
-    let out = ledger(&["sources", "add", "gw", "--data-dir", dir.to_str().unwrap()]);
-    let token = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
+    let (dir, keys) = data_dir_and_key(tmp.path());
+    let token = add_credential("sources", "gw", &dir);
     let mut server = crate::common::Process::spawn(&dir, &keys.join("ledger.key"));
     let client = reqwest::blocking::Client::new();
     let r = client
@@ -257,34 +253,10 @@ fn sigterm_stops_gracefully_and_keeps_every_answered_event() {
 #[test]
 fn export_and_verify_from_the_command_line_with_fixed_exit_codes() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let keys = tmp.path().join("keys");
+    let (dir, keys) = data_dir_and_key(tmp.path());
     let d = dir.to_str().unwrap();
-    assert!(
-        ledger(&[
-            "keygen",
-            "--origin",
-            "t.example/log",
-            "--out",
-            keys.to_str().unwrap()
-        ])
-        .status
-        .success()
-    );
-    let out = ledger(&["sources", "add", "gw", "--data-dir", d]);
-    let token = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
-    let out = ledger(&["auditors", "add", "big-four", "--data-dir", d]);
-    let auditor = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
+    let token = add_credential("sources", "gw", &dir);
+    let auditor = add_credential("auditors", "big-four", &dir);
     assert!(auditor.starts_with("ldg_"));
     let server = crate::common::Process::spawn(&dir, &keys.join("ledger.key"));
     let client = reqwest::blocking::Client::new();
