@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use ledger::core::event::prepare_bytes;
+use ledger::core::event::{parse_strict, prepare, prepare_bytes};
 use ledger::core::hash::{Blake3, Hash, TreeHasher};
 use ledger::core::leaf::{LeafHeader, encode_leaf, format_micros};
 use ledger::core::merkle::{
@@ -38,6 +38,12 @@ fn events(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("parse_validate_jcs", |b| {
         b.iter(|| prepare_bytes(&body).unwrap())
+    });
+    g.bench_function("parse_strict", |b| b.iter(|| parse_strict(&body).unwrap()));
+    let json = parse_strict(&body).unwrap();
+    g.bench_function("validate_and_jcs", |b| b.iter(|| prepare(&json).unwrap()));
+    g.bench_function("jcs_only", |b| {
+        b.iter(|| serde_jcs::to_vec(json.value()).unwrap())
     });
     let prepared = prepare_bytes(&body).unwrap();
     let at = format_micros(1_795_251_960_123_456).unwrap();
