@@ -37,6 +37,10 @@ pub enum ApiError {
         /// The conflicting item.
         details: Vec<Value>,
     },
+    /// 408: the request took longer than the server's limit (a write may still commit; retrying
+    /// is safe, idempotency returns the original receipt).
+    #[error("request took longer than the server's time limit")]
+    Timeout,
     /// 413: body or event count over the limit.
     #[error("{0}")]
     TooLarge(String),
@@ -69,6 +73,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

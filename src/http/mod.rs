@@ -22,7 +22,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tower_http::timeout::TimeoutLayer;
 
 pub use self::error::ApiError;
 use crate::auth::Credentials;
@@ -89,10 +88,14 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
-        ))
+        // A request over the time limit gets the JSON error shape like every other error.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    |_: tower::BoxError| async { ApiError::Timeout },
+                ))
+                .layer(tower::timeout::TimeoutLayer::new(limits.request_timeout)),
+        )
         .with_state(state)
 }
 

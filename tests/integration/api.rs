@@ -654,3 +654,34 @@ async fn ingested_at_never_decreases_when_the_clock_steps_back() {
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
     assert_eq!(times[0], "2026-11-21T09:06:00.000000Z");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_time_limit_gets_a_json_408() {
+    use ledger::http::Limits;
+    use ledger::sequencer::SequencerConfig;
+    let tmp = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = crate::common::add_source(&dir, "ci-runner");
+    let (clock, entered, release) = gated_clock();
+    let sequencer = SequencerConfig {
+        clock,
+        ..SequencerConfig::default()
+    };
+    let limits = Limits {
+        request_timeout: std::time::Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let server = TestServer::start_on(dir, token, Some(tmp), limits, sequencer).await;
+    let (status, body) = server.post_json(&event(1)).await;
+    assert_eq!(status, 408, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("time limit"), "{body}");
+    assert!(body["details"].is_array());
+    // The writer held the event all along; once released it commits, and a retry gets the
+    // original receipt.
+    entered.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+    release.send(()).unwrap();
+    let (status, body) = server.post_json(&event(1)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["receipts"][0]["duplicate"], json!(true));
+}
