@@ -675,11 +675,16 @@ async fn a_request_over_the_time_limit_gets_a_json_408() {
     let server = TestServer::start_on(dir, token, Some(tmp), limits, sequencer).await;
     let (status, body) = server.post_json(&event(1)).await;
     assert_eq!(status, 408, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("time limit"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("time limit"),
+        "{body}"
+    );
     assert!(body["details"].is_array());
     // The writer held the event all along; once released it commits, and a retry gets the
     // original receipt.
-    entered.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+    entered
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
     release.send(()).unwrap();
     let (status, body) = server.post_json(&event(1)).await;
     assert_eq!(status, 200, "{body}");
