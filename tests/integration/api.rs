@@ -237,23 +237,13 @@ async fn an_invalid_item_fails_the_whole_request() {
 async fn bad_input_matrix_gets_clear_4xx_and_appends_nothing() {
     use ledger::http::Limits;
     use ledger::sequencer::SequencerConfig;
-    let tmp = std::sync::Arc::new(tempfile::tempdir().unwrap());
-    let dir = tmp.path().join("data");
-    std::fs::create_dir_all(&dir).unwrap();
-    let token = crate::common::add_source(&dir, "ci-runner");
     let limits = Limits {
         max_body_bytes: 64 * 1024,
         max_request_events: 50,
         ..Limits::default()
     };
-    let server = TestServer::start_on(
-        dir,
-        token.clone(),
-        Some(tmp),
-        limits,
-        SequencerConfig::default(),
-    )
-    .await;
+    let server = TestServer::start_with(limits, SequencerConfig::default()).await;
+    let token = server.token.clone();
 
     let with = |f: &dyn Fn(&mut Value)| {
         let mut e = event(1);
@@ -568,10 +558,6 @@ fn gated_clock() -> (
 async fn a_full_queue_answers_503_with_retry_after_and_appends_nothing_of_it() {
     use ledger::http::Limits;
     use ledger::sequencer::SequencerConfig;
-    let tmp = std::sync::Arc::new(tempfile::tempdir().unwrap());
-    let dir = tmp.path().join("data");
-    std::fs::create_dir_all(&dir).unwrap();
-    let token = crate::common::add_source(&dir, "ci-runner");
     let (clock, entered, release) = gated_clock();
     let sequencer = SequencerConfig {
         max_batch_events: 8,
@@ -582,8 +568,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_appends_nothing_of_it() {
         max_request_events: 1,
         ..Limits::default()
     };
-    let server =
-        std::sync::Arc::new(TestServer::start_on(dir, token, Some(tmp), limits, sequencer).await);
+    let server = std::sync::Arc::new(TestServer::start_with(limits, sequencer).await);
     let first = {
         let s = server.clone();
         tokio::spawn(async move { s.post_json(&event(1)).await })
@@ -628,10 +613,6 @@ async fn ingested_at_never_decreases_when_the_clock_steps_back() {
     use ledger::http::Limits;
     use ledger::sequencer::SequencerConfig;
     use std::sync::atomic::{AtomicI64, Ordering};
-    let tmp = std::sync::Arc::new(tempfile::tempdir().unwrap());
-    let dir = tmp.path().join("data");
-    std::fs::create_dir_all(&dir).unwrap();
-    let token = crate::common::add_source(&dir, "ci-runner");
     // Each read is one second earlier than the last.
     let now = std::sync::Arc::new(AtomicI64::new(1_795_251_960_000_000));
     let clock = {
@@ -642,7 +623,7 @@ async fn ingested_at_never_decreases_when_the_clock_steps_back() {
         clock,
         ..SequencerConfig::default()
     };
-    let server = TestServer::start_on(dir, token, Some(tmp), Limits::default(), sequencer).await;
+    let server = TestServer::start_with(Limits::default(), sequencer).await;
     for i in 0..4 {
         assert_eq!(server.post_json(&event(i)).await.0, 200);
     }
@@ -659,10 +640,6 @@ async fn ingested_at_never_decreases_when_the_clock_steps_back() {
 async fn a_request_over_the_time_limit_gets_a_json_408() {
     use ledger::http::Limits;
     use ledger::sequencer::SequencerConfig;
-    let tmp = std::sync::Arc::new(tempfile::tempdir().unwrap());
-    let dir = tmp.path().join("data");
-    std::fs::create_dir_all(&dir).unwrap();
-    let token = crate::common::add_source(&dir, "ci-runner");
     let (clock, entered, release) = gated_clock();
     let sequencer = SequencerConfig {
         clock,
@@ -672,7 +649,7 @@ async fn a_request_over_the_time_limit_gets_a_json_408() {
         request_timeout: std::time::Duration::from_millis(300),
         ..Limits::default()
     };
-    let server = TestServer::start_on(dir, token, Some(tmp), limits, sequencer).await;
+    let server = TestServer::start_with(limits, sequencer).await;
     let (status, body) = server.post_json(&event(1)).await;
     assert_eq!(status, 408, "{body}");
     assert!(

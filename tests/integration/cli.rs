@@ -273,38 +273,28 @@ fn export_and_verify_from_the_command_line_with_fixed_exit_codes() {
     let bundle = tmp.path().join("bundle");
     let key = keys.join("ledger.key");
     let b = bundle.to_str().unwrap();
-    let out = ledger(&[
-        "export",
-        "--framework",
-        "soc2",
-        "--from",
-        "2000-01-01",
-        "--to",
-        "2100-01-01",
-        "--out",
-        b,
-        "--data-dir",
-        d,
-        "--key",
-        key.to_str().unwrap(),
-    ]);
+    let k = key.to_str().unwrap();
+    let export_all = || {
+        ledger(&[
+            "export",
+            "--framework",
+            "soc2",
+            "--from",
+            "2000-01-01",
+            "--to",
+            "2100-01-01",
+            "--out",
+            b,
+            "--data-dir",
+            d,
+            "--key",
+            k,
+        ])
+    };
+    let out = export_all();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("20 rows"));
-    let again = ledger(&[
-        "export",
-        "--framework",
-        "soc2",
-        "--from",
-        "2000-01-01",
-        "--to",
-        "2100-01-01",
-        "--out",
-        b,
-        "--data-dir",
-        d,
-        "--key",
-        key.to_str().unwrap(),
-    ]);
+    let again = export_all();
     assert_eq!(again.status.code(), Some(2), "never overwrites");
     let bad_time = ledger(&[
         "export",

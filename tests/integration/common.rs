@@ -72,18 +72,16 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
+        Self::start_with(Limits::default(), SequencerConfig::default()).await
+    }
+
+    /// A server over a fresh temp dir with one source, `ci-runner`, and the given settings.
+    pub async fn start_with(limits: Limits, sequencer: SequencerConfig) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
         std::fs::create_dir_all(&dir).unwrap();
         let token = add_source(&dir, "ci-runner");
-        Self::start_on(
-            dir,
-            token,
-            Some(Arc::new(tmp)),
-            Limits::default(),
-            SequencerConfig::default(),
-        )
-        .await
+        Self::start_on(dir, token, Some(Arc::new(tmp)), limits, sequencer).await
     }
 
     pub async fn start_on(
