@@ -5,7 +5,7 @@
 //! dir in any way but reading (RocksDB secondary instance).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -18,13 +18,15 @@ use crate::bundle::{
     Period, Row, RowCounts, RowWriter, Tool, files,
 };
 use crate::core::controls::Framework;
-use crate::core::findings::{Auditor, Summary};
+use crate::core::findings::Digest;
 use crate::core::hash::{Blake3, Hash, TreeHasher, from_hex, to_hex};
 use crate::core::leaf::{Leaf, format_micros};
 use crate::core::merkle::{HashReader, NodeId, TreeError, consistency_proof, inclusion_proof};
 use crate::core::note::{Checkpoint, NoteError, SignerKey, VerifierKey, open_checkpoint};
 use crate::core::projection::{Projection, ProjectionError};
+use crate::spill::{DEFAULT_BUDGET, Sorter};
 use crate::store::{META_LOG_KEY, Store, StoreError};
+use crate::summary::SummaryBuilder;
 
 /// Export errors (exit code 2; nothing is left at `--out`).
 #[derive(Debug, thiserror::Error)]
@@ -156,8 +158,13 @@ trait LogReader {
         f: &mut dyn FnMut(u64, Vec<u8>, Vec<Hash>) -> Result<(), ExportError>,
     ) -> Result<(), ExportError>;
     /// Indexes below `before` of a request's entries, ascending, all of them (a request padded
-    /// with many entries must not push its earlier decisions out of the bundle).
-    fn request_indexes(&self, request_id: &str, before: u64) -> Result<Vec<u64>, ExportError>;
+    /// with many entries must not push its earlier decisions out of the bundle), page by page.
+    fn request_indexes(
+        &self,
+        request_id: &str,
+        before: u64,
+        f: &mut dyn FnMut(u64) -> Result<(), ExportError>,
+    ) -> Result<(), ExportError>;
     /// Consistency proof between two sizes.
     fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ExportError>;
     /// Signs the manifest's bytes with the log key.
@@ -243,8 +250,13 @@ impl LogReader for LocalLog {
         proved_rows(&self.store, start, end, size, usize::MAX, f).map(|_| ())
     }
 
-    fn request_indexes(&self, request_id: &str, before: u64) -> Result<Vec<u64>, ExportError> {
-        Ok(self.store.request_indexes(request_id, before, usize::MAX)?)
+    fn request_indexes(
+        &self,
+        request_id: &str,
+        before: u64,
+        f: &mut dyn FnMut(u64) -> Result<(), ExportError>,
+    ) -> Result<(), ExportError> {
+        for_each_request_index(&self.store, request_id, before, f)
     }
 
     fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ExportError> {
@@ -377,10 +389,16 @@ impl LogReader for RemoteLog {
         Ok(())
     }
 
-    fn request_indexes(&self, request_id: &str, before: u64) -> Result<Vec<u64>, ExportError> {
+    fn request_indexes(
+        &self,
+        request_id: &str,
+        before: u64,
+        f: &mut dyn FnMut(u64) -> Result<(), ExportError>,
+    ) -> Result<(), ExportError> {
         #[derive(serde::Deserialize)]
         struct Indexes {
             indexes: Vec<u64>,
+            next: Option<u64>,
         }
         // Query-string encoding of the id: unreserved bytes as they are, everything else %XX.
         let mut id = String::with_capacity(request_id.len());
@@ -391,10 +409,20 @@ impl LogReader for RemoteLog {
                 id.push_str(&format!("%{b:02X}"));
             }
         }
-        let v: Indexes = self.json(&format!(
-            "/v1/export/context?request_id={id}&before={before}"
-        ))?;
-        Ok(v.indexes)
+        let mut from = 0;
+        loop {
+            let page: Indexes = self.json(&format!(
+                "/v1/export/context?request_id={id}&before={before}&from={from}"
+            ))?;
+            for index in page.indexes {
+                f(index)?;
+            }
+            match page.next {
+                Some(next) if next > from => from = next,
+                Some(_) => return Err(ExportError::Remote("context pages do not advance".into())),
+                None => return Ok(()),
+            }
+        }
     }
 
     fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ExportError> {
@@ -432,9 +460,36 @@ pub const MAX_PAGE_ROWS: u64 = 10_000;
 /// Leaf bytes per `GET /v1/export/rows` page: a page stops after the row that reaches this.
 pub const MAX_PAGE_BYTES: usize = 16 * 1024 * 1024;
 
-/// The summary of `[start, end)` computed straight from a store, with the context row count: what
-/// the server checks a manifest against before signing it for a remote export.
-pub fn summarize(store: &Store, start: u64, end: u64) -> Result<(Summary, u64), ExportError> {
+/// Every index below `before` of a request's entries, ascending, read a page at a time.
+fn for_each_request_index(
+    store: &Store,
+    request_id: &str,
+    before: u64,
+    f: &mut dyn FnMut(u64) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    const PAGE: usize = 10_000;
+    let mut from = 0;
+    loop {
+        let page = store.request_indexes(request_id, from, before, PAGE)?;
+        for &index in &page {
+            f(index)?;
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => from = last + 1,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The period's `summary.json` as this log computes it (its BLAKE3, hex) and the number of context
+/// rows, in bounded memory: what the server checks before it signs an auditor's manifest.
+/// `scratch` is where sort runs spill (the system temp dir if `None`).
+pub fn summary_hash(
+    store: &Store,
+    start: u64,
+    end: u64,
+    scratch: Option<&Path>,
+) -> Result<(String, u64), ExportError> {
     let project = |index: u64, leaf: &[u8]| -> Result<Projection, ExportError> {
         let parsed = Leaf::parse(leaf).map_err(|e| ExportError::BadEntry {
             index,
@@ -442,25 +497,76 @@ pub fn summarize(store: &Store, start: u64, end: u64) -> Result<(Summary, u64), 
         })?;
         Ok(Projection::of(&parsed)?)
     };
-    let mut auditor = Auditor::default();
-    let mut requests = HashSet::new();
+    let fail = |e: std::io::Error| ExportError::Io {
+        path: scratch.map_or_else(std::env::temp_dir, Path::to_owned),
+        source: e,
+    };
+    let mut builder = SummaryBuilder::new(scratch).map_err(fail)?;
+    let mut requests = Sorter::<String>::new(scratch, DEFAULT_BUDGET).map_err(fail)?;
     for item in store.entries_from(start) {
         let (index, leaf) = item?;
         if index >= end {
             break;
         }
         let p = project(index, &leaf)?;
-        auditor.add(&p, true);
-        requests.insert(p.request_id);
+        builder.add(&p, true).map_err(fail)?;
+        requests.push(p.request_id).map_err(fail)?;
     }
-    let mut context = BTreeSet::new();
-    for request_id in &requests {
-        context.extend(store.request_indexes(request_id, start, usize::MAX)?);
+    let mut context = Sorter::<u64>::new(scratch, DEFAULT_BUDGET).map_err(fail)?;
+    for_each_distinct(requests.finish().map_err(fail)?, |request_id: String| {
+        for_each_request_index(store, &request_id, start, &mut |i| {
+            context.push(i).map_err(fail)
+        })
+    })
+    .map_err(|e| e.into_export(&fail))?;
+    let mut count = 0;
+    for_each_distinct(context.finish().map_err(fail)?, |index: u64| {
+        count += 1;
+        builder
+            .add(&project(index, &stored_entry(store, index)?)?, false)
+            .map_err(fail)
+    })
+    .map_err(|e| e.into_export(&fail))?;
+    let mut hasher = blake3::Hasher::new();
+    builder.finish(&mut hasher).map_err(fail)?;
+    Ok((hasher.finalize().to_hex().to_string(), count))
+}
+
+/// Either a sort's I/O error or the callback's own.
+enum EachError {
+    Io(std::io::Error),
+    Export(ExportError),
+}
+
+impl From<ExportError> for EachError {
+    fn from(e: ExportError) -> Self {
+        Self::Export(e)
     }
-    for &index in &context {
-        auditor.add(&project(index, &stored_entry(store, index)?)?, false);
+}
+
+impl EachError {
+    fn into_export(self, io: &dyn Fn(std::io::Error) -> ExportError) -> ExportError {
+        match self {
+            Self::Io(e) => io(e),
+            Self::Export(e) => e,
+        }
     }
-    Ok((auditor.finish(), context.len() as u64))
+}
+
+/// Calls `f` once per distinct value of a sorted stream.
+fn for_each_distinct<T: PartialEq + Clone>(
+    sorted: impl Iterator<Item = std::io::Result<T>>,
+    mut f: impl FnMut(T) -> Result<(), ExportError>,
+) -> Result<(), EachError> {
+    let mut last: Option<T> = None;
+    for item in sorted {
+        let item = item.map_err(EachError::Io)?;
+        if last.as_ref() != Some(&item) {
+            last = Some(item.clone());
+            f(item)?;
+        }
+    }
+    Ok(())
 }
 
 /// The exact bytes export writes for a JSON file (pretty, trailing newline).
@@ -476,30 +582,50 @@ pub fn json_bytes(value: &impl serde::Serialize) -> Vec<u8> {
 pub struct ExportReport {
     /// The manifest written.
     pub manifest: Manifest,
-    /// The summary written.
-    pub summary: Summary,
+    /// What the summary holds (its finding lists truncated).
+    pub digest: Digest,
 }
 
-/// Remembers nodes already read: consecutive rows' proofs share most of their nodes, so export
-/// reads each stored node about once. Cleared when large, so memory stays bounded.
+/// Remembers the last few nodes read at each level: consecutive rows' proofs share all but their
+/// lowest siblings, so export reads each stored node about once, in memory that depends only on
+/// the tree's height.
 struct MemoReader<'a> {
     store: &'a Store,
-    cache: RefCell<HashMap<NodeId, Hash>>,
+    cache: RefCell<LevelCache>,
 }
 
-const MEMO_LIMIT: usize = 1 << 20;
+/// Slots per level: a proof needs one sibling per level, and the ragged right edge a few more.
+const WAYS: usize = 4;
+
+struct LevelCache {
+    slots: [[Option<(u64, Hash)>; WAYS]; 64],
+    next: [u8; 64],
+}
+
+impl Default for LevelCache {
+    fn default() -> Self {
+        Self {
+            slots: [[None; WAYS]; 64],
+            next: [0; 64],
+        }
+    }
+}
 
 impl HashReader for MemoReader<'_> {
     fn read_hash(&self, id: NodeId) -> Result<Hash, TreeError> {
-        if let Some(h) = self.cache.borrow().get(&id) {
+        let level = usize::from(id.level).min(63);
+        if let Some((_, h)) = self.cache.borrow().slots[level]
+            .iter()
+            .flatten()
+            .find(|(index, _)| *index == id.index)
+        {
             return Ok(*h);
         }
         let h = self.store.read_hash(id)?;
         let mut cache = self.cache.borrow_mut();
-        if cache.len() >= MEMO_LIMIT {
-            cache.clear();
-        }
-        cache.insert(id, h);
+        let slot = usize::from(cache.next[level]);
+        cache.slots[level][slot] = Some((id.index, h));
+        cache.next[level] = ((slot + 1) % WAYS) as u8;
         Ok(h)
     }
 }
@@ -551,16 +677,22 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     let dir = staging.path();
     fs::create_dir_all(dir.join("oscal")).map_err(io(dir))?;
 
+    // Sort runs spill beside the bundle (not to a tmpfs /tmp), in dirs removed on drop.
+    let fail = |source: std::io::Error| ExportError::Io {
+        path: parent.clone(),
+        source,
+    };
+    let scratch = Some(parent.as_path());
     let progress = progress_bar(config.progress, range.end - range.start);
-    let mut auditor = Auditor::default();
-    let mut requests: HashSet<String> = HashSet::new();
+    let mut summary = SummaryBuilder::new(scratch).map_err(fail)?;
+    let mut requests = Sorter::<String>::new(scratch, DEFAULT_BUDGET).map_err(fail)?;
     let mut writer = RowWriter::create(&dir.join(files::EVENTS))?;
     log.rows(range.start, range.end, size, &mut |index, leaf, proof| {
         let row = make_row(index, leaf, proof, &framework)?;
-        auditor.add(&row.projection, true);
-        if !requests.contains(&row.projection.request_id) {
-            requests.insert(row.projection.request_id.clone());
-        }
+        summary.add(&row.projection, true).map_err(fail)?;
+        requests
+            .push(row.projection.request_id.clone())
+            .map_err(fail)?;
         writer.push(row)?;
         progress.inc(1);
         Ok(())
@@ -583,24 +715,36 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     let boundary_rows = boundaries.finish()?;
 
     // Earlier entries of the period's requests, so each request is judged on its whole lifecycle.
-    let mut context_indexes = BTreeSet::new();
-    for request_id in &requests {
-        context_indexes.extend(log.request_indexes(request_id, range.start)?);
-    }
-    drop(requests);
+    let mut context_indexes = Sorter::<u64>::new(scratch, DEFAULT_BUDGET).map_err(fail)?;
+    for_each_distinct(requests.finish().map_err(fail)?, |request_id: String| {
+        log.request_indexes(&request_id, range.start, &mut |index| {
+            context_indexes.push(index).map_err(fail)
+        })
+    })
+    .map_err(|e| e.into_export(&fail))?;
     let mut context = RowWriter::create(&dir.join(files::CONTEXT))?;
-    for &index in &context_indexes {
+    for_each_distinct(context_indexes.finish().map_err(fail)?, |index: u64| {
         log.rows(index, index + 1, size, &mut |index, leaf, proof| {
             let row = make_row(index, leaf, proof, &framework)?;
-            auditor.add(&row.projection, false);
+            summary.add(&row.projection, false).map_err(fail)?;
             context.push(row)?;
             Ok(())
-        })?;
-    }
+        })
+    })
+    .map_err(|e| e.into_export(&fail))?;
     let context_rows = context.finish()?;
 
-    let summary = auditor.finish();
-    write_json(&dir.join(files::SUMMARY), &summary)?;
+    let summary_path = dir.join(files::SUMMARY);
+    let built = {
+        let file = fs::File::create(&summary_path).map_err(io(&summary_path))?;
+        let mut out = std::io::BufWriter::new(file);
+        let built = summary.finish(&mut out).map_err(io(&summary_path))?;
+        out.into_inner()
+            .map_err(std::io::IntoInnerError::into_error)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&summary_path))?;
+        built
+    };
     write_file(&dir.join(files::CHECKPOINT), note.as_bytes())?;
     let controls = controls_json(&config.framework, &framework, dir)?;
     write_json(&dir.join(files::CONTROLS), &controls)?;
@@ -634,7 +778,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         let oscal = crate::oscal::assessment_results(
             &period,
             &framework,
-            &summary,
+            &built.digest,
             &checkpoint,
             &generated_at,
         );
@@ -669,7 +813,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         generated_at,
         files: BTreeMap::new(),
     };
-    let report = crate::report::render(&manifest, &summary, &framework);
+    let report = crate::report::render(&manifest, &built.digest, &framework);
     write_file(&dir.join(files::REPORT), report.as_bytes())?;
     manifest.files = hash_files(dir)?;
     let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
@@ -689,7 +833,10 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         return Err(io(&config.out)(e));
     }
     fsync_dir(&parent)?;
-    Ok(ExportReport { manifest, summary })
+    Ok(ExportReport {
+        manifest,
+        digest: built.digest,
+    })
 }
 
 fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {

@@ -17,6 +17,7 @@
 //! - [`server`]: wiring and graceful shutdown; [`cli`]: the command line.
 //! - [`export`]: evidence bundles from a data dir (RocksDB secondary, safe beside a running server),
 //!   with [`bundle`] (Parquet rows, manifest), [`report`] (HTML) and [`oscal`] (FedRAMP).
+//! - [`summary`]: `summary.json` in bounded memory, over [`spill`] (an external merge sort).
 //! - [`verify`]: offline bundle verification; needs no RocksDB, trusts only the user's key.
 //! - [`bench`]: the load generator and storage floor behind `ledger bench`.
 //!
@@ -38,5 +39,7 @@ pub mod oscal;
 pub mod report;
 pub mod sequencer;
 pub mod server;
+pub mod spill;
 pub mod store;
+pub mod summary;
 pub mod verify;

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::bundle::{Period, files};
 use crate::core::controls::Framework;
-use crate::core::findings::{Finding, Summary};
+use crate::core::findings::{Digest, Rule};
 use crate::core::note::Checkpoint;
 
 /// OSCAL version written.
@@ -51,49 +51,41 @@ impl Uuids {
 }
 
 /// The controls each finding kind bears on.
-const FINDING_CONTROLS: [(&str, &str, &[&str]); 6] = [
-    ("self_approval", "Self-approval", &["ac-5", "ac-3"]),
+const FINDING_CONTROLS: [(Rule, &str, &[&str]); 6] = [
+    (Rule::SelfApproval, "Self-approval", &["ac-5", "ac-3"]),
     (
-        "executed_without_approval",
+        Rule::ExecutedWithoutApproval,
         "Executed without approval",
         &["ac-3", "cm-3"],
     ),
     (
-        "approved_after_execution",
+        Rule::ApprovedAfterExecution,
         "Approved after execution",
         &["ac-3", "cm-3"],
     ),
     (
-        "executed_after_denial_or_expiry",
+        Rule::ExecutedAfterDenialOrExpiry,
         "Executed after denial or expiry",
         &["ac-3"],
     ),
     (
-        "emergency_late_approval",
+        Rule::EmergencyLateApproval,
         "Emergency execution without prior approval",
         &["ac-3", "ac-6.9"],
     ),
-    ("open_requests", "Requests open at period end", &["au-12"]),
+    (
+        Rule::OpenRequests,
+        "Requests open at period end",
+        &["au-12"],
+    ),
 ];
-
-fn list<'a>(summary: &'a Summary, key: &str) -> &'a [Finding] {
-    let f = &summary.findings;
-    match key {
-        "self_approval" => &f.self_approval,
-        "executed_without_approval" => &f.executed_without_approval,
-        "approved_after_execution" => &f.approved_after_execution,
-        "executed_after_denial_or_expiry" => &f.executed_after_denial_or_expiry,
-        "emergency_late_approval" => &f.emergency_late_approval,
-        _ => &f.open_requests,
-    }
-}
 
 /// Builds the assessment-results document.
 #[must_use]
 pub fn assessment_results(
     period: &Period,
     framework: &Framework,
-    summary: &Summary,
+    digest: &Digest,
     checkpoint: &Checkpoint,
     generated_at: &str,
 ) -> Value {
@@ -116,7 +108,7 @@ pub fn assessment_results(
             "title": "Population of approval events",
             "description": format!(
                 "{} approval-ledger rows ingested in the period, each with its exact leaf bytes, projections and control mapping.",
-                summary.population.rows
+                digest.counts.population.rows
             ),
             "methods": ["EXAMINE", "TEST"],
             "types": ["control-objective"],
@@ -145,13 +137,15 @@ pub fn assessment_results(
         }),
     ];
     let mut findings = Vec::new();
-    for (key, title, controls) in FINDING_CONTROLS {
-        let items = list(summary, key);
-        if items.is_empty() {
+    for (rule, title, controls) in FINDING_CONTROLS {
+        let key = rule.key();
+        let items = digest.findings(rule);
+        if items.total == 0 {
             continue;
         }
         let obs = uuid();
         let requests: Vec<&str> = items
+            .first
             .iter()
             .take(50)
             .map(|f| f.request_id.as_str())
@@ -161,7 +155,7 @@ pub fn assessment_results(
             "title": title,
             "description": format!(
                 "{} request(s), see summary.json findings.{key} for the evidence row indexes. First: {}.",
-                items.len(),
+                items.total,
                 requests.join(", ")
             ),
             "methods": ["TEST"],
@@ -172,8 +166,8 @@ pub fn assessment_results(
         for control in controls {
             findings.push(json!({
                 "uuid": uuid(),
-                "title": format!("{title}: {} request(s)", items.len()),
-                "description": format!("The approval ledger shows {} request(s) with: {title}.", items.len()),
+                "title": format!("{title}: {} request(s)", items.total),
+                "description": format!("The approval ledger shows {} request(s) with: {title}.", items.total),
                 "target": {
                     "type": "objective-id",
                     "target-id": format!("{control}_obj"),

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use crate::bundle::Manifest;
 use crate::core::controls::Framework;
-use crate::core::findings::{Finding, Summary};
+use crate::core::findings::{Digest, FindingList, LATENCY_BIN_EDGES, Rule};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -29,16 +29,16 @@ fn counts_table(title: &str, rows: &std::collections::BTreeMap<String, u64>) -> 
     out
 }
 
-fn findings_table(title: &str, list: &[Finding]) -> String {
-    let mut out = format!("<h3>{} ({})</h3>", esc(title), list.len());
-    if list.is_empty() {
+fn findings_table(rule: Rule, list: &FindingList) -> String {
+    let mut out = format!("<h3>{} ({})</h3>", esc(rule.title()), list.total);
+    if list.total == 0 {
         out.push_str("<p class=ok>None.</p>");
         return out;
     }
     out.push_str(
         "<table><tr><th>request_id</th><th>evidence rows (index)</th><th>details</th></tr>",
     );
-    for f in list.iter().take(500) {
+    for f in &list.first {
         let idx: Vec<String> = f.indexes.iter().map(u64::to_string).collect();
         let facts: Vec<String> = f.facts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         let _ = write!(
@@ -50,15 +50,21 @@ fn findings_table(title: &str, list: &[Finding]) -> String {
         );
     }
     out.push_str("</table>");
-    if list.len() > 500 {
-        let _ = write!(out, "<p>{} more in summary.json.</p>", list.len() - 500);
+    let shown = list.first.len() as u64;
+    if list.total > shown {
+        let _ = write!(
+            out,
+            "<p>{} more in summary.json (findings.{}).</p>",
+            list.total - shown,
+            rule.key()
+        );
     }
     out
 }
 
 /// A bar chart of decisions per day (approved, denied, other), inline SVG.
-fn decisions_chart(summary: &Summary) -> String {
-    let days = &summary.decisions_per_day;
+fn decisions_chart(digest: &Digest) -> String {
+    let days = &digest.counts.decisions_per_day;
     if days.is_empty() {
         return "<p>No decisions in the period.</p>".into();
     }
@@ -112,31 +118,32 @@ fn decisions_chart(summary: &Summary) -> String {
 }
 
 /// A histogram of decision latency on a log scale of seconds, inline SVG.
-fn latency_chart(summary: &Summary) -> String {
-    let values = &summary.decision_latency_seconds.values;
-    if values.is_empty() {
+fn latency_chart(digest: &Digest) -> String {
+    let lat = &digest.latency;
+    if lat.count == 0 {
         return "<p>No decisions with a matching request in the period.</p>".into();
     }
-    let edges: [(f64, &str); 8] = [
-        (10.0, "<10 s"),
-        (60.0, "<1 min"),
-        (300.0, "<5 min"),
-        (900.0, "<15 min"),
-        (3600.0, "<1 h"),
-        (14_400.0, "<4 h"),
-        (86_400.0, "<1 d"),
-        (f64::INFINITY, ">=1 d"),
-    ];
-    let mut bins = [0u64; 8];
-    for v in values {
-        let i = edges.iter().position(|(e, _)| v < e).unwrap_or(7);
-        bins[i] += 1;
-    }
-    let max = bins.iter().copied().max().unwrap_or(1).max(1);
+    let label = |edge: Option<f64>| match edge {
+        Some(e) if e < 60.0 => format!("<{e} s"),
+        Some(e) if e < 3600.0 => format!("<{} min", e / 60.0),
+        Some(e) if e < 86_400.0 => format!("<{} h", e / 3600.0),
+        Some(e) => format!("<{} d", e / 86_400.0),
+        None => format!(
+            ">={} d",
+            LATENCY_BIN_EDGES[LATENCY_BIN_EDGES.len() - 1] / 86_400.0
+        ),
+    };
+    let edges: Vec<(String, u64)> = lat
+        .histogram
+        .iter()
+        .map(|b| (label(b.below_seconds), b.count))
+        .collect();
+    let max = edges.iter().map(|(_, n)| *n).max().unwrap_or(1).max(1);
     let mut svg = String::from(
         "<svg xmlns='http://www.w3.org/2000/svg' width='520' height='200' role='img' aria-label='decision latency'>",
     );
-    for (i, ((_, label), n)) in edges.iter().zip(bins).enumerate() {
+    for (i, (label, n)) in edges.iter().enumerate() {
+        let n = *n;
         let bh = (n as f64 / max as f64 * 150.0).round() as usize;
         let x = 10 + i * 62;
         let _ = write!(
@@ -154,10 +161,13 @@ fn latency_chart(summary: &Summary) -> String {
 
 /// Renders the report.
 #[must_use]
-pub fn render(manifest: &Manifest, summary: &Summary, framework: &Framework) -> String {
-    let lat = &summary.decision_latency_seconds;
+pub fn render(manifest: &Manifest, digest: &Digest, framework: &Framework) -> String {
+    let lat = &digest.latency;
     let fmt = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |s| format!("{s:.1} s"));
-    let f = &summary.findings;
+    let mut findings = String::new();
+    for rule in Rule::ALL {
+        findings.push_str(&findings_table(rule, digest.findings(rule)));
+    }
     let mut controls =
         String::from("<table><tr><th>control</th><th>title</th><th>evidence in the rows</th></tr>");
     for c in &framework.controls {
@@ -183,41 +193,33 @@ inclusion proof and chain, the period's completeness, and recomputes every figur
 <h2>Population</h2>{by_type}{by_decision}{by_category}{by_env}\
 <h2>Decisions per day</h2>{decisions}\
 <h2>Decision latency</h2><p>{count} decisions: p50 {p50}, p95 {p95}, max {max}.</p>{latency}\
-<h2>Findings</h2>{self_approval}{without}{after}{denied}{emergency}{open}\
+<h2>Findings</h2>{findings}\
 <h2>Controls evidenced ({fw})</h2>{controls}</body></html>\n",
         title = esc(&framework.title),
         from = esc(&manifest.period.from),
         to = esc(&manifest.period.to),
         start = manifest.index_range.start,
         end_incl = manifest.index_range.end.saturating_sub(1),
-        rows = summary.population.rows,
+        rows = digest.counts.population.rows,
         origin = esc(&manifest.checkpoint.origin),
         size = manifest.checkpoint.size,
         root = esc(&manifest.checkpoint.root),
         generated = esc(&manifest.generated_at),
         version = esc(&manifest.tool.version),
-        by_type = counts_table("By type", &summary.population.by_type),
-        by_decision = counts_table("By decision", &summary.population.by_decision),
-        by_category = counts_table("By action category", &summary.population.by_action_category),
-        by_env = counts_table("By environment", &summary.population.by_environment),
-        decisions = decisions_chart(summary),
+        by_type = counts_table("By type", &digest.counts.population.by_type),
+        by_decision = counts_table("By decision", &digest.counts.population.by_decision),
+        by_category = counts_table(
+            "By action category",
+            &digest.counts.population.by_action_category
+        ),
+        by_env = counts_table("By environment", &digest.counts.population.by_environment),
+        decisions = decisions_chart(digest),
         count = lat.count,
         p50 = fmt(lat.p50),
         p95 = fmt(lat.p95),
         max = fmt(lat.max),
-        latency = latency_chart(summary),
-        self_approval = findings_table("Self-approval", &f.self_approval),
-        without = findings_table("Executed without approval", &f.executed_without_approval),
-        after = findings_table("Approved after execution", &f.approved_after_execution),
-        denied = findings_table(
-            "Executed after denial or expiry",
-            &f.executed_after_denial_or_expiry
-        ),
-        emergency = findings_table(
-            "Emergency executions and late approval",
-            &f.emergency_late_approval
-        ),
-        open = findings_table("Requests open at period end", &f.open_requests),
+        latency = latency_chart(digest),
+        findings = findings,
         fw = esc(&manifest.framework),
         controls = controls,
     )

@@ -319,19 +319,22 @@ impl Store {
             .collect()
     }
 
-    /// Indexes below `below` of the entries of `request_id`, ascending, at most `limit`.
+    /// Indexes in `[from, below)` of the entries of `request_id`, ascending, at most `limit`.
     pub fn request_indexes(
         &self,
         request_id: &str,
+        from: u64,
         below: u64,
         limit: usize,
     ) -> Result<Vec<u64>, StoreError> {
         let mut prefix = request_id.as_bytes().to_vec();
         prefix.push(0);
+        let mut seek = prefix.clone();
+        seek.extend_from_slice(&from.to_be_bytes());
         let mut out = Vec::new();
         let iter = self.db.iterator_cf(
             self.cf(CF_REQUESTS),
-            IteratorMode::From(&prefix, Direction::Forward),
+            IteratorMode::From(&seek, Direction::Forward),
         );
         for item in iter {
             let (key, _) = item?;

@@ -4,7 +4,6 @@
 //! Owns: the checks and their names. Every check runs (a failure does not hide the others), each
 //! reports the first failing indexes, and the result is pass only if all pass.
 
-use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::Path;
 
@@ -14,12 +13,13 @@ use serde::Serialize;
 
 use crate::bundle::{self, ConsistencyFile, Manifest, Row, files};
 use crate::core::controls::Framework;
-use crate::core::findings::{Auditor, Summary};
+use crate::core::findings::Digest;
 use crate::core::hash::{Blake3, Hash, TreeHasher, from_hex, to_hex};
 use crate::core::leaf::{GENESIS_PREV, Leaf, parse_micros};
 use crate::core::merkle::{verify_consistency, verify_inclusion};
 use crate::core::note::{Checkpoint, VerifierKey, open_checkpoint};
 use crate::core::projection::Projection;
+use crate::summary::SummaryBuilder;
 
 /// Most failing indexes reported per check.
 const MAX_REPORTED: usize = 10;
@@ -386,14 +386,22 @@ fn check_rows(dir: &Path, m: &Manifest, checkpoint: &Checkpoint) -> Vec<Check> {
         proof: RowCheck::new("inclusion proofs"),
     };
     let (from, to) = (parse_micros(&m.period.from), parse_micros(&m.period.to));
-    let mut auditor = Auditor::default();
+    // Sort runs spill under TMPDIR (the bundle may be read-only).
+    let mut summary = SummaryBuilder::new(None);
+    let mut summary_error: Option<String> = None;
+    let mut add = |p: &Projection, in_period: bool| {
+        if let Ok(builder) = summary.as_mut()
+            && let Err(e) = builder.add(p, in_period)
+        {
+            summary_error.get_or_insert(format!("sorting rows: {e}"));
+        }
+    };
     let mut contiguous = RowCheck::new("indexes contiguous");
     let mut chain = RowCheck::new("hash chain");
     let mut period = RowCheck::new("period boundaries");
     let mut expected = m.index_range.start;
     let mut prev: Option<(u64, Hash)> = None;
     let mut first_event: Option<(u64, Hash)> = None;
-    let mut requests: HashSet<String> = HashSet::new();
     let mut read_errors = Vec::new();
 
     // Events: every row in order, exactly the manifest's index range.
@@ -416,8 +424,7 @@ fn check_rows(dir: &Path, m: &Manifest, checkpoint: &Checkpoint) -> Vec<Check> {
             from.is_some_and(|f| at >= f) && to.is_some_and(|t| at < t),
         );
         prev = Some((index, row.leaf_hash));
-        requests.insert(row.projection.request_id.clone());
-        auditor.add(&row.projection, true);
+        add(&row.projection, true);
     });
     match events {
         Ok(n) if n != m.rows.events => contiguous.fail(
@@ -504,12 +511,9 @@ fn check_rows(dir: &Path, m: &Manifest, checkpoint: &Checkpoint) -> Vec<Check> {
         let index = row.projection.index;
         rows.row(&row);
         let ordered = last_context.is_none_or(|l| index > l);
-        context.record(
-            index,
-            index < start && ordered && requests.contains(&row.projection.request_id),
-        );
+        context.record(index, index < start && ordered);
         last_context = Some(index);
-        auditor.add(&row.projection, false);
+        add(&row.projection, false);
     }) {
         Ok(n) if n != m.rows.context => {
             context.fail(start, Some("row count differs from the manifest".into()))
@@ -518,17 +522,24 @@ fn check_rows(dir: &Path, m: &Manifest, checkpoint: &Checkpoint) -> Vec<Check> {
         Err(e) => read_errors.push(e),
     }
 
-    let summary = auditor.finish();
-    let summary_check = match read(dir, files::SUMMARY).and_then(|b| {
-        serde_json::from_slice::<Summary>(&b).map_err(|e| format!("summary.json: {e}"))
-    }) {
-        Ok(stored) if stored == summary => Ok(format!(
-            "{} rows, {} findings",
-            summary.population.rows,
-            finding_count(&summary)
-        )),
-        Ok(stored) => Err(describe_summary_diff(&stored, &summary)),
-        Err(e) => Err(e),
+    let (summary_check, digest) = match summary {
+        Err(e) => (Err(format!("sorting rows: {e}")), None),
+        Ok(builder) => match compare_summary(dir, builder) {
+            Ok((result, built)) => {
+                for index in &built.orphan_context {
+                    context.fail(
+                        *index,
+                        Some("its request has no event in the period".into()),
+                    );
+                }
+                let result = match summary_error {
+                    Some(e) => Err(e),
+                    None => result,
+                };
+                (result, Some(built.digest))
+            }
+            Err(e) => (Err(e), None),
+        },
     };
     let controls_check = match (&framework, read(dir, files::CONTROLS)) {
         (None, _) => Err(format!("unknown framework {:?}", m.framework)),
@@ -548,9 +559,10 @@ fn check_rows(dir: &Path, m: &Manifest, checkpoint: &Checkpoint) -> Vec<Check> {
         }
     };
 
-    let derived_check = match &framework {
-        None => Err(format!("unknown framework {:?}", m.framework)),
-        Some(f) => derived_files(dir, m, &summary, f, checkpoint),
+    let derived_check = match (&framework, &digest) {
+        (None, _) => Err(format!("unknown framework {:?}", m.framework)),
+        (_, None) => Err("needs the recomputed summary".into()),
+        (Some(f), Some(digest)) => derived_files(dir, m, digest, f, checkpoint),
     };
 
     let mut out = vec![
@@ -585,11 +597,11 @@ fn check_rows(dir: &Path, m: &Manifest, checkpoint: &Checkpoint) -> Vec<Check> {
 fn derived_files(
     dir: &Path,
     m: &Manifest,
-    summary: &Summary,
+    digest: &Digest,
     framework: &Framework,
     checkpoint: &Checkpoint,
 ) -> Result<String, String> {
-    let report = crate::report::render(m, summary, framework);
+    let report = crate::report::render(m, digest, framework);
     if read(dir, files::REPORT)? != report.as_bytes() {
         return Err("report.html differs from the report of the rows".into());
     }
@@ -597,7 +609,7 @@ fn derived_files(
         let oscal = crate::oscal::assessment_results(
             &m.period,
             framework,
-            summary,
+            digest,
             checkpoint,
             &m.generated_at,
         );
@@ -611,29 +623,152 @@ fn derived_files(
     Ok("report.html".into())
 }
 
-fn finding_count(s: &Summary) -> usize {
-    let f = &s.findings;
-    f.self_approval.len()
-        + f.executed_without_approval.len()
-        + f.approved_after_execution.len()
-        + f.executed_after_denial_or_expiry.len()
-        + f.emergency_late_approval.len()
-        + f.open_requests.len()
+/// Recomputes `summary.json` from the rows and compares it with the bundle's, byte for byte, as
+/// it streams: neither is held in memory.
+fn compare_summary(
+    dir: &Path,
+    builder: SummaryBuilder,
+) -> Result<(Result<String, String>, crate::summary::Built), String> {
+    let path = dir.join(files::SUMMARY);
+    let meta = fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", files::SUMMARY))?;
+    if !meta.file_type().is_file() {
+        return Err(format!("{} is not a regular file", files::SUMMARY));
+    }
+    let stored = fs::File::open(&path).map_err(|e| format!("{}: {e}", files::SUMMARY))?;
+    let mut cmp = CompareWriter::new(stored);
+    let built = builder
+        .finish(&mut cmp)
+        .map_err(|e| format!("recomputing the summary: {e}"))?;
+    let result = match cmp
+        .finish()
+        .map_err(|e| format!("{}: {e}", files::SUMMARY))?
+    {
+        None => Ok(format!(
+            "{} rows, {} findings",
+            built.digest.counts.population.rows,
+            built.digest.finding_total()
+        )),
+        Some((line, recomputed)) => {
+            let stored = nth_line(&path, line).unwrap_or_default();
+            Err(format!(
+                "summary.json differs from the summary of the rows at line {line}: stored `{}`, recomputed `{}`",
+                stored.trim(),
+                recomputed.trim()
+            ))
+        }
+    };
+    Ok((result, built))
 }
 
-fn describe_summary_diff(stored: &Summary, recomputed: &Summary) -> String {
-    let a = serde_json::to_value(stored).unwrap_or_default();
-    let b = serde_json::to_value(recomputed).unwrap_or_default();
-    let mut diffs = BTreeMap::new();
-    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
-        for (k, v) in a {
-            if b.get(k) != Some(v) {
-                diffs.insert(k.clone(), ());
+/// Longest line excerpt kept in a summary difference.
+const EXCERPT: usize = 200;
+
+/// A writer that compares what it is given with a file, remembering the first line that differs.
+struct CompareWriter {
+    stored: std::io::BufReader<fs::File>,
+    scratch: Vec<u8>,
+    line: u64,
+    current: Vec<u8>,
+    differs_at: Option<u64>,
+    recomputed: Option<String>,
+}
+
+impl CompareWriter {
+    fn new(stored: fs::File) -> Self {
+        Self {
+            stored: std::io::BufReader::new(stored),
+            scratch: Vec::new(),
+            line: 1,
+            current: Vec::new(),
+            differs_at: None,
+            recomputed: None,
+        }
+    }
+
+    fn track(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                if self.differs_at == Some(self.line) && self.recomputed.is_none() {
+                    self.recomputed = Some(String::from_utf8_lossy(&self.current).into_owned());
+                }
+                self.line += 1;
+                self.current.clear();
+            } else if self.current.len() < EXCERPT {
+                self.current.push(b);
             }
         }
     }
-    let keys: Vec<&String> = diffs.keys().collect();
-    format!("summary.json differs from the rows in: {keys:?}")
+
+    /// The first differing line and the recomputed text of it, or `None` if the bytes are equal.
+    fn finish(mut self) -> std::io::Result<Option<(u64, String)>> {
+        use std::io::Read as _;
+        if self.differs_at.is_none() {
+            let mut extra = [0u8; 1];
+            if self.stored.read(&mut extra)? > 0 {
+                return Ok(Some((self.line, "(end of file)".into())));
+            }
+            return Ok(None);
+        }
+        let recomputed = self
+            .recomputed
+            .take()
+            .unwrap_or_else(|| String::from_utf8_lossy(&self.current).into_owned());
+        Ok(self.differs_at.map(|line| (line, recomputed)))
+    }
+}
+
+impl std::io::Write for CompareWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::io::Read as _;
+        if self.differs_at.is_some() {
+            self.track(buf);
+            return Ok(buf.len());
+        }
+        self.scratch.resize(buf.len(), 0);
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.stored.read(&mut self.scratch[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        let same = buf
+            .iter()
+            .zip(&self.scratch[..filled])
+            .position(|(a, b)| a != b)
+            .unwrap_or(filled);
+        if same < buf.len() {
+            self.track(&buf[..same]);
+            self.differs_at = Some(self.line);
+            self.track(&buf[same..]);
+        } else {
+            self.track(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Line `n` (1-based) of a file, at most [`EXCERPT`] bytes of it, read without holding the file.
+fn nth_line(path: &Path, n: u64) -> Option<String> {
+    use std::io::Read as _;
+    let mut line = 1;
+    let mut out = Vec::new();
+    for b in std::io::BufReader::new(fs::File::open(path).ok()?).bytes() {
+        let b = b.ok()?;
+        if b == b'\n' {
+            if line == n {
+                break;
+            }
+            line += 1;
+        } else if line == n && out.len() < EXCERPT {
+            out.push(b);
+        }
+    }
+    (line == n).then(|| String::from_utf8_lossy(&out).into_owned())
 }
 
 fn consistency(

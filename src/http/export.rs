@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{FromRequest as _, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -17,8 +17,7 @@ use crate::core::hash::to_hex;
 use crate::core::leaf::parse_micros;
 use crate::core::note::open_checkpoint;
 use crate::export::{
-    ExportError, MAX_PAGE_BYTES, MAX_PAGE_ROWS, first_at_or_after, json_bytes, proved_rows,
-    summarize,
+    ExportError, MAX_PAGE_BYTES, MAX_PAGE_ROWS, first_at_or_after, proved_rows, summary_hash,
 };
 
 impl From<ExportError> for ApiError {
@@ -121,10 +120,16 @@ pub(super) async fn rows(
 pub(super) struct ContextQuery {
     request_id: String,
     before: u64,
+    #[serde(default)]
+    from: u64,
 }
 
-/// `GET /v1/export/context?request_id=R&before=S`: `{"indexes": [...]}`, every entry of request R
-/// below index S, ascending (the context rows of a bundle starting at S).
+/// Most indexes per `/v1/export/context` page.
+pub const MAX_CONTEXT_PAGE: usize = 10_000;
+
+/// `GET /v1/export/context?request_id=R&before=S[&from=F]`: `{"indexes": [...], "next": N|null}`,
+/// the entries of request R in `[F, S)`, ascending, at most 10,000 per page (the context rows of a
+/// bundle starting at S). `next` is where the following page starts, `null` after the last.
 pub(super) async fn context(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -135,11 +140,14 @@ pub(super) async fn context(
     let before = q.before.min(state.sequencer.latest().size);
     let store = state.sequencer.store().clone();
     let indexes = tokio::task::spawn_blocking(move || {
-        store.request_indexes(&q.request_id, before, usize::MAX)
+        store.request_indexes(&q.request_id, q.from, before, MAX_CONTEXT_PAGE)
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(json!({"indexes": indexes})))
+    let next = (indexes.len() == MAX_CONTEXT_PAGE)
+        .then(|| indexes.last().map(|i| i + 1))
+        .flatten();
+    Ok(Json(json!({"indexes": indexes, "next": next})))
 }
 
 /// `POST /v1/export/manifest-signature`: signs a bundle's `manifest.json` bytes with the log key,
@@ -148,12 +156,28 @@ pub(super) async fn context(
 /// never read as a note, so this is no signing oracle for checkpoints.
 pub(super) async fn sign_manifest(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, &[Role::Auditor])?;
+    // The token first: an unauthenticated client never gets a body buffered.
+    let auditor = authorize(&state, request.headers(), &[Role::Auditor])?.to_owned();
+    let body = Bytes::from_request(request, &state).await.map_err(
+        |rejection: axum::extract::rejection::BytesRejection| match rejection.status() {
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::TooLarge("manifest over the body limit".into())
+            }
+            _ => ApiError::bad_request(rejection.body_text(), ""),
+        },
+    )?;
     let manifest: Manifest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("not a bundle manifest: {e}"), ""))?;
+    // Sign only bytes that say exactly what was checked: no unknown fields, no duplicate keys, no
+    // second spelling of a value (the bytes must be the manifest's own serialization).
+    if serde_json::to_vec_pretty(&manifest).ok().as_deref() != Some(&body[..]) {
+        return Err(ApiError::bad_request(
+            "the manifest is not in its canonical form (as `ledger export` writes it)",
+            "",
+        ));
+    }
     if manifest.format != FORMAT_NAME || manifest.format_version != FORMAT_VERSION {
         return Err(ApiError::bad_request(
             "unsupported bundle format",
@@ -201,12 +225,15 @@ pub(super) async fn sign_manifest(
             first_at_or_after(&store, size, from)?,
             first_at_or_after(&store, size, to)?,
         );
+        if from >= to {
+            return Ok(Some("the period is empty: from must be before to".into()));
+        }
         if (start, end) != (m.index_range.start, m.index_range.end) {
             return Ok(Some(format!(
                 "the period is entries {start}..{end} at size {size}"
             )));
         }
-        let (summary, context) = summarize(&store, start, end)?;
+        let (want, context) = summary_hash(&store, start, end, None)?;
         let boundaries = u64::from(start > 0) + u64::from(end < size);
         if (m.rows.events, m.rows.context, m.rows.boundaries) != (end - start, context, boundaries)
         {
@@ -215,7 +242,6 @@ pub(super) async fn sign_manifest(
                 end - start
             )));
         }
-        let want = blake3::hash(&json_bytes(&summary)).to_hex().to_string();
         if m.files.get(files::SUMMARY) != Some(&want) {
             return Ok(Some(
                 "summary.json is not the log's own summary of the period".into(),
@@ -231,7 +257,11 @@ pub(super) async fn sign_manifest(
             "/files",
         ));
     }
-    tracing::info!(size = checkpoint.size, "signed a bundle manifest");
+    tracing::info!(
+        size = checkpoint.size,
+        auditor = %auditor,
+        "signed a bundle manifest"
+    );
     Ok(Json(
         json!({"signature": B64.encode(signer.sign_bytes(&body))}),
     ))

@@ -385,7 +385,7 @@ async fn get_request(
     );
     body.extend_from_slice(b",\"entries\":[");
     let mut count = 0;
-    for index in store.request_indexes(&request_id, size, MAX_REQUEST_ENTRIES)? {
+    for index in store.request_indexes(&request_id, 0, size, MAX_REQUEST_ENTRIES)? {
         let leaf = store.entry(index)?.ok_or_else(|| {
             ApiError::Internal(format!("request index points at missing entry {index}"))
         })?;

@@ -607,6 +607,13 @@ async fn export_over_http_with_an_auditor_token_matches_the_data_dir_export() {
     // The manifest endpoint signs only manifests naming one of the log's own checkpoints.
     let mut m: Value =
         serde_json::from_slice(&std::fs::read(local.join(files::MANIFEST)).unwrap()).unwrap();
+    // The manifest as `ledger export` serializes it (struct field order, pretty).
+    let canonical = |v: &serde_json::Value| {
+        serde_json::to_vec_pretty(
+            &serde_json::from_value::<ledger::bundle::Manifest>(v.clone()).unwrap(),
+        )
+        .unwrap()
+    };
     let sign = |body: Vec<u8>| {
         c.post(format!("{base}/v1/export/manifest-signature"))
             .bearer_auth(&f.auditor)
@@ -614,40 +621,28 @@ async fn export_over_http_with_an_auditor_token_matches_the_data_dir_export() {
             .body(body)
             .send()
     };
+    assert_eq!(sign(canonical(&m)).await.unwrap().status(), 200);
+    // ... only in the form `ledger export` writes (no unknown fields, no duplicate keys) ...
     assert_eq!(
         sign(serde_json::to_vec(&m).unwrap())
             .await
             .unwrap()
             .status(),
-        200
+        400,
+        "compact JSON is not the canonical form"
     );
+    let mut extra = String::from_utf8(canonical(&m)).unwrap();
+    extra.insert_str(1, "\n  \"signed_by_the_log\": true,");
+    assert_eq!(sign(extra.into_bytes()).await.unwrap().status(), 400);
     // ... and only if its population is the log's own: a summary of fewer context rows is refused.
     let mut fewer = m.clone();
     fewer["rows"]["context"] = json!(1);
-    assert_eq!(
-        sign(serde_json::to_vec(&fewer).unwrap())
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
+    assert_eq!(sign(canonical(&fewer)).await.unwrap().status(), 400);
     let mut other_summary = m.clone();
     other_summary["files"]["summary.json"] = json!("00".repeat(32));
-    assert_eq!(
-        sign(serde_json::to_vec(&other_summary).unwrap())
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
+    assert_eq!(sign(canonical(&other_summary)).await.unwrap().status(), 400);
     m["checkpoint"]["root"] = json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
-    assert_eq!(
-        sign(serde_json::to_vec(&m).unwrap())
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
+    assert_eq!(sign(canonical(&m)).await.unwrap().status(), 400);
     let note = ledger::core::note::checkpoint_body(crate::common::ORIGIN, 1, &[0; 32]);
     assert_eq!(
         sign(note.into_bytes()).await.unwrap().status(),
