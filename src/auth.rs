@@ -1,4 +1,4 @@
-//! Writer credentials: bearer tokens for sources (enforcement points).
+//! Credentials: bearer tokens for sources (enforcement points), auditors and admins.
 //!
 //! Owns: token format, token hashing, constant-time checking, the in-memory credential table.
 //! Must not touch: HTTP (it gets a header value), storage layout (it gets and gives record bytes).
@@ -10,6 +10,7 @@
 //! so there is no dictionary to slow down.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -37,6 +38,12 @@ pub struct CredentialRecord {
     pub token_id: String,
     /// Hex BLAKE3 of the secret part.
     pub secret_hash: String,
+    /// When it was issued (RFC 3339), if known (records of version 0.1 have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// When it was revoked; a revoked record authenticates nothing and is kept for the audit trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
 }
 
 impl CredentialRecord {
@@ -76,6 +83,8 @@ pub fn new_token() -> Result<(String, CredentialRecord), AuthError> {
     let record = CredentialRecord {
         token_id: hex::encode(id),
         secret_hash: hex::encode(blake3::hash(secret.as_bytes()).as_bytes()),
+        created_at: None,
+        revoked_at: None,
     };
     Ok((format!("ldg_{}_{secret}", record.token_id), record))
 }
@@ -104,6 +113,9 @@ impl Credentials {
     ) -> Result<Self, AuthError> {
         let mut by_id = HashMap::new();
         for (name, role, record) in records {
+            if record.revoked_at.is_some() {
+                continue;
+            }
             let mut hash = [0u8; 32];
             hex::decode_to_slice(&record.secret_hash, &mut hash)
                 .map_err(|_| AuthError::CorruptRecord(name.to_owned()))?;
@@ -138,6 +150,38 @@ impl Credentials {
     }
 }
 
+/// The table the server authenticates against, replaced whole when an admin changes a credential,
+/// so a revocation takes effect on the next request.
+#[derive(Debug, Default)]
+pub struct SharedCredentials(RwLock<Arc<Credentials>>);
+
+impl SharedCredentials {
+    /// A shared table holding `credentials`.
+    #[must_use]
+    pub fn new(credentials: Credentials) -> Self {
+        Self(RwLock::new(Arc::new(credentials)))
+    }
+
+    /// The current table.
+    #[must_use]
+    pub fn current(&self) -> Arc<Credentials> {
+        Arc::clone(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Replaces the table.
+    pub fn replace(&self, credentials: Credentials) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(credentials);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +207,16 @@ mod tests {
         assert_eq!(creds.authenticate(&token[..20]), None);
         let again = CredentialRecord::from_bytes("ci", &record.to_bytes()).unwrap();
         assert_eq!(again, record);
+        let revoked = CredentialRecord {
+            revoked_at: Some("2026-11-21T00:00:00Z".into()),
+            ..record
+        };
+        let creds = Credentials::from_records([("ci", Role::Source, revoked)]).unwrap();
+        assert_eq!(
+            creds.authenticate(&token),
+            None,
+            "a revoked token authenticates nothing"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{Role, check_source_name, new_token};
+use crate::auth::{Role, check_source_name};
 use crate::http::Limits;
 use crate::keyfile;
 use crate::sequencer::{SequencerConfig, system_clock};
@@ -45,6 +45,9 @@ enum Command {
     /// Manage auditors: who may read entries and export bundles over HTTP (`export --server`).
     #[command(subcommand)]
     Auditors(CredentialCommand),
+    /// Manage admins: who may manage credentials over the admin API (and cannot write events).
+    #[command(subcommand)]
+    Admins(CredentialCommand),
     /// Write an evidence bundle for a period (safe while `ledger serve` runs on the data dir).
     Export(ExportArgs),
     /// Check an evidence bundle offline. Exit 0 only if every check passes, 1 if one fails.
@@ -177,32 +180,51 @@ struct VerifyArgs {
     json: bool,
 }
 
+/// Where credentials are managed: a stopped server's data dir, or a running server's admin API.
+#[derive(Debug, Args)]
+struct CredentialTarget {
+    /// The server's data directory (offline: the server must be stopped).
+    #[arg(
+        long,
+        env = "LEDGER_DATA_DIR",
+        default_value = "ledger-data",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+    /// A running server's base URL: use its admin API instead of the data dir.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// An admin token, with --server (from `ledger admins add`).
+    #[arg(
+        long,
+        env = "LEDGER_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum CredentialCommand {
-    /// Register one and print its bearer token once, as the last line of stdout.
-    /// Run with the server stopped.
+    /// Register one and print its bearer token once, as the last line of stdout. A revoked name
+    /// may be registered again (a new token: how a token is rotated).
     Add {
         /// Name: 1-64 of a-z 0-9 . _ - (a source's name is written into every entry it posts).
         name: String,
-        /// The server's data directory.
-        #[arg(
-            long,
-            env = "LEDGER_DATA_DIR",
-            default_value = "ledger-data",
-            value_name = "DIR"
-        )]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        target: CredentialTarget,
     },
-    /// List registered names and token ids (never tokens).
+    /// List names, token ids and revocations (never tokens).
     List {
-        /// The server's data directory.
-        #[arg(
-            long,
-            env = "LEDGER_DATA_DIR",
-            default_value = "ledger-data",
-            value_name = "DIR"
-        )]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        target: CredentialTarget,
+    },
+    /// Revoke a token: a running server refuses it from the next request on.
+    Revoke {
+        /// The name to revoke.
+        name: String,
+        #[command(flatten)]
+        target: CredentialTarget,
     },
 }
 
@@ -275,7 +297,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 fn hint_for(error: &anyhow::Error) -> Option<String> {
     let text = format!("{error:#}");
     if text.contains("is in use by another process") {
-        Some("stop `ledger serve` first, or point --data-dir at another directory".into())
+        Some("stop `ledger serve` first, or point --data-dir at another directory (credentials can be managed live: `--server URL --token ADMIN_TOKEN`)".into())
     } else if text.contains("belongs to the log with key") {
         Some(
             "start with the key this data dir was created with (--key), or use a new --data-dir"
@@ -299,6 +321,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Sources(cmd) => run_credentials(Role::Source, cmd),
         Command::Auditors(cmd) => run_credentials(Role::Auditor, cmd),
+        Command::Admins(cmd) => run_credentials(Role::Admin, cmd),
         Command::Export(args) => run_export(args),
         Command::Verify(args) => run_verify(args),
         Command::Bench(args) => run_bench(args),
@@ -366,43 +389,160 @@ fn run_bench(args: BenchArgs) -> Result<(), Failure> {
 }
 
 fn run_credentials(role: Role, cmd: CredentialCommand) -> Result<(), Failure> {
-    let what = match role {
-        Role::Source => "source",
-        Role::Auditor => "auditor",
+    let what = role.name();
+    let target = match &cmd {
+        CredentialCommand::Add { target, .. }
+        | CredentialCommand::List { target }
+        | CredentialCommand::Revoke { target, .. } => target,
     };
+    if let Some(url) = &target.server {
+        let token = target.token.clone().ok_or_else(|| Failure {
+            error: anyhow!("--server needs an admin token"),
+            hint: Some("pass --token or set LEDGER_ADMIN_TOKEN (from `ledger admins add`)".into()),
+            code: 2,
+        })?;
+        let api = AdminClient::new(url, token)?;
+        return match cmd {
+            CredentialCommand::Add { name, .. } => {
+                let v = api.send(
+                    api.client
+                        .post(api.url("/v1/admin/credentials"))
+                        .json(&serde_json::json!({"role": what, "name": name})),
+                )?;
+                print_issued(what, &name, v["token_id"].as_str().unwrap_or("?"));
+                println_safe(
+                    v["token"]
+                        .as_str()
+                        .ok_or_else(|| anyhow!("no token in the answer"))?,
+                );
+                Ok(())
+            }
+            CredentialCommand::List { .. } => {
+                let v = api.send(
+                    api.client
+                        .get(api.url(&format!("/v1/admin/credentials?role={what}"))),
+                )?;
+                for c in v["credentials"].as_array().into_iter().flatten() {
+                    let line = credential_line(
+                        c["name"].as_str().unwrap_or("?"),
+                        c["token_id"].as_str().unwrap_or("?"),
+                        c["revoked_at"].as_str(),
+                    );
+                    if !println_safe(&line) {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            CredentialCommand::Revoke { name, .. } => {
+                check_source_name(&name)?;
+                let path = format!("/v1/admin/credentials/{what}/{name}");
+                let v = api.send(api.client.delete(api.url(&path)))?;
+                println_safe(&format!(
+                    "revoked {what} {name:?} (token id {}) at {}",
+                    v["token_id"].as_str().unwrap_or("?"),
+                    v["revoked_at"].as_str().unwrap_or("?")
+                ));
+                Ok(())
+            }
+        };
+    }
     match cmd {
-        CredentialCommand::Add { name, data_dir } => {
+        CredentialCommand::Add { name, target } => {
             check_source_name(&name)?;
+            let data_dir = target.data_dir;
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("creating {}", data_dir.display()))?;
             let store = Store::open(&data_dir)
                 .with_context(|| format!("opening {}", data_dir.display()))?;
-            if store.credential(role, &name)?.is_some() {
-                return Err(Failure {
-                    error: anyhow!("{what} {name:?} already exists"),
-                    hint: Some(format!("pick another name; each {what} gets its own token")),
-                    code: 2,
-                });
-            }
-            let (token, record) = new_token()?;
-            store.put_credential(role, &name, &record.to_bytes())?;
-            println_safe(&format!(
-                "registered {what} {name:?} (token id {}); its bearer token follows and is shown only once:",
-                record.token_id
-            ));
+            let (token, info) = crate::admin::add(&store, role, &name).map_err(|e| Failure {
+                hint: matches!(e, crate::admin::AdminError::Exists { .. })
+                    .then(|| format!("pick another name, or `ledger {what}s revoke {name}` first")),
+                error: e.into(),
+                code: 2,
+            })?;
+            print_issued(what, &name, &info.token_id);
             println_safe(&token);
             Ok(())
         }
-        CredentialCommand::List { data_dir } => {
-            let store = open_existing(&data_dir)?;
-            for (name, bytes) in store.credentials(role)? {
-                let record = crate::auth::CredentialRecord::from_bytes(&name, &bytes)?;
-                if !println_safe(&format!("{name}\ttoken id {}", record.token_id)) {
+        CredentialCommand::List { target } => {
+            let store = open_existing(&target.data_dir)?;
+            for c in crate::admin::list(&store, Some(role))? {
+                if !println_safe(&credential_line(
+                    &c.name,
+                    &c.token_id,
+                    c.revoked_at.as_deref(),
+                )) {
                     break;
                 }
             }
             Ok(())
         }
+        CredentialCommand::Revoke { name, target } => {
+            let store = open_existing(&target.data_dir)?;
+            let c = crate::admin::revoke(&store, role, &name)?;
+            println_safe(&format!(
+                "revoked {what} {name:?} (token id {}) at {}",
+                c.token_id,
+                c.revoked_at.as_deref().unwrap_or("?")
+            ));
+            Ok(())
+        }
+    }
+}
+
+fn print_issued(what: &str, name: &str, token_id: &str) {
+    println_safe(&format!(
+        "registered {what} {name:?} (token id {token_id}); its bearer token follows and is shown only once:"
+    ));
+}
+
+fn credential_line(name: &str, token_id: &str, revoked_at: Option<&str>) -> String {
+    match revoked_at {
+        Some(t) => format!("{name}\ttoken id {token_id}\trevoked {t}"),
+        None => format!("{name}\ttoken id {token_id}"),
+    }
+}
+
+/// A running server's admin API.
+struct AdminClient {
+    client: reqwest::blocking::Client,
+    base: String,
+    token: String,
+}
+
+impl AdminClient {
+    fn new(url: &str, token: String) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            base: url.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn send(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> anyhow::Result<serde_json::Value> {
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .with_context(|| format!("reaching {}", self.base))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().unwrap_or_default();
+        if !status.is_success() {
+            bail!(
+                "server answered {status}: {}",
+                body["error"].as_str().unwrap_or("no error message")
+            );
+        }
+        Ok(body)
     }
 }
 

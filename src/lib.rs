@@ -12,7 +12,7 @@
 //! - [`store`]: RocksDB, the only module that names it. One synced `WriteBatch` per commit.
 //! - [`sequencer`]: the one writer: ordering, chaining, group commit, checkpoint signing.
 //! - [`http`]: the axum API; writes only through the sequencer.
-//! - [`auth`]: source tokens (stored hashed, checked in constant time).
+//! - [`auth`]: tokens (stored hashed, checked in constant time); [`admin`]: issuing and revoking them.
 //! - [`keyfile`]: the signing key on disk.
 //! - [`server`]: wiring and graceful shutdown; [`cli`]: the command line.
 //! - [`export`]: evidence bundles from a data dir (RocksDB secondary, safe beside a running server),
@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod auth;
 pub mod bench;
 pub mod bundle;

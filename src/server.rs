@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::auth::{AuthError, CredentialRecord, Credentials, Role};
+use crate::admin::AdminError;
+use crate::auth::SharedCredentials;
 use crate::core::note::SignerKey;
 use crate::http::{self, AppState, Limits};
 use crate::sequencer::{Sequencer, SequencerConfig, SequencerError};
@@ -38,26 +39,10 @@ pub enum ServeError {
     Sequencer(#[from] SequencerError),
     /// A stored credential is corrupt.
     #[error(transparent)]
-    Auth(#[from] AuthError),
+    Credentials(#[from] AdminError),
     /// The listener failed.
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Loads the source and auditor credentials stored in the data dir.
-pub fn load_credentials(store: &Store) -> Result<Credentials, ServeError> {
-    let mut records = Vec::new();
-    for role in [Role::Source, Role::Auditor] {
-        for (name, bytes) in store.credentials(role)? {
-            let record = CredentialRecord::from_bytes(&name, &bytes)?;
-            records.push((name, role, record));
-        }
-    }
-    Ok(Credentials::from_records(
-        records
-            .iter()
-            .map(|(n, role, r)| (n.as_str(), *role, r.clone())),
-    )?)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests finish,
@@ -68,12 +53,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let store = Arc::new(Store::open(&config.data_dir)?);
-    let credentials = load_credentials(&store)?;
+    let credentials = crate::admin::load(&store)?;
     if credentials.is_empty() {
         tracing::warn!(
-            "no sources registered: stop the server and run `ledger sources add NAME --data-dir DIR`"
+            "no credentials registered: stop the server and run `ledger admins add NAME --data-dir DIR` (or `sources add`)"
         );
     }
+    let registered = credentials.len();
     // Our own handle: after shutdown we wait to be the last holder, then drop it here, so the
     // database is closed (its lock released) on this thread before `serve` returns.
     let handle = Arc::clone(&store);
@@ -81,11 +67,13 @@ pub async fn serve(
     let (sequencer, writer) = Sequencer::start(store, config.key, config.sequencer)?;
     let state = AppState {
         sequencer,
-        credentials: Arc::new(credentials),
+        credentials: Arc::new(SharedCredentials::new(credentials)),
+        admin_lock: Arc::default(),
+        store: Arc::clone(&handle),
         signer,
         limits: config.limits,
     };
-    tracing::info!(addr = %listener.local_addr()?, sources = state.credentials.len(), "listening");
+    tracing::info!(addr = %listener.local_addr()?, credentials = registered, "listening");
     let app = http::router(state);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

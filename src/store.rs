@@ -15,6 +15,7 @@
 //! | `requests`    | request_id, 0x00, index u64           | (empty)                                |
 //! | `sources`     | source name                           | credential record (see `auth`)         |
 //! | `auditors`    | auditor name                          | credential record (see `auth`)         |
+//! | `admins`      | admin name                            | credential record (see `auth`)         |
 //! | `meta`        | name                                  | value                                  |
 
 use std::path::Path;
@@ -34,8 +35,9 @@ const CF_DEDUP: &str = "dedup";
 const CF_REQUESTS: &str = "requests";
 const CF_SOURCES: &str = "sources";
 const CF_AUDITORS: &str = "auditors";
+const CF_ADMINS: &str = "admins";
 const CF_META: &str = "meta";
-const ALL_CFS: [&str; 8] = [
+const ALL_CFS: [&str; 9] = [
     CF_ENTRIES,
     CF_NODES,
     CF_CHECKPOINTS,
@@ -43,6 +45,7 @@ const ALL_CFS: [&str; 8] = [
     CF_REQUESTS,
     CF_SOURCES,
     CF_AUDITORS,
+    CF_ADMINS,
     CF_META,
 ];
 
@@ -53,14 +56,36 @@ pub enum CredentialKind {
     Source,
     /// An auditor that reads entries and exports.
     Auditor,
+    /// An administrator that manages credentials (and cannot write events).
+    Admin,
 }
 
 impl CredentialKind {
+    /// Every kind.
+    pub const ALL: [Self; 3] = [Self::Source, Self::Auditor, Self::Admin];
+
     fn cf(self) -> &'static str {
         match self {
             Self::Source => CF_SOURCES,
             Self::Auditor => CF_AUDITORS,
+            Self::Admin => CF_ADMINS,
         }
+    }
+
+    /// The kind's name (`source`, `auditor`, `admin`).
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Source => "source",
+            Self::Auditor => "auditor",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// The kind named `name`.
+    #[must_use]
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
     }
 }
 
@@ -175,6 +200,11 @@ impl Store {
         opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
         opts.set_max_background_jobs(2);
         opts.set_bytes_per_sync(1 << 20);
+        // The small column families (checkpoints, meta) rarely fill a memtable, and an unflushed
+        // family keeps every WAL file alive: a 1 M-entry dir had kept 1 GB of them. Bounding the
+        // WALs makes RocksDB flush those families, which bounds recovery time and the memory a
+        // secondary (export) spends replaying the WAL at open.
+        opts.set_max_total_wal_size(128 << 20);
         let cfs = ALL_CFS
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));

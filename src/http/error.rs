@@ -149,3 +149,21 @@ impl From<crate::core::merkle::TreeError> for ApiError {
         }
     }
 }
+
+impl From<crate::admin::AdminError> for ApiError {
+    fn from(e: crate::admin::AdminError) -> Self {
+        use crate::admin::AdminError;
+        use crate::auth::AuthError;
+        match e {
+            AdminError::Exists { .. } => Self::Conflict {
+                details: vec![json!({"item": 0, "path": "/name", "message": e.to_string()})],
+                message: e.to_string(),
+            },
+            AdminError::NotFound { .. } => Self::NotFound(e.to_string()),
+            AdminError::Auth(AuthError::InvalidName(_)) => {
+                Self::bad_request(e.to_string(), "/name")
+            }
+            AdminError::Auth(_) | AdminError::Store(_) => Self::Internal(e.to_string()),
+        }
+    }
+}

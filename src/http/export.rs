@@ -159,7 +159,7 @@ pub(super) async fn sign_manifest(
     request: axum::extract::Request,
 ) -> Result<Json<Value>, ApiError> {
     // The token first: an unauthenticated client never gets a body buffered.
-    let auditor = authorize(&state, request.headers(), &[Role::Auditor])?.to_owned();
+    let auditor = authorize(&state, request.headers(), &[Role::Auditor])?;
     let body = Bytes::from_request(request, &state).await.map_err(
         |rejection: axum::extract::rejection::BytesRejection| match rejection.status() {
             axum::http::StatusCode::PAYLOAD_TOO_LARGE => {

@@ -5,8 +5,10 @@
 //!
 //! Public (no token): checkpoint, verifier key, proofs (hashes only, for monitors and witnesses),
 //! health. A source token is needed to write; a source or auditor token to read entries and request
-//! lifecycles (they hold the events' content); an auditor token for the export API.
+//! lifecycles (they hold the events' content); an auditor token for the export API; an admin token
+//! for the credential API (admins cannot write events or read entries).
 
+mod admin;
 pub mod error;
 mod export;
 
@@ -24,8 +26,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub use self::error::ApiError;
-use crate::auth::Credentials;
 pub use crate::auth::Role;
+use crate::auth::SharedCredentials;
 use crate::core::event::{PreparedEvent, parse_strict, prepare};
 use crate::core::hash::{Blake3, to_hex};
 use crate::core::merkle::{HashReader, NodeId, consistency_proof, inclusion_proof};
@@ -61,8 +63,12 @@ const MAX_REQUEST_ENTRIES: usize = 1000;
 pub struct AppState {
     /// The writer.
     pub sequencer: Sequencer,
-    /// Who may write and read.
-    pub credentials: Arc<Credentials>,
+    /// Who may write and read; replaced whole when an admin changes a credential.
+    pub credentials: Arc<SharedCredentials>,
+    /// Serializes credential changes (check-then-write).
+    pub admin_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The data dir (credential records; the log itself is written only by the sequencer).
+    pub store: Arc<crate::store::Store>,
     /// The log key, for signing export manifests (checkpoints are signed by the sequencer).
     pub signer: Arc<SignerKey>,
     /// Limits.
@@ -84,6 +90,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/export/rows", get(export::rows))
         .route("/v1/export/context", get(export::context))
         .route("/v1/export/manifest-signature", post(export::sign_manifest))
+        .route("/v1/admin/credentials", get(admin::list).post(admin::add))
+        .route(
+            "/v1/admin/credentials/{role}/{name}",
+            axum::routing::delete(admin::revoke),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -101,11 +112,7 @@ pub fn router(state: AppState) -> Router {
 
 /// The name behind the request's bearer token, if its role is one of `roles`. A valid token of
 /// another role gets 403; no token or an unknown one 401.
-fn authorize<'a>(
-    state: &'a AppState,
-    headers: &HeaderMap,
-    roles: &[Role],
-) -> Result<&'a str, ApiError> {
+fn authorize(state: &AppState, headers: &HeaderMap, roles: &[Role]) -> Result<String, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -114,14 +121,14 @@ fn authorize<'a>(
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or(ApiError::Unauthorized)?;
-    let principal = state
-        .credentials
+    let credentials = state.credentials.current();
+    let principal = credentials
         .authenticate(token.trim())
         .ok_or(ApiError::Unauthorized)?;
     if !roles.contains(&principal.role) {
         return Err(ApiError::Forbidden);
     }
-    Ok(principal.name)
+    Ok(principal.name.to_owned())
 }
 
 /// How the body of `POST /v1/events` is framed.
@@ -231,7 +238,7 @@ async fn post_events(
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     // Credentials and content type first: an unauthenticated client never gets a body buffered.
-    let source = authorize(&state, request.headers(), &[Role::Source])?.to_owned();
+    let source = authorize(&state, request.headers(), &[Role::Source])?;
     let framing = framing(request.headers())?;
     let body =
         Bytes::from_request(request, &state)

@@ -207,6 +207,61 @@ fn sources_add_while_serving_is_refused_with_a_hint() {
 }
 
 #[test]
+fn credentials_are_managed_on_a_running_server_and_tokens_are_never_logged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, keys) = data_dir_and_key(tmp.path());
+    let admin = add_credential("admins", "root", &dir);
+    let server = crate::common::Process::spawn(&dir, &keys.join("ledger.key"));
+    let live = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &server.base, "--token", &admin]);
+        ledger(&all)
+    };
+    let out = live(&["sources", "add", "edge"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let token = stdout.lines().last().unwrap().to_owned();
+    assert!(token.starts_with("ldg_"), "{stdout}");
+    let client = reqwest::blocking::Client::new();
+    let post = |t: &str| {
+        client
+            .post(format!("{}/v1/events", server.base))
+            .bearer_auth(t)
+            .json(&crate::common::event(1))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(post(&token), 200);
+    let list = live(&["sources", "list"]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("edge\ttoken id"));
+    let revoke = live(&["sources", "revoke", "edge"]);
+    assert!(revoke.status.success(), "{}", stderr(&revoke));
+    assert_eq!(post(&token), 401, "revoked on the next request");
+    // A wrong admin token is refused with the server's reason, and exit code 2.
+    let out = ledger(&[
+        "sources",
+        "list",
+        "--server",
+        &server.base,
+        "--token",
+        &token,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+    // Secrets never reach the log (token ids do, for the audit trail).
+    let log = server.log();
+    for secret in [&token[21..], &admin[21..]] {
+        assert!(!log.contains(secret), "a token secret was logged");
+    }
+    assert!(
+        log.contains(&token[4..20]),
+        "issuing and revoking are logged by token id"
+    );
+}
+
+#[test]
 fn sigterm_stops_gracefully_and_keeps_every_answered_event() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, keys) = data_dir_and_key(tmp.path());

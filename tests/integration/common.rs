@@ -6,7 +6,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ledger::auth::new_token;
 use ledger::core::note::{SignerKey, VerifierKey};
 use ledger::http::Limits;
 use ledger::sequencer::SequencerConfig;
@@ -25,24 +24,21 @@ pub fn verifier() -> VerifierKey {
     test_key().verifier().clone()
 }
 
-/// Registers a source in a (stopped) data dir, as `ledger sources add` does; returns its token.
-pub fn add_source(data_dir: &Path, name: &str) -> String {
+/// Registers a credential in a (stopped) data dir, as `ledger sources|auditors|admins add` does;
+/// returns its token.
+pub fn add_credential(data_dir: &Path, kind: CredentialKind, name: &str) -> String {
     let store = Store::open(data_dir).unwrap();
-    let (token, record) = new_token().unwrap();
-    store
-        .put_credential(CredentialKind::Source, name, &record.to_bytes())
-        .unwrap();
-    token
+    ledger::admin::add(&store, kind, name).unwrap().0
 }
 
-/// Registers an auditor, as `ledger auditors add` does; returns its token.
+/// Registers a source; returns its token.
+pub fn add_source(data_dir: &Path, name: &str) -> String {
+    add_credential(data_dir, CredentialKind::Source, name)
+}
+
+/// Registers an auditor; returns its token.
 pub fn add_auditor(data_dir: &Path, name: &str) -> String {
-    let store = Store::open(data_dir).unwrap();
-    let (token, record) = new_token().unwrap();
-    store
-        .put_credential(CredentialKind::Auditor, name, &record.to_bytes())
-        .unwrap();
-    token
+    add_credential(data_dir, CredentialKind::Auditor, name)
 }
 
 /// A schema-valid event; `n` makes ids unique.
@@ -198,6 +194,7 @@ impl Drop for TestServer {
 pub struct Process {
     pub child: Child,
     pub base: String,
+    log: Arc<std::sync::Mutex<String>>,
 }
 
 impl Process {
@@ -215,10 +212,16 @@ impl Process {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+                drop(all);
                 if !sent && let Some(addr) = line.split("addr=").nth(1) {
                     let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
                     sent = true;
@@ -231,7 +234,13 @@ impl Process {
         Self {
             child,
             base: format!("http://{addr}"),
+            log,
         }
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 
     pub fn kill9(&mut self) {

@@ -1,6 +1,7 @@
 //! One integration-test binary (one link, shared helpers). Modules by feature; regression tests are
 //! named after the bug they pin.
 
+mod admin;
 mod api;
 mod bundle;
 mod cli;
