@@ -49,6 +49,9 @@ enum Command {
     Export(ExportArgs),
     /// Check an evidence bundle offline. Exit 0 only if every check passes, 1 if one fails.
     Verify(VerifyArgs),
+    /// Audit a data dir: every entry, chain link, tree node, index record and checkpoint. Never
+    /// writes to it (safe beside a running server, or on a backup). Exit 0 if clean, 1 if damaged.
+    Fsck(FsckArgs),
     /// Drive a running server with unique events and report events/s, latency and the floor ratio.
     Bench(BenchArgs),
 }
@@ -177,6 +180,25 @@ struct VerifyArgs {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+struct FsckArgs {
+    /// The data dir to audit (opened read-only; the server may keep running).
+    #[arg(
+        long,
+        env = "LEDGER_DATA_DIR",
+        default_value = "ledger-data",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+    /// The log's verifier key (e.g. ledger.pub): the data dir's recorded key must be this one.
+    /// Without it, checkpoints are checked with the key recorded in the data dir.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum CredentialCommand {
     /// Register one and print its bearer token once, as the last line of stdout.
@@ -301,6 +323,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Auditors(cmd) => run_credentials(Role::Auditor, cmd),
         Command::Export(args) => run_export(args),
         Command::Verify(args) => run_verify(args),
+        Command::Fsck(args) => run_fsck(args),
         Command::Bench(args) => run_bench(args),
     }
 }
@@ -563,6 +586,62 @@ fn run_verify(args: VerifyArgs) -> Result<(), Failure> {
             hint: None,
             code: 1,
         })
+    }
+}
+
+fn run_fsck(args: FsckArgs) -> Result<(), Failure> {
+    if !args.data_dir.join("CURRENT").is_file() {
+        return Err(Failure {
+            error: anyhow!("{} is not a ledger data dir", args.data_dir.display()),
+            hint: Some("point --data-dir at the directory `ledger serve` uses, or a backup".into()),
+            code: 2,
+        });
+    }
+    let key = match &args.key_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Some(
+                crate::core::note::VerifierKey::parse(text.trim()).map_err(|e| Failure {
+                    error: anyhow!("{}: {e}", path.display()),
+                    hint: Some(
+                        "did you pass the private key? use the verifier key (ledger.pub)".into(),
+                    ),
+                    code: 2,
+                })?,
+            )
+        }
+    };
+    let report = crate::fsck::fsck_dir(&args.data_dir, key.as_ref(), !args.json)
+        .with_context(|| format!("checking {}", args.data_dir.display()))?;
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out))
+    } else {
+        crate::fsck::print_lines(&report, &mut out)
+    };
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
+    }
+    match report.first() {
+        None => Ok(()),
+        Some(first) => Err(Failure {
+            error: anyhow!(
+                "{} failed fsck: {} problems, the first at {}",
+                args.data_dir.display(),
+                report.problems_total,
+                first.location
+            ),
+            hint: Some(
+                "restore from the newest backup that passes fsck; keep this copy for investigation"
+                    .into(),
+            ),
+            code: 1,
+        }),
     }
 }
 

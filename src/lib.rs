@@ -19,6 +19,7 @@
 //!   with [`bundle`] (Parquet rows, manifest), [`report`] (HTML) and [`oscal`] (FedRAMP).
 //! - [`verify`]: offline bundle verification; needs no RocksDB, trusts only the user's key.
 //! - [`bench`]: the load generator and storage floor behind `ledger bench`.
+//! - [`fsck`]: the full `O(n)` audit of a data dir (every leaf, chain link, node, checkpoint).
 //!
 //! docs/architecture.md walks the life of one event through these; docs/formats.md specifies every
 //! byte an outside verifier depends on.
@@ -32,6 +33,7 @@ pub mod bundle;
 pub mod cli;
 pub mod core;
 pub mod export;
+pub mod fsck;
 pub mod http;
 pub mod keyfile;
 pub mod oscal;

@@ -6,6 +6,7 @@ mod bundle;
 mod cli;
 mod common;
 mod crash;
+mod fsck;
 mod layering;
 mod restart;
 mod vectors;
