@@ -52,6 +52,9 @@ enum Command {
     /// Audit a data dir: every entry, chain link, tree node, index record and checkpoint. Never
     /// writes to it (safe beside a running server, or on a backup). Exit 0 if clean, 1 if damaged.
     Fsck(FsckArgs),
+    /// Copy a data dir consistently into a new directory, also while `ledger serve` writes to it
+    /// (the server makes the copy when it holds the data dir).
+    Backup(BackupArgs),
     /// Drive a running server with unique events and report events/s, latency and the floor ratio.
     Bench(BenchArgs),
 }
@@ -199,6 +202,22 @@ struct FsckArgs {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+struct BackupArgs {
+    /// The data dir to copy.
+    #[arg(
+        long,
+        env = "LEDGER_DATA_DIR",
+        default_value = "ledger-data",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+    /// Directory to create with the copy (must not exist). On another file system or disk for a
+    /// copy that survives the loss of this one: on the same one, table files are hard-linked.
+    #[arg(long, value_name = "DIR2")]
+    out: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum CredentialCommand {
     /// Register one and print its bearer token once, as the last line of stdout.
@@ -324,6 +343,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Export(args) => run_export(args),
         Command::Verify(args) => run_verify(args),
         Command::Fsck(args) => run_fsck(args),
+        Command::Backup(args) => run_backup(args),
         Command::Bench(args) => run_bench(args),
     }
 }
@@ -643,6 +663,51 @@ fn run_fsck(args: FsckArgs) -> Result<(), Failure> {
             code: 1,
         }),
     }
+}
+
+fn run_backup(args: BackupArgs) -> Result<(), Failure> {
+    use crate::backup::{BackupError, Method, backup};
+    let done = backup(&args.data_dir, &args.out).map_err(|e| {
+        let hint = match &e {
+            BackupError::OutExists(_) => Some("choose a new --out directory".to_owned()),
+            BackupError::OutInside(_) => {
+                Some("put --out outside --data-dir, ideally on another disk".to_owned())
+            }
+            BackupError::NotDataDir(_) => {
+                Some("point --data-dir at the directory `ledger serve` uses".to_owned())
+            }
+            BackupError::NoSocket(..) => Some(
+                "is that server an older version, or its data dir path too long for a Unix socket? stop it and run the backup offline".to_owned(),
+            ),
+            _ => None,
+        };
+        Failure {
+            error: e.into(),
+            hint,
+            code: 2,
+        }
+    })?;
+    let by = match done.method {
+        Method::Server => "made by the running server",
+        Method::Offline => "made offline",
+    };
+    let size = done.tree_size.map_or_else(
+        || "no checkpoint yet".to_owned(),
+        |s| format!("tree size {s}"),
+    );
+    println_safe(&format!(
+        "wrote {}: a consistent copy at {size} ({by}); audit it with `ledger fsck --data-dir {}`",
+        args.out.display(),
+        args.out.display()
+    ));
+    let key = args.data_dir.join(keyfile::KEY_FILE);
+    if key.exists() {
+        println_safe(&format!(
+            "note: the signing key {} is not in the copy; keep it backed up separately, and serve a restored copy with --key",
+            key.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Opens a data dir for reading: it must exist (a typo should not create one).

@@ -20,6 +20,8 @@
 //! - [`verify`]: offline bundle verification; needs no RocksDB, trusts only the user's key.
 //! - [`bench`]: the load generator and storage floor behind `ledger bench`.
 //! - [`fsck`]: the full `O(n)` audit of a data dir (every leaf, chain link, node, checkpoint).
+//! - [`backup`]: consistent copies of a data dir, made by the running server (control socket) or
+//!   offline.
 //!
 //! docs/architecture.md walks the life of one event through these; docs/formats.md specifies every
 //! byte an outside verifier depends on.
@@ -28,6 +30,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod backup;
 pub mod bench;
 pub mod bundle;
 pub mod cli;

@@ -2,6 +2,7 @@
 //! named after the bug they pin.
 
 mod api;
+mod backup;
 mod bundle;
 mod cli;
 mod common;
