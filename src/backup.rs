@@ -132,11 +132,14 @@ pub fn backup(data_dir: &Path, out: &Path) -> Result<Backup, BackupError> {
             ask_server(stream, &socket, &out)?;
             Method::Server
         }
-        // No socket, or one left behind by a server that is gone: nobody serves this data dir.
+        // No socket, one left behind by a server that is gone, or a path too long for a socket
+        // (so no server could have bound it either): copy offline, unless the data dir is in use.
         Err(e)
             if matches!(
                 e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::InvalidInput
             ) =>
         {
             let store = match Store::open(data_dir) {

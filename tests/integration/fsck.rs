@@ -377,6 +377,20 @@ async fn fsck_names_an_edited_deleted_swapped_or_forged_checkpoint() {
             .contains("root"),
         "{report:#}"
     );
+
+    // A well-signed, correct checkpoint at a size where no commit ended: the idempotency records
+    // place the commits, so it is out of place.
+    let dir = corrupted(&base, "added-cp", |s| {
+        let root = ledger::core::merkle::tree_hash::<Blake3>(10, s).unwrap();
+        let note = test_key().sign_note(&checkpoint_body(crate::common::ORIGIN, 10, &root));
+        s.raw_put("checkpoints", &10u64.to_be_bytes(), note.as_bytes())
+            .unwrap();
+    });
+    assert_first(
+        &dir,
+        "added checkpoint",
+        json!({"at": "checkpoint", "size": 10}),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
