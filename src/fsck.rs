@@ -274,34 +274,23 @@ impl<'a> Scan<'a> {
     /// increasing index order. Stored nodes skipped on the way are reported as strays.
     fn stored_node(&mut self, id: NodeId) -> Result<Option<Hash>, StoreError> {
         loop {
-            let next = match self.level(id.level).peek() {
-                None => return Ok(None),
-                Some(Ok((index, hash))) => Ok((*index, *hash)),
-                Some(Err(_)) => Err(()),
-            };
-            match next {
-                Err(()) => {
-                    let Some(Err(e)) = self.level(id.level).next() else {
-                        unreachable!("peeked an error");
-                    };
-                    return Err(e);
-                }
-                Ok((index, hash)) if index == id.index => {
-                    self.level(id.level).next();
-                    return Ok(Some(hash));
-                }
-                Ok((index, _)) if index > id.index => return Ok(None),
-                Ok((index, _)) => {
-                    self.level(id.level).next();
-                    self.problem(
-                        Location::Node {
-                            level: id.level,
-                            index,
-                        },
-                        "stored but not a node of the tree",
-                    );
-                }
+            let iter = self.level(id.level);
+            let before = |item: &Result<(u64, Hash), StoreError>| matches!(item, Ok((index, _)) if *index < id.index);
+            if let Some(Ok((index, _))) = iter.next_if(before) {
+                let at = Location::Node {
+                    level: id.level,
+                    index,
+                };
+                self.problem(at, "stored but not a node of the tree");
+                continue;
             }
+            let wanted = |item: &Result<(u64, Hash), StoreError>| {
+                item.is_err() || matches!(item, Ok((index, _)) if *index == id.index)
+            };
+            return match iter.next_if(wanted) {
+                Some(item) => item.map(|(_, hash)| Some(hash)),
+                None => Ok(None),
+            };
         }
     }
 
@@ -382,35 +371,27 @@ impl<'a> Scan<'a> {
         verifier: Option<&VerifierKey>,
     ) -> Result<(), FsckError> {
         let mut found = false;
-        while let Some(next) = checkpoints.peek() {
-            match next {
-                Ok((s, _)) if *s > size => break,
-                Ok((s, _)) if *s < size => {
-                    // Unreachable with sorted keys (every size is visited in order); consumed so
-                    // that it cannot hold up the walk.
-                    let s = *s;
-                    checkpoints.next();
-                    self.problem(Location::Checkpoint { size: s }, "stored out of key order");
-                }
-                Ok(_) => {
-                    let Some(Ok((_, note))) = checkpoints.next() else {
-                        unreachable!("peeked a checkpoint");
-                    };
+        let due = |item: &Result<(u64, Vec<u8>), StoreError>| {
+            item.is_err() || matches!(item, Ok((s, _)) if *s <= size)
+        };
+        while let Some(item) = checkpoints.next_if(due) {
+            match item {
+                Ok((s, note)) if s == size => {
                     found = true;
                     self.check_note(size, &note, frontier, verifier);
                 }
-                Err(_) => {
-                    let Some(Err(e)) = checkpoints.next() else {
-                        unreachable!("peeked an error");
-                    };
-                    // A key that does not decode (skipped), or a read failure (the iterator ends).
-                    self.damage(
-                        Location::ColumnFamily {
-                            name: "checkpoints",
-                        },
-                        e,
-                    )?;
+                // Unreachable with sorted keys (every size is visited in order); consumed so
+                // that it cannot hold up the walk.
+                Ok((s, _)) => {
+                    self.problem(Location::Checkpoint { size: s }, "stored out of key order");
                 }
+                // A key that does not decode (skipped), or a read failure (the iterator ends).
+                Err(e) => self.damage(
+                    Location::ColumnFamily {
+                        name: "checkpoints",
+                    },
+                    e,
+                )?,
             }
         }
         match (commit_end, found) {
