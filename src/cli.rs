@@ -52,6 +52,12 @@ enum Command {
     Export(ExportArgs),
     /// Check an evidence bundle offline. Exit 0 only if every check passes, 1 if one fails.
     Verify(VerifyArgs),
+    /// Audit a data dir: every entry, chain link, tree node, index record and checkpoint. Never
+    /// writes to it (safe beside a running server, or on a backup). Exit 0 if clean, 1 if damaged.
+    Fsck(FsckArgs),
+    /// Copy a data dir consistently into a new directory, also while `ledger serve` writes to it
+    /// (the server makes the copy when it holds the data dir).
+    Backup(BackupArgs),
     /// Drive a running server with unique events and report events/s, latency and the floor ratio.
     Bench(BenchArgs),
 }
@@ -204,6 +210,41 @@ struct CredentialTarget {
     token: Option<String>,
 }
 
+#[derive(Debug, Args)]
+struct FsckArgs {
+    /// The data dir to audit (opened read-only; the server may keep running).
+    #[arg(
+        long,
+        env = "LEDGER_DATA_DIR",
+        default_value = "ledger-data",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+    /// The log's verifier key (e.g. ledger.pub): the data dir's recorded key must be this one.
+    /// Without it, checkpoints are checked with the key recorded in the data dir.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct BackupArgs {
+    /// The data dir to copy.
+    #[arg(
+        long,
+        env = "LEDGER_DATA_DIR",
+        default_value = "ledger-data",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+    /// Directory to create with the copy (must not exist). On another file system or disk for a
+    /// copy that survives the loss of this one: on the same one, table files are hard-linked.
+    #[arg(long, value_name = "DIR2")]
+    out: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum CredentialCommand {
     /// Register one and print its bearer token once, as the last line of stdout. A revoked name
@@ -324,6 +365,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Admins(cmd) => run_credentials(Role::Admin, cmd),
         Command::Export(args) => run_export(args),
         Command::Verify(args) => run_verify(args),
+        Command::Fsck(args) => run_fsck(args),
+        Command::Backup(args) => run_backup(args),
         Command::Bench(args) => run_bench(args),
     }
 }
@@ -704,6 +747,107 @@ fn run_verify(args: VerifyArgs) -> Result<(), Failure> {
             code: 1,
         })
     }
+}
+
+fn run_fsck(args: FsckArgs) -> Result<(), Failure> {
+    if !args.data_dir.join("CURRENT").is_file() {
+        return Err(Failure {
+            error: anyhow!("{} is not a ledger data dir", args.data_dir.display()),
+            hint: Some("point --data-dir at the directory `ledger serve` uses, or a backup".into()),
+            code: 2,
+        });
+    }
+    let key = match &args.key_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Some(
+                crate::core::note::VerifierKey::parse(text.trim()).map_err(|e| Failure {
+                    error: anyhow!("{}: {e}", path.display()),
+                    hint: Some(
+                        "did you pass the private key? use the verifier key (ledger.pub)".into(),
+                    ),
+                    code: 2,
+                })?,
+            )
+        }
+    };
+    let report = crate::fsck::fsck_dir(&args.data_dir, key.as_ref(), !args.json)
+        .with_context(|| format!("checking {}", args.data_dir.display()))?;
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out))
+    } else {
+        crate::fsck::print_lines(&report, &mut out)
+    };
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
+    }
+    match report.first() {
+        None => Ok(()),
+        Some(first) => Err(Failure {
+            error: anyhow!(
+                "{} failed fsck: {} problems, the first at {}",
+                args.data_dir.display(),
+                report.problems_total,
+                first.location
+            ),
+            hint: Some(
+                "restore from the newest backup that passes fsck; keep this copy for investigation"
+                    .into(),
+            ),
+            code: 1,
+        }),
+    }
+}
+
+fn run_backup(args: BackupArgs) -> Result<(), Failure> {
+    use crate::backup::{BackupError, Method, backup};
+    let done = backup(&args.data_dir, &args.out).map_err(|e| {
+        let hint = match &e {
+            BackupError::OutExists(_) => Some("choose a new --out directory".to_owned()),
+            BackupError::OutInside(_) => {
+                Some("put --out outside --data-dir, ideally on another disk".to_owned())
+            }
+            BackupError::NotDataDir(_) => {
+                Some("point --data-dir at the directory `ledger serve` uses".to_owned())
+            }
+            BackupError::NoSocket(..) => Some(
+                "is that server an older version, or its data dir path too long for a Unix socket? stop it and run the backup offline".to_owned(),
+            ),
+            _ => None,
+        };
+        Failure {
+            error: e.into(),
+            hint,
+            code: 2,
+        }
+    })?;
+    let by = match done.method {
+        Method::Server => "made by the running server",
+        Method::Offline => "made offline",
+    };
+    let size = done.tree_size.map_or_else(
+        || "no checkpoint yet".to_owned(),
+        |s| format!("tree size {s}"),
+    );
+    println_safe(&format!(
+        "wrote {}: a consistent copy at {size} ({by}); audit it with `ledger fsck --data-dir {}`",
+        args.out.display(),
+        args.out.display()
+    ));
+    let key = args.data_dir.join(keyfile::KEY_FILE);
+    if key.exists() {
+        println_safe(&format!(
+            "note: the signing key {} is not in the copy; keep it backed up separately, and serve a restored copy with --key",
+            key.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Opens a data dir for reading: it must exist (a typo should not create one).

@@ -20,6 +20,9 @@
 //! - [`summary`]: `summary.json` in bounded memory, over [`spill`] (an external merge sort).
 //! - [`verify`]: offline bundle verification; needs no RocksDB, trusts only the user's key.
 //! - [`bench`]: the load generator and storage floor behind `ledger bench`.
+//! - [`fsck`]: the full `O(n)` audit of a data dir (every leaf, chain link, node, checkpoint).
+//! - [`backup`]: consistent copies of a data dir, made by the running server (control socket) or
+//!   offline.
 //!
 //! docs/architecture.md walks the life of one event through these; docs/formats.md specifies every
 //! byte an outside verifier depends on.
@@ -29,11 +32,13 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backup;
 pub mod bench;
 pub mod bundle;
 pub mod cli;
 pub mod core;
 pub mod export;
+pub mod fsck;
 pub mod http;
 pub mod keyfile;
 pub mod oscal;

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::admin::AdminError;
 use crate::auth::SharedCredentials;
+use crate::backup::ControlSocket;
 use crate::core::note::SignerKey;
 use crate::http::{self, AppState, Limits};
 use crate::sequencer::{Sequencer, SequencerConfig, SequencerError};
@@ -73,11 +74,33 @@ pub async fn serve(
         signer,
         limits: config.limits,
     };
+    // `ledger backup` asks for a checkpoint over a Unix socket in the data dir (only this process
+    // can make a consistent one; see `backup`). Bound now that the data dir is ours and checked.
+    let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
+    let control = match ControlSocket::bind(&config.data_dir) {
+        Ok(socket) => {
+            tracing::info!(socket = %socket.path().display(), "backup requests accepted");
+            Some(tokio::spawn(socket.run(Arc::clone(&handle), async {
+                let _ = control_stopped.await;
+            })))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no control socket in the data dir: `ledger backup` cannot reach this server");
+            None
+        }
+    };
     tracing::info!(addr = %listener.local_addr()?, credentials = registered, "listening");
     let app = http::router(state);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
+    // A backup in progress finishes before the store closes.
+    let _ = stop_control.send(());
+    if let Some(control) = control {
+        control
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    }
     // Every Sequencer handle lived in the router and in-flight requests, now all dropped: the
     // writer drains its queue, commits, and exits.
     tokio::task::spawn_blocking(move || writer.join())

@@ -110,6 +110,19 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// True when the stored data itself is damaged (a value of the wrong shape, or a RocksDB
+    /// checksum or format failure), as opposed to an I/O or usage error.
+    #[must_use]
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            Self::Corrupt(_) => true,
+            Self::Rocks(e) => e.kind() == rocksdb::ErrorKind::Corruption,
+            Self::InUse(_) => false,
+        }
+    }
+}
+
 /// What the idempotency index remembers of an appended event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DedupRecord {
@@ -212,15 +225,21 @@ impl Store {
         let store = Self { db };
         match store.meta(META_FORMAT)? {
             None => store.put_meta(META_FORMAT, FORMAT_VERSION)?,
-            Some(v) if v == FORMAT_VERSION => {}
-            Some(v) => {
-                return Err(StoreError::Corrupt(format!(
-                    "unknown storage format {:?}",
-                    String::from_utf8_lossy(&v)
-                )));
-            }
+            Some(_) => store.check_format()?,
         }
         Ok(store)
+    }
+
+    /// Checks the recorded storage format version is the one this build reads.
+    pub fn check_format(&self) -> Result<(), StoreError> {
+        match self.meta(META_FORMAT)? {
+            Some(v) if v == FORMAT_VERSION => Ok(()),
+            Some(v) => Err(StoreError::Corrupt(format!(
+                "unknown storage format {:?}",
+                String::from_utf8_lossy(&v)
+            ))),
+            None => Err(StoreError::Corrupt("no storage format recorded".into())),
+        }
     }
 
     /// Opens the data dir at `primary` as a RocksDB *secondary* instance, read-only and safe while
@@ -414,6 +433,121 @@ impl Store {
             .collect()
     }
 
+    /// The stored nodes of tree level `level`, in index order, as `(index, hash)`.
+    pub fn nodes_at_level(
+        &self,
+        level: u8,
+    ) -> impl Iterator<Item = Result<(u64, Hash), StoreError>> + '_ {
+        let start = node_key(NodeId { level, index: 0 });
+        self.db
+            .iterator_cf(
+                self.cf(CF_NODES),
+                IteratorMode::From(&start, Direction::Forward),
+            )
+            .map(|item| {
+                let (k, v) = item?;
+                let id = decode_node_key(&k)?;
+                let hash = <[u8; 32]>::try_from(&*v).map_err(|_| {
+                    StoreError::Corrupt(format!(
+                        "node level {} index {} is not 32 bytes",
+                        id.level, id.index
+                    ))
+                })?;
+                Ok((id, hash))
+            })
+            .take_while(move |item| !matches!(item, Ok((id, _)) if id.level != level))
+            .map(|item| item.map(|(id, hash)| (id.index, hash)))
+    }
+
+    /// Every stored checkpoint in tree-size order, as `(size, note bytes)` (not decoded, so a
+    /// damaged note is reported by its size rather than failing the scan).
+    pub fn checkpoints(&self) -> impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + '_ {
+        self.db
+            .iterator_cf(self.cf(CF_CHECKPOINTS), IteratorMode::Start)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((decode_u64(&k, "checkpoint key")?, v.to_vec()))
+            })
+    }
+
+    /// The idempotency record of one key.
+    pub fn dedup_get(&self, key: &[u8]) -> Result<Option<DedupRecord>, StoreError> {
+        self.db
+            .get_pinned_cf(self.cf(CF_DEDUP), key)?
+            .map(|v| DedupRecord::decode(&v))
+            .transpose()
+    }
+
+    /// Whether the request index lists entry `index` under `request_id`.
+    pub fn request_has(&self, request_id: &str, index: u64) -> Result<bool, StoreError> {
+        let mut key = Vec::with_capacity(request_id.len() + 9);
+        key.extend_from_slice(request_id.as_bytes());
+        key.push(0);
+        key.extend_from_slice(&index.to_be_bytes());
+        Ok(self.db.get_pinned_cf(self.cf(CF_REQUESTS), key)?.is_some())
+    }
+
+    /// Number of idempotency records and of request-index keys (full scans of their keys).
+    pub fn index_record_counts(&self) -> Result<(u64, u64), StoreError> {
+        let count = |cf: &str| -> Result<u64, StoreError> {
+            let mut iter = self.db.raw_iterator_cf(self.cf(cf));
+            iter.seek_to_first();
+            let mut n = 0u64;
+            while iter.valid() {
+                n += 1;
+                iter.next();
+            }
+            iter.status()?;
+            Ok(n)
+        };
+        Ok((count(CF_DEDUP)?, count(CF_REQUESTS)?))
+    }
+
+    /// Writes a consistent copy of this open data dir into `out`, which must not exist, with
+    /// RocksDB's Checkpoint API: memtables are flushed, table files are hard-linked when `out` is
+    /// on the same file system (copied otherwise), the MANIFEST and the live WAL are copied up to
+    /// what had been written, and everything is fsync'd. Every commit is one `WriteBatch`, so the
+    /// copy holds exactly the commits that finished before some instant during the call: a
+    /// prefix of the log, with its checkpoint. The copy opens as a data dir of its own.
+    ///
+    /// Only the process that holds the data dir open can do this (a secondary instance cannot:
+    /// it would hard-link the primary's live WAL, which keeps growing, and race its compactions).
+    pub fn backup_to(&self, out: &Path) -> Result<(), StoreError> {
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
+        checkpoint.create_checkpoint(out)?;
+        Ok(())
+    }
+
+    /// Test support: overwrites one raw key of a column family, bypassing every invariant (as a
+    /// tampering operator with disk access would). Not for use outside tests.
+    #[doc(hidden)]
+    pub fn raw_put(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let handle = self.raw_cf(cf)?;
+        self.db.put_cf(handle, key, value)?;
+        Ok(())
+    }
+
+    /// Test support: deletes one raw key of a column family (see [`Store::raw_put`]).
+    #[doc(hidden)]
+    pub fn raw_delete(&self, cf: &str, key: &[u8]) -> Result<(), StoreError> {
+        let handle = self.raw_cf(cf)?;
+        self.db.delete_cf(handle, key)?;
+        Ok(())
+    }
+
+    /// Test support: reads one raw key of a column family (see [`Store::raw_put`]).
+    #[doc(hidden)]
+    pub fn raw_get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let handle = self.raw_cf(cf)?;
+        Ok(self.db.get_cf(handle, key)?)
+    }
+
+    fn raw_cf(&self, cf: &str) -> Result<&ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(cf)
+            .ok_or_else(|| StoreError::Corrupt(format!("no column family {cf:?}")))
+    }
+
     /// A `meta` value.
     pub fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.cf(CF_META), key)?)
@@ -469,6 +603,16 @@ fn classify(path: &Path, e: rocksdb::Error) -> StoreError {
         StoreError::InUse(path.display().to_string())
     } else {
         StoreError::Rocks(e)
+    }
+}
+
+fn decode_node_key(bytes: &[u8]) -> Result<NodeId, StoreError> {
+    match bytes {
+        [level, index @ ..] if index.len() == 8 => Ok(NodeId {
+            level: *level,
+            index: decode_u64(index, "node key")?,
+        }),
+        _ => Err(StoreError::Corrupt("node key is not 9 bytes".into())),
     }
 }
 

@@ -192,6 +192,25 @@ impl Leaf {
     pub fn ingested_micros(&self) -> i64 {
         parse_micros(&self.ingested_at).unwrap_or_default()
     }
+
+    /// The event's canonical (RFC 8785) bytes inside `bytes`, the leaf bytes this was parsed from:
+    /// a canonical leaf is `{"event":` + event + the header fields ([`encode_leaf`]), so the event
+    /// is the slice between them and needs no re-encoding. `None` if `bytes` are not this leaf's.
+    #[must_use]
+    pub fn event_bytes<'a>(&self, bytes: &'a [u8]) -> Option<&'a [u8]> {
+        const PREFIX: &[u8] = b"{\"event\":";
+        let prev = self.prev_hash();
+        let header = LeafHeader {
+            index: self.index,
+            ingested_at: &self.ingested_at,
+            source: &self.source,
+            prev_leaf_hash: &prev,
+        };
+        let suffix_len = encode_leaf(&header, b"").len() - PREFIX.len();
+        let end = bytes.len().checked_sub(suffix_len)?;
+        let event = bytes.get(PREFIX.len()..end)?;
+        (encode_leaf(&header, event) == bytes).then_some(event)
+    }
 }
 
 #[cfg(test)]
@@ -230,7 +249,10 @@ mod tests {
             "ab".repeat(32)
         );
         assert_eq!(String::from_utf8(leaf.clone()).unwrap(), want);
-        assert_eq!(Leaf::parse(&leaf).unwrap().index, 7);
+        let parsed = Leaf::parse(&leaf).unwrap();
+        assert_eq!(parsed.index, 7);
+        assert_eq!(parsed.event_bytes(&leaf), Some(event.as_slice()));
+        assert_eq!(parsed.event_bytes(&leaf[1..]), None);
     }
 
     #[test]

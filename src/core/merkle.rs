@@ -156,21 +156,35 @@ impl<H: TreeHasher> Frontier<H> {
     /// Appends leaf `size` with hash `leaf_hash`, pushing every newly complete node (the leaf itself,
     /// then one parent per trailing 1-bit of the index) onto `out`.
     pub fn append(&mut self, leaf_hash: Hash, out: &mut Vec<(NodeId, Hash)>) {
+        self.append_settled(leaf_hash, |id, hash| {
+            out.push((id, hash));
+            hash
+        });
+    }
+
+    /// Appends leaf `size` like [`Frontier::append`], but `settle` chooses the hash kept for each
+    /// newly complete node (the leaf first, then each parent, bottom up): it gets the node and the
+    /// hash computed from the kept children, and returns the hash to keep and build on. `append`
+    /// keeps the computed hash; `ledger fsck` keeps the *stored* one, so that each stored node is
+    /// checked against its stored children and one bad node is reported once, not with all its
+    /// ancestors.
+    pub fn append_settled(
+        &mut self,
+        leaf_hash: Hash,
+        mut settle: impl FnMut(NodeId, Hash) -> Hash,
+    ) {
         let index = self.size;
-        let mut hash = leaf_hash;
-        out.push((NodeId::covering(0, index), hash));
+        let mut hash = settle(NodeId::covering(0, index), leaf_hash);
         let mut level = 0u8;
         while (index >> level) & 1 == 1 {
             let left = self.hashes.pop().expect("a set bit has a frontier node");
-            hash = H::node(&left, &hash);
             level += 1;
-            out.push((
-                NodeId {
-                    level,
-                    index: index >> level,
-                },
-                hash,
-            ));
+            let id = NodeId {
+                level,
+                index: index >> level,
+            };
+            // MTH(D[n]) = HASH(0x01 || MTH(D[0:k]) || MTH(D[k:n])), RFC 9162 2.1.1
+            hash = settle(id, H::node(&left, &hash));
         }
         self.hashes.push(hash);
         self.size += 1;
@@ -500,6 +514,38 @@ mod tests {
         let (_, store, _) = build::<Blake3>(1000);
         // n leaves plus n - popcount(n) complete interior nodes.
         assert_eq!(store.len(), 2 * 1000 - 1000u64.count_ones() as usize);
+    }
+
+    #[test]
+    fn settled_append_builds_on_the_hashes_it_keeps() {
+        let (leaves, store, _) = build::<Blake3>(8);
+        // Keeping what was computed is `append`.
+        let mut seen = Vec::new();
+        let mut f = Frontier::<Blake3>::empty();
+        for leaf in &leaves {
+            f.append_settled(*leaf, |id, h| {
+                assert_eq!(store[&id], h);
+                seen.push(id);
+                h
+            });
+        }
+        assert_eq!(seen.len(), store.len());
+        // Keeping a substitute for node (1, 0): its parent is computed from the substitute.
+        let bad = [7u8; 32];
+        let mut f = Frontier::<Blake3>::empty();
+        let mut parent = None;
+        for leaf in &leaves[..4] {
+            f.append_settled(*leaf, |id, h| match (id.level, id.index) {
+                (1, 0) => bad,
+                (2, 0) => {
+                    parent = Some(h);
+                    h
+                }
+                _ => h,
+            });
+        }
+        let want = Blake3::node(&bad, &store[&NodeId::covering(1, 2)]);
+        assert_eq!(parent, Some(want));
     }
 
     #[test]

@@ -3,10 +3,12 @@
 
 mod admin;
 mod api;
+mod backup;
 mod bundle;
 mod cli;
 mod common;
 mod crash;
+mod fsck;
 mod layering;
 mod restart;
 mod vectors;
