@@ -38,9 +38,11 @@ pub enum AdminError {
 }
 
 /// What may be shown about a credential: never the token or its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CredentialInfo {
     /// `source`, `auditor` or `admin`.
+    #[schema(value_type = String, pattern = "^(source|auditor|admin)$")]
     pub role: &'static str,
     /// The name (a source's is written into its entries).
     pub name: String,

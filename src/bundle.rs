@@ -421,7 +421,7 @@ pub fn read_rows(
 }
 
 /// The period and index range a bundle covers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Period {
     /// Start, inclusive (RFC 3339 UTC).
     pub from: String,
@@ -430,7 +430,7 @@ pub struct Period {
 }
 
 /// `[start, end)` of entry indexes in the period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IndexRange {
     /// First index in the period.
     pub start: u64,
@@ -439,7 +439,7 @@ pub struct IndexRange {
 }
 
 /// Row counts per file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RowCounts {
     /// `events.parquet`.
     pub events: u64,
@@ -450,7 +450,7 @@ pub struct RowCounts {
 }
 
 /// The checkpoint as the manifest records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ManifestCheckpoint {
     /// Origin.
     pub origin: String,
@@ -461,7 +461,7 @@ pub struct ManifestCheckpoint {
 }
 
 /// The signing key as the manifest records it (for matching; trust comes from the user's key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ManifestKey {
     /// Key name.
     pub name: String,
@@ -470,7 +470,7 @@ pub struct ManifestKey {
 }
 
 /// The producing tool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tool {
     /// `ledger`.
     pub name: String,
@@ -479,7 +479,7 @@ pub struct Tool {
 }
 
 /// `manifest.json` (contract).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// [`FORMAT_NAME`].

@@ -7,9 +7,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState, Role, authorize};
 use crate::admin::{self, CredentialInfo};
 
@@ -42,15 +43,75 @@ async fn change<T: Send + 'static>(
     Ok(out)
 }
 
-#[derive(Deserialize)]
+/// A credential role, as named in requests and answers.
+#[derive(ToSchema)]
+#[schema(as = Role)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // schema only: requests carry the name as text and get a 400 on others
+pub(super) enum RoleSchema {
+    /// Posts events; reads entries.
+    Source,
+    /// Reads entries; exports.
+    Auditor,
+    /// Manages credentials.
+    Admin,
+}
+
+/// `POST /v1/admin/credentials` body.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AddRequest {
+pub(super) struct AddRequest {
+    /// The new credential's role.
+    #[schema(value_type = RoleSchema)]
     role: String,
+    /// Its name (a source's is written into its entries).
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     name: String,
+}
+
+/// `POST /v1/admin/credentials` answer: the credential and its token, shown once.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IssuedCredential {
+    /// Its role.
+    #[schema(value_type = RoleSchema)]
+    role: &'static str,
+    /// Its name.
+    name: String,
+    /// The token's public id.
+    token_id: String,
+    /// When it was issued.
+    created_at: Option<String>,
+    /// The bearer token; only its hash is stored.
+    token: String,
+}
+
+/// `GET /v1/admin/credentials` answer.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CredentialList {
+    /// Every credential, revoked ones included; never tokens.
+    credentials: Vec<CredentialInfo>,
 }
 
 /// `POST /v1/admin/credentials` `{"role": "source"|"auditor"|"admin", "name": N}`: 201 with the new
 /// token, shown once (`Cache-Control: no-store`).
+///
+/// Needs an admin token.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/credentials",
+    tag = "admin",
+    security(("bearer" = [])),
+    request_body(content((AddRequest = "application/json"))),
+    responses(
+        (status = 201, description = "Issued; the token is shown only here", body = IssuedCredential,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 400, description = "Not a valid request, an unknown role or an invalid name", body = ErrorBody),
+        (status = 409, description = "A credential of that role and name exists", body = ErrorBody),
+        (status = 413, description = "Body over 4,096 bytes", body = ErrorBody),
+    ),
+)]
 pub(super) async fn add(
     State(state): State<AppState>,
     request: axum::extract::Request,
@@ -66,13 +127,13 @@ pub(super) async fn add(
     tracing::info!(role = info.role, name = %info.name, token_id = %info.token_id, by = %by, "credential issued");
     let mut response = (
         StatusCode::CREATED,
-        Json(json!({
-            "role": info.role,
-            "name": info.name,
-            "token_id": info.token_id,
-            "created_at": info.created_at,
-            "token": token,
-        })),
+        Json(IssuedCredential {
+            role: info.role,
+            name: info.name,
+            token_id: info.token_id,
+            created_at: info.created_at,
+            token,
+        }),
     )
         .into_response();
     response
@@ -92,11 +153,24 @@ pub(super) struct ListQuery {
 }
 
 /// `GET /v1/admin/credentials[?role=R]`: every credential (revoked ones included), never tokens.
+///
+/// Needs an admin token.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/credentials",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(("role" = Option<RoleSchema>, Query, description = "Only this role")),
+    responses(
+        (status = 200, description = "The credentials", body = CredentialList),
+        (status = 400, description = "An unknown role", body = ErrorBody),
+    ),
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<CredentialList>, ApiError> {
     authorize(&state, &headers, &[Role::Admin])?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text(), ""))?;
     let role = q
@@ -108,10 +182,27 @@ pub(super) async fn list(
     let list: Vec<CredentialInfo> = tokio::task::spawn_blocking(move || admin::list(&store, role))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(json!({ "credentials": list })))
+    Ok(Json(CredentialList { credentials: list }))
 }
 
 /// `DELETE /v1/admin/credentials/{role}/{name}`: revokes the token; effective on the next request.
+///
+/// Needs an admin token. Revoking a revoked credential answers its record again.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/credentials/{role}/{name}",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(
+        ("role" = RoleSchema, Path, description = "The credential's role"),
+        ("name" = String, Path, description = "The credential's name"),
+    ),
+    responses(
+        (status = 200, description = "Revoked: the credential's record", body = CredentialInfo),
+        (status = 400, description = "An unknown role", body = ErrorBody),
+        (status = 404, description = "No credential of that role and name", body = ErrorBody),
+    ),
+)]
 pub(super) async fn revoke(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,

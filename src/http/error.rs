@@ -4,10 +4,42 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::sequencer::SequencerError;
 use crate::store::StoreError;
+
+/// The body of every error response (docs/formats.md section 6).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// One sentence saying what was wrong.
+    pub error: String,
+    /// Per-item, per-field problems; empty when there are none.
+    #[schema(value_type = Vec<ErrorDetail>)]
+    pub details: Vec<Value>,
+}
+
+/// One problem of an error response: which event (`item`, its position in the request; NDJSON adds
+/// `line`), where in it (a JSON pointer, or a parameter name), and what.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail {
+    /// The event's position in the request (per-event problems only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
+    pub item: Option<u64>,
+    /// The NDJSON line, from 1 (NDJSON bodies only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub line: Option<u64>,
+    /// JSON pointer into the event, or the name of the parameter; empty for the whole body.
+    pub path: String,
+    /// What is wrong there.
+    pub message: String,
+}
 
 /// An HTTP error response.
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +58,12 @@ pub enum ApiError {
         /// Per-item, per-field problems.
         details: Vec<Value>,
     },
-    /// 404: nothing at that index or id.
+    /// 404: nothing at that index or id, or no such route.
     #[error("{0}")]
     NotFound(String),
+    /// 405: the route exists, but not with this method (`Allow` lists the methods it has).
+    #[error("method not allowed here")]
+    MethodNotAllowed,
     /// 409: an `event_id` reused with a different body.
     #[error("{message}")]
     Conflict {
@@ -71,6 +106,7 @@ impl ApiError {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
@@ -93,11 +129,11 @@ impl IntoResponse for ApiError {
             Self::BadRequest { details, .. } | Self::Conflict { details, .. } => details.clone(),
             _ => Vec::new(),
         };
-        let mut response = (
-            status,
-            Json(json!({"error": self.to_string(), "details": details})),
-        )
-            .into_response();
+        let body = ErrorBody {
+            error: self.to_string(),
+            details,
+        };
+        let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         match self {
             Self::Unavailable(_) => {

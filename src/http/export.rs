@@ -8,9 +8,11 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState, Role, authorize};
 use crate::bundle::{FORMAT_NAME, FORMAT_VERSION, Manifest, files};
 use crate::core::hash::to_hex;
@@ -37,6 +39,16 @@ fn checked_size(state: &AppState, tree_size: u64) -> Result<u64, ApiError> {
     Ok(tree_size)
 }
 
+/// `GET /v1/export/locate` answer.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Located {
+    /// The first index below `tree_size` ingested at or after the time (`tree_size` if none).
+    index: u64,
+    /// The tree size searched.
+    tree_size: u64,
+}
+
 #[derive(Deserialize)]
 pub(super) struct LocateQuery {
     micros: i64,
@@ -45,11 +57,27 @@ pub(super) struct LocateQuery {
 
 /// `GET /v1/export/locate?micros=T&tree_size=N`: the first index below N ingested at or after T
 /// (microseconds since the epoch), by binary search.
+///
+/// Needs an auditor token.
+#[utoipa::path(
+    get,
+    path = "/v1/export/locate",
+    tag = "export",
+    security(("bearer" = [])),
+    params(
+        ("micros" = i64, Query, description = "A time, microseconds since the Unix epoch"),
+        ("tree_size" = u64, Query, description = "A checkpointed tree size, at most the latest"),
+    ),
+    responses(
+        (status = 200, description = "The index", body = Located),
+        (status = 400, description = "A missing or bad parameter, or `tree_size` beyond the latest checkpoint", body = ErrorBody),
+    ),
+)]
 pub(super) async fn locate(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<LocateQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Located>, ApiError> {
     authorize(&state, &headers, &[Role::Auditor])?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text(), ""))?;
     let size = checked_size(&state, q.tree_size)?;
@@ -57,7 +85,10 @@ pub(super) async fn locate(
     let index = tokio::task::spawn_blocking(move || first_at_or_after(&store, size, q.micros))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(json!({"index": index, "tree_size": size})))
+    Ok(Json(Located {
+        index,
+        tree_size: size,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -70,6 +101,23 @@ pub(super) struct RowsQuery {
 /// `GET /v1/export/rows?start=S&end=E&tree_size=N`: NDJSON, one line per entry in `[S, E)`:
 /// `{"index", "leaf" (the leaf text), "inclusion_proof" ([hex] at N)}`; at most 10,000 rows and
 /// about 16 MiB of leaves per page (a page may end before E: ask again from where it ended).
+///
+/// Needs an auditor token.
+#[utoipa::path(
+    get,
+    path = "/v1/export/rows",
+    tag = "export",
+    security(("bearer" = [])),
+    params(
+        ("start" = u64, Query, description = "First index"),
+        ("end" = u64, Query, description = "End index (exclusive), at most `tree_size` and 10,000 past `start`"),
+        ("tree_size" = u64, Query, description = "The checkpointed tree size the proofs are for"),
+    ),
+    responses(
+        (status = 200, description = "NDJSON: one `{\"index\", \"leaf\" (the leaf text), \"inclusion_proof\": [hex]}` per line", body = String, content_type = "application/x-ndjson"),
+        (status = 400, description = "A missing or bad parameter, or not `start <= end <= tree_size <= latest` with at most 10,000 rows", body = ErrorBody),
+    ),
+)]
 pub(super) async fn rows(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -124,17 +172,45 @@ pub(super) struct ContextQuery {
     from: u64,
 }
 
+/// `GET /v1/export/context` answer.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ContextPage {
+    /// Indexes of the request's entries in `[from, before)`, ascending.
+    indexes: Vec<u64>,
+    /// Where the next page starts; `null` after the last page.
+    #[schema(required = true)]
+    next: Option<u64>,
+}
+
 /// Most indexes per `/v1/export/context` page.
 pub const MAX_CONTEXT_PAGE: usize = 10_000;
 
 /// `GET /v1/export/context?request_id=R&before=S[&from=F]`: `{"indexes": [...], "next": N|null}`,
 /// the entries of request R in `[F, S)`, ascending, at most 10,000 per page (the context rows of a
 /// bundle starting at S). `next` is where the following page starts, `null` after the last.
+///
+/// Needs an auditor token.
+#[utoipa::path(
+    get,
+    path = "/v1/export/context",
+    tag = "export",
+    security(("bearer" = [])),
+    params(
+        ("request_id" = String, Query, description = "The request"),
+        ("before" = u64, Query, description = "End index (exclusive); capped at the latest size"),
+        ("from" = Option<u64>, Query, description = "Start index; 0 by default"),
+    ),
+    responses(
+        (status = 200, description = "One page of indexes", body = ContextPage),
+        (status = 400, description = "A missing or bad parameter", body = ErrorBody),
+    ),
+)]
 pub(super) async fn context(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<ContextQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ContextPage>, ApiError> {
     authorize(&state, &headers, &[Role::Auditor])?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text(), ""))?;
     let before = q.before.min(state.sequencer.latest().size);
@@ -147,17 +223,43 @@ pub(super) async fn context(
     let next = (indexes.len() == MAX_CONTEXT_PAGE)
         .then(|| indexes.last().map(|i| i + 1))
         .flatten();
-    Ok(Json(json!({"indexes": indexes, "next": next})))
+    Ok(Json(ContextPage { indexes, next }))
+}
+
+/// `POST /v1/export/manifest-signature` answer.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ManifestSignature {
+    /// Base64 Ed25519 signature by the log key over the manifest bytes (`manifest.sig`).
+    #[schema(content_encoding = "base64")]
+    signature: String,
 }
 
 /// `POST /v1/export/manifest-signature`: signs a bundle's `manifest.json` bytes with the log key,
 /// only if they parse as a bundle manifest naming one of this log's checkpoints, and its period,
 /// row counts and `summary.json` hash are what the log itself computes. A manifest is JSON and can
 /// never read as a note, so this is no signing oracle for checkpoints.
+///
+/// Needs an auditor token.
+#[utoipa::path(
+    post,
+    path = "/v1/export/manifest-signature",
+    tag = "export",
+    security(("bearer" = [])),
+    request_body(
+        description = "A bundle's `manifest.json`, byte for byte as `ledger export` writes it (docs/bundle-format.md)",
+        content((Manifest = "application/json")),
+    ),
+    responses(
+        (status = 200, description = "The log key's signature over the body", body = ManifestSignature),
+        (status = 400, description = "Not a manifest in canonical form, or one the log's own data does not bear out", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+    ),
+)]
 pub(super) async fn sign_manifest(
     State(state): State<AppState>,
     request: axum::extract::Request,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ManifestSignature>, ApiError> {
     // The token first: an unauthenticated client never gets a body buffered.
     let auditor = authorize(&state, request.headers(), &[Role::Auditor])?;
     let body = Bytes::from_request(request, &state).await.map_err(
@@ -262,7 +364,7 @@ pub(super) async fn sign_manifest(
         auditor = %auditor,
         "signed a bundle manifest"
     );
-    Ok(Json(
-        json!({"signature": B64.encode(signer.sign_bytes(&body))}),
-    ))
+    Ok(Json(ManifestSignature {
+        signature: B64.encode(signer.sign_bytes(&body)),
+    }))
 }

@@ -4,28 +4,32 @@
 //! writes; every write goes through [`Sequencer::append`].
 //!
 //! Public (no token): checkpoint, verifier key, proofs (hashes only, for monitors and witnesses),
-//! health. A source token is needed to write; a source or auditor token to read entries and request
+//! health, and the OpenAPI document (`openapi`, generated from the handlers' annotations). A source token is needed to write; a source or auditor token to read entries and request
 //! lifecycles (they hold the events' content); an auditor token for the export API; an admin token
 //! for the credential API (admins cannot write events or read entries).
 
 mod admin;
 pub mod error;
 mod export;
+mod openapi;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest as _, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
 
 pub use self::error::ApiError;
+use self::error::ErrorBody;
+use self::openapi::{EventsBody, ReceiptSchema, RequestEntries, hex_hash, hex_hashes};
 pub use crate::auth::Role;
 use crate::auth::SharedCredentials;
 use crate::core::event::{PreparedEvent, parse_strict, prepare};
@@ -97,7 +101,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         // A request over the time limit gets the JSON error shape like every other error.
         .layer(
@@ -232,7 +238,42 @@ fn too_many(max: usize) -> ApiError {
     ApiError::TooLarge(format!("more than {max} events in one request"))
 }
 
+/// `POST /v1/events` answer: one receipt per event, in input order.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Receipts {
+    /// One per event, in input order.
+    #[schema(value_type = Vec<ReceiptSchema>)]
+    receipts: Vec<crate::core::receipt::Receipt>,
+}
+
 /// `POST /v1/events`: append one event (JSON object), many (JSON array) or NDJSON lines.
+///
+/// Needs a source token. A request is all or nothing; re-posting an event (same source, same
+/// `event_id`, same canonical body) returns its original receipt with `duplicate: true`.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    security(("bearer" = [])),
+    request_body(
+        description = "One event (a JSON object), an array of events, or NDJSON: one event per \
+            line, blank lines ignored. At most 8 MiB and 10,000 events (server limits).",
+        content(
+            (EventsBody = "application/json"),
+            (String = "application/x-ndjson"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Appended (or already there): one receipt per event", body = Receipts),
+        (status = 400, description = "Invalid JSON or an invalid event (`details` name each); nothing appended", body = ErrorBody),
+        (status = 409, description = "An `event_id` reused with a different body; nothing appended", body = ErrorBody),
+        (status = 413, description = "Body over the size limit, or too many events", body = ErrorBody),
+        (status = 415, description = "Not `application/json` or `application/x-ndjson`", body = ErrorBody),
+        (status = 503, description = "Overloaded, shutting down, or the commit failed; safe to retry", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+)]
 async fn post_events(
     State(state): State<AppState>,
     request: axum::extract::Request,
@@ -254,10 +295,6 @@ async fn post_events(
     let receipts = state.sequencer.append(&source, events).await?;
     // Serialized straight from the structs: no intermediate `Value` tree (it was ~20 % of the
     // server's time in batch mode, mostly malloc/free).
-    #[derive(serde::Serialize)]
-    struct Receipts {
-        receipts: Vec<crate::core::receipt::Receipt>,
-    }
     Ok(Json(Receipts { receipts }).into_response())
 }
 
@@ -266,11 +303,23 @@ fn text(body: String) -> Response {
 }
 
 /// `GET /v1/checkpoint`: the latest signed checkpoint (text/plain).
+#[utoipa::path(
+    get,
+    path = "/v1/checkpoint",
+    tag = "log",
+    responses((status = 200, description = "The latest checkpoint, a C2SP signed note (docs/formats.md section 4)", body = String, content_type = "text/plain")),
+)]
 async fn get_checkpoint(State(state): State<AppState>) -> Response {
     text(state.sequencer.latest().note.clone())
 }
 
 /// `GET /v1/verifier-key`: the log's verifier key (text/plain).
+#[utoipa::path(
+    get,
+    path = "/v1/verifier-key",
+    tag = "log",
+    responses((status = 200, description = "`<name>+<hex key ID>+<base64 key>` and a newline", body = String, content_type = "text/plain")),
+)]
 async fn get_verifier_key(State(state): State<AppState>) -> Response {
     text(format!("{}\n", state.sequencer.verifier_key()))
 }
@@ -281,12 +330,27 @@ fn parse_index(text: &str, what: &str) -> Result<u64, ApiError> {
 }
 
 /// `GET /v1/entries/{index}`: the leaf bytes exactly as hashed (application/json).
+///
+/// Needs a source or auditor token.
+#[utoipa::path(
+    get,
+    path = "/v1/entries/{index}",
+    tag = "entries",
+    security(("bearer" = [])),
+    params(("index" = u64, Path, description = "Position in the log, from 0")),
+    responses(
+        (status = 200, description = "The leaf, byte for byte as hashed", body = openapi::LeafSchema),
+        (status = 400, description = "`index` is not a non-negative integer", body = ErrorBody),
+        (status = 404, description = "No entry there yet", body = ErrorBody),
+    ),
+)]
 async fn get_entry(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(index): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &[Role::Source, Role::Auditor])?;
+    let Path(index) = path.map_err(|e| ApiError::bad_request(e.body_text(), "index"))?;
     let index = parse_index(&index, "index")?;
     let size = state.sequencer.latest().size;
     let leaf = (index < size)
@@ -297,6 +361,22 @@ async fn get_entry(
     Ok(([(header::CONTENT_TYPE, "application/json")], leaf).into_response())
 }
 
+/// `GET /v1/proofs/inclusion` answer.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct InclusionProof {
+    /// The leaf's index.
+    index: u64,
+    /// The tree size the proof is for.
+    tree_size: u64,
+    /// Hex leaf hash at `index`.
+    #[schema(schema_with = hex_hash)]
+    leaf_hash: String,
+    /// RFC 9162 inclusion proof, hex, leaf side first.
+    #[schema(schema_with = hex_hashes)]
+    hashes: Vec<String>,
+}
+
 #[derive(Deserialize)]
 struct InclusionQuery {
     index: String,
@@ -304,10 +384,23 @@ struct InclusionQuery {
 }
 
 /// `GET /v1/proofs/inclusion?index=I&tree_size=N`: RFC 9162 inclusion proof (N defaults to latest).
+#[utoipa::path(
+    get,
+    path = "/v1/proofs/inclusion",
+    tag = "log",
+    params(
+        ("index" = u64, Query, description = "The leaf's index, below `tree_size`"),
+        ("tree_size" = Option<u64>, Query, description = "A checkpointed tree size; the latest by default"),
+    ),
+    responses(
+        (status = 200, description = "The proof", body = InclusionProof),
+        (status = 400, description = "A bad number, `index >= tree_size`, or `tree_size` beyond the latest checkpoint", body = ErrorBody),
+    ),
+)]
 async fn get_inclusion(
     State(state): State<AppState>,
     query: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InclusionProof>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text(), ""))?;
     let latest = state.sequencer.latest().size;
     let index = parse_index(&q.index, "index")?;
@@ -329,12 +422,25 @@ async fn get_inclusion(
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(json!({
-        "index": index,
-        "tree_size": size,
-        "leaf_hash": to_hex(&leaf_hash),
-        "hashes": proof.iter().map(to_hex).collect::<Vec<_>>(),
-    })))
+    Ok(Json(InclusionProof {
+        index,
+        tree_size: size,
+        leaf_hash: to_hex(&leaf_hash),
+        hashes: proof.iter().map(to_hex).collect(),
+    }))
+}
+
+/// `GET /v1/proofs/consistency` answer.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyProof {
+    /// The older tree size.
+    from: u64,
+    /// The newer tree size.
+    to: u64,
+    /// RFC 9162 consistency proof, hex (empty when `from == to`).
+    #[schema(schema_with = hex_hashes)]
+    hashes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -344,10 +450,23 @@ struct ConsistencyQuery {
 }
 
 /// `GET /v1/proofs/consistency?from=M&to=N`: RFC 9162 consistency proof (N defaults to latest).
+#[utoipa::path(
+    get,
+    path = "/v1/proofs/consistency",
+    tag = "log",
+    params(
+        ("from" = u64, Query, minimum = 1, description = "The older size, at least 1"),
+        ("to" = Option<u64>, Query, description = "The newer size, at least `from`; the latest by default"),
+    ),
+    responses(
+        (status = 200, description = "The proof", body = ConsistencyProof),
+        (status = 400, description = "A bad number, `from` 0 or above `to`, or `to` beyond the latest checkpoint", body = ErrorBody),
+    ),
+)]
 async fn get_consistency(
     State(state): State<AppState>,
     query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConsistencyProof>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text(), ""))?;
     let latest = state.sequencer.latest().size;
     let from = parse_index(&q.from, "from")?;
@@ -364,20 +483,35 @@ async fn get_consistency(
     let proof = tokio::task::spawn_blocking(move || consistency_proof::<Blake3>(from, to, &*store))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(json!({
-        "from": from,
-        "to": to,
-        "hashes": proof.iter().map(to_hex).collect::<Vec<_>>(),
-    })))
+    Ok(Json(ConsistencyProof {
+        from,
+        to,
+        hashes: proof.iter().map(to_hex).collect(),
+    }))
 }
 
 /// `GET /v1/requests/{request_id}`: the entries of one request's lifecycle, in index order.
+///
+/// Needs a source or auditor token.
+#[utoipa::path(
+    get,
+    path = "/v1/requests/{request_id}",
+    tag = "entries",
+    security(("bearer" = [])),
+    params(("request_id" = String, Path, description = "The events' `request_id` (1-256 characters)")),
+    responses(
+        (status = 200, description = "The request's entries (at most 1,000), as leaves", body = RequestEntries),
+        (status = 400, description = "`request_id` is empty, too long, or holds U+0000", body = ErrorBody),
+        (status = 404, description = "No entries for that `request_id`", body = ErrorBody),
+    ),
+)]
 async fn get_request(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(request_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &[Role::Source, Role::Auditor])?;
+    let Path(request_id) = path.map_err(|e| ApiError::bad_request(e.body_text(), "request_id"))?;
     if request_id.is_empty() || request_id.chars().count() > 256 || request_id.contains('\0') {
         return Err(ApiError::bad_request(
             "request_id must be 1-256 characters",
@@ -412,16 +546,56 @@ async fn get_request(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
+/// `GET /healthz` answer.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Health {
+    /// `ok`.
+    #[schema(pattern = "^ok$")]
+    status: &'static str,
+}
+
 /// `GET /healthz`: the process is up.
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "The process runs", body = Health)),
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// `GET /readyz` answer.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Ready {
+    /// `ready`.
+    #[schema(pattern = "^ready$")]
+    status: &'static str,
+    /// The latest checkpoint's size.
+    tree_size: u64,
 }
 
 /// `GET /readyz`: the sequencer is accepting writes.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Writes are accepted", body = Ready),
+        (status = 503, description = "The writer is not accepting writes (stopped after a failed commit, or shutting down)", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
+    ),
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     let size = state.sequencer.latest().size;
     if state.sequencer.is_accepting() {
-        Json(json!({"status": "ready", "tree_size": size})).into_response()
+        Json(Ready {
+            status: "ready",
+            tree_size: size,
+        })
+        .into_response()
     } else {
         ApiError::Unavailable("sequencer is not accepting writes".into()).into_response()
     }
@@ -429,4 +603,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }

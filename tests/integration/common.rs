@@ -80,6 +80,20 @@ impl TestServer {
         Self::start_on(dir, token, Some(Arc::new(tmp)), limits, sequencer).await
     }
 
+    /// A server over a fresh temp dir with a source (`ci-runner`, [`TestServer::token`]), an
+    /// auditor and an admin; returns it with the auditor's and the admin's tokens.
+    pub async fn start_with_roles(limits: Limits) -> (Self, String, String) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = add_source(&dir, "ci-runner");
+        let auditor = add_auditor(&dir, "alice");
+        let admin = add_credential(&dir, CredentialKind::Admin, "root");
+        let tmp = Some(Arc::new(tmp));
+        let server = Self::start_on(dir, token, tmp, limits, SequencerConfig::default()).await;
+        (server, auditor, admin)
+    }
+
     pub async fn start_on(
         data_dir: PathBuf,
         token: String,
