@@ -232,302 +232,601 @@ async fn an_invalid_item_fails_the_whole_request() {
     assert_eq!(server.tree_size().await, 3);
 }
 
-/// Each row: what is sent, the status wanted, and a fragment the error or a detail path must hold.
+/// Who a malformed request claims to be.
+#[derive(Clone)]
+enum Auth {
+    /// The server's source token.
+    Source,
+    /// No `Authorization` header.
+    Nothing,
+    /// `Bearer <token>`.
+    Bearer(String),
+    /// The header's whole value.
+    Raw(String),
+}
+
+/// One malformed request and what it must get: the status and a fragment of the JSON error.
+struct Case {
+    name: &'static str,
+    method: reqwest::Method,
+    path: String,
+    content_type: Option<&'static str>,
+    auth: Auth,
+    body: Vec<u8>,
+    status: u16,
+    fragment: &'static str,
+}
+
+/// `POST /v1/events` with `body` as JSON, by the source.
+fn post(name: &'static str, body: impl Into<Vec<u8>>, status: u16, fragment: &'static str) -> Case {
+    Case {
+        name,
+        method: reqwest::Method::POST,
+        path: "/v1/events".into(),
+        content_type: Some("application/json"),
+        auth: Auth::Source,
+        body: body.into(),
+        status,
+        fragment,
+    }
+}
+
+/// `GET path` by the source.
+fn get(name: &'static str, path: impl Into<String>, status: u16, fragment: &'static str) -> Case {
+    Case {
+        method: reqwest::Method::GET,
+        path: path.into(),
+        content_type: None,
+        body: Vec::new(),
+        ..post(name, Vec::new(), status, fragment)
+    }
+}
+
+impl Case {
+    fn content_type(self, content_type: Option<&'static str>) -> Self {
+        Self {
+            content_type,
+            ..self
+        }
+    }
+
+    fn auth(self, auth: Auth) -> Self {
+        Self { auth, ..self }
+    }
+
+    fn to(self, method: reqwest::Method, path: &str) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            ..self
+        }
+    }
+}
+
+/// The hostile-input matrix: every row gets its 4xx with a JSON error naming the problem, and
+/// the log is exactly as before (same tree size, same checkpoint bytes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_matrix_gets_clear_4xx_and_appends_nothing() {
     use ledger::http::Limits;
-    use ledger::sequencer::SequencerConfig;
     let limits = Limits {
         max_body_bytes: 64 * 1024,
         max_request_events: 50,
         ..Limits::default()
     };
-    let server = TestServer::start_with(limits, SequencerConfig::default()).await;
+    let (server, auditor, admin) = TestServer::start_with_roles(limits).await;
     let token = server.token.clone();
+    // A revoked source token, and a log that is not empty.
+    let r = server
+        .client
+        .post(format!("{}/v1/admin/credentials", server.base))
+        .bearer_auth(&admin)
+        .json(&json!({"role": "source", "name": "old-ci"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let revoked = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = server
+        .client
+        .delete(format!(
+            "{}/v1/admin/credentials/source/old-ci",
+            server.base
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, _) = server
+        .post_json(&json!([event(100), event(101), event(102)]))
+        .await;
+    assert_eq!(status, 200);
+    let (_, checkpoint_before) = server.get_text("/v1/checkpoint").await;
+    let size_before = server.tree_size().await;
+    assert_eq!(size_before, 3);
 
     let with = |f: &dyn Fn(&mut Value)| {
         let mut e = event(1);
         f(&mut e);
         e.to_string().into_bytes()
     };
-    let json = "application/json";
+    let nested =
+        |open: &str, close: &str, n: usize| format!("{}1{}", open.repeat(n), close.repeat(n));
+    let ndjson = Some("application/x-ndjson");
     let forged = format!("{}x", &token[..token.len() - 1]);
-    // (name, body, content type, auth override, wanted status, fragment of the error)
-    type Case<'a> = (&'a str, Vec<u8>, &'a str, Option<&'a str>, u16, &'a str);
+    let bearer = |t: &str| Auth::Bearer(t.to_owned());
     let cases: Vec<Case> = vec![
-        (
+        // The event against the schema.
+        post(
             "wrong type",
             with(&|e| e["emergency"] = json!("yes")),
-            json,
-            None,
             400,
             "/emergency",
         ),
-        (
+        post(
             "number as id",
             with(&|e| e["event_id"] = json!(5)),
-            json,
-            None,
             400,
             "/event_id",
         ),
-        (
+        post(
             "missing field",
             with(&|e| {
                 e.as_object_mut().unwrap().remove("actor");
             }),
-            json,
-            None,
             400,
             "actor",
         ),
-        (
+        post(
             "unknown type",
             with(&|e| e["type"] = json!("approval.maybe")),
-            json,
-            None,
             400,
             "/type",
         ),
-        (
+        post(
             "unknown top-level field",
             with(&|e| e["extra"] = json!(1)),
-            json,
-            None,
             400,
             "extra",
         ),
-        (
+        post(
+            "unknown nested field",
+            with(&|e| e["actor"]["x"] = json!(1)),
+            400,
+            "/actor",
+        ),
+        post(
             "bad timestamp",
             with(&|e| e["occurred_at"] = json!("yesterday")),
-            json,
-            None,
             400,
             "/occurred_at",
         ),
-        (
+        post(
             "impossible date",
             with(&|e| e["occurred_at"] = json!("2026-02-30T10:00:00Z")),
-            json,
-            None,
             400,
             "/occurred_at",
         ),
-        (
+        post(
             "timestamp without zone",
             with(&|e| e["occurred_at"] = json!("2026-11-21T10:00:00")),
-            json,
-            None,
             400,
             "/occurred_at",
         ),
-        (
+        post(
             "approved without reviewer",
             with(&|e| e["type"] = json!("approval.approved")),
-            json,
-            None,
             400,
             "reviewer",
         ),
-        (
+        post(
             "empty event_id",
             with(&|e| e["event_id"] = json!("")),
-            json,
-            None,
             400,
             "/event_id",
         ),
-        (
+        post(
+            "huge event_id",
+            with(&|e| e["event_id"] = json!("e".repeat(300))),
+            400,
+            "/event_id",
+        ),
+        post(
             "huge string",
             with(&|e| e["reason"] = json!("x".repeat(5000))),
-            json,
-            None,
             400,
             "/reason",
         ),
-        (
+        post(
+            "huge label key",
+            with(&|e| e["labels"] = json!({"k".repeat(200): "v"})),
+            400,
+            "/labels",
+        ),
+        post(
+            "too many labels",
+            with(&|e| {
+                e["labels"] = (0..65).map(|i| (format!("l{i}"), json!("v"))).collect();
+            }),
+            400,
+            "/labels",
+        ),
+        post(
             "huge context",
             with(&|e| e["context"] = json!({"p": "x".repeat(20_000)})),
-            json,
-            None,
             400,
             "/context",
         ),
-        (
+        post(
+            "wrong type in array",
+            with(&|e| e["reviewer"] = json!([])),
+            400,
+            "/reviewer",
+        ),
+        // JSON the strict parser refuses.
+        post(
             "deep context",
-            format!(r#"{{"context":{}1{}}}"#, "[".repeat(40), "]".repeat(40)).into_bytes(),
-            json,
-            None,
+            format!(r#"{{"context":{}}}"#, nested("[", "]", 40)),
             400,
             "nested",
         ),
-        (
-            "malformed JSON",
-            b"{\"event_id\": ".to_vec(),
-            json,
-            None,
-            400,
-            "invalid JSON",
-        ),
-        (
+        post("deep top level", nested("[", "]", 40), 400, "nested"),
+        post("deep objects", nested("{\"a\":", "}", 40), 400, "nested"),
+        post("malformed JSON", "{\"event_id\": ", 400, "invalid JSON"),
+        post(
             "trailing garbage",
             [with(&|_| {}), b"}".to_vec()].concat(),
-            json,
-            None,
             400,
             "invalid JSON",
         ),
-        (
+        post(
+            "two values",
+            [with(&|_| {}), with(&|_| {})].concat(),
+            400,
+            "invalid JSON",
+        ),
+        post(
             "invalid UTF-8",
-            [b"{\"event_id\":\"\xff\xfe\"}".as_slice()].concat(),
-            json,
-            None,
+            b"{\"event_id\":\"\xff\xfe\"}".to_vec(),
             400,
             "invalid JSON",
         ),
-        (
+        post(
+            "UTF-8 BOM",
+            [b"\xef\xbb\xbf".to_vec(), with(&|_| {})].concat(),
+            400,
+            "invalid JSON",
+        ),
+        post(
+            "UTF-16 body",
+            "{\"a\":1}"
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect::<Vec<u8>>(),
+            400,
+            "invalid JSON",
+        ),
+        post(
             "NUL in string",
             with(&|e| e["reason"] = json!("a\u{0}b")),
-            json,
-            None,
             400,
             "NUL",
         ),
-        (
+        post(
+            "NUL in key",
+            with(&|e| e["context"] = json!({"a\u{0}": 1})),
+            400,
+            "NUL",
+        ),
+        post(
+            "raw NUL byte",
+            b"{\"event_id\":\"a\0b\"}".to_vec(),
+            400,
+            "invalid JSON",
+        ),
+        post(
             "duplicate key",
-            br#"{"event_id":"a","event_id":"b"}"#.to_vec(),
-            json,
-            None,
+            r#"{"event_id":"a","event_id":"b"}"#,
             400,
             "duplicate",
         ),
-        (
+        post(
+            "duplicate nested key",
+            r#"{"actor":{"id":"a","kind":"agent","id":"b"}}"#,
+            400,
+            "duplicate",
+        ),
+        post(
             "number beyond 2^53",
             with(&|e| e["context"] = json!({"n": 9007199254740993u64})),
-            json,
-            None,
             400,
             "2^53",
         ),
-        ("scalar body", b"42".to_vec(), json, None, 400, "object"),
-        ("empty array", b"[]".to_vec(), json, None, 400, "no events"),
-        ("empty body", Vec::new(), json, None, 400, "invalid JSON"),
-        (
-            "oversized body",
-            vec![b' '; 70 * 1024],
-            json,
-            None,
-            413,
-            "bytes",
+        post(
+            "number below -2^53",
+            r#"{"context":{"n":-9007199254740993}}"#,
+            400,
+            "2^53",
         ),
-        (
+        post(
+            "number beyond 2^64",
+            r#"{"context":{"n":18446744073709551616}}"#,
+            400,
+            "2^53",
+        ),
+        post(
+            "huge exponent",
+            r#"{"context":{"n":1e400}}"#,
+            400,
+            "invalid JSON",
+        ),
+        post("scalar body", "42", 400, "object"),
+        post(
+            "array of a scalar",
+            [b"[".to_vec(), with(&|_| {}), b",5]".to_vec()].concat(),
+            400,
+            "object",
+        ),
+        post(
+            "nested array",
+            [b"[[".to_vec(), with(&|_| {}), b"]]".to_vec()].concat(),
+            400,
+            "object",
+        ),
+        post("empty array", "[]", 400, "no events"),
+        post("empty body", "", 400, "invalid JSON"),
+        // NDJSON.
+        post(
+            "NDJSON bad line",
+            format!("{}\nnot json\n", event(1)),
+            400,
+            "line 2",
+        )
+        .content_type(ndjson),
+        post("NDJSON invalid UTF-8", b"\xff\n".to_vec(), 400, "line 1").content_type(ndjson),
+        post(
+            "NDJSON array line",
+            format!("[{}]\n", event(1)),
+            400,
+            "object",
+        )
+        .content_type(ndjson),
+        post("NDJSON blank lines only", "\n\r\n  \n", 400, "no events").content_type(ndjson),
+        // Sizes.
+        post("oversized body", vec![b' '; 70 * 1024], 413, "bytes"),
+        post(
             "too many events",
             serde_json::to_vec(&(0..51).map(event).collect::<Vec<_>>()).unwrap(),
-            json,
-            None,
             413,
             "events",
         ),
-        (
-            "text/plain",
-            with(&|_| {}),
-            "text/plain",
-            None,
-            415,
-            "content type",
+        // Content types.
+        post("text/plain", with(&|_| {}), 415, "content type").content_type(Some("text/plain")),
+        post("no content type", with(&|_| {}), 415, "content type").content_type(None),
+        post("XML", with(&|_| {}), 415, "content type").content_type(Some("application/xml")),
+        post("form", with(&|_| {}), 415, "content type")
+            .content_type(Some("application/x-www-form-urlencoded")),
+        post("JSON look-alike", with(&|_| {}), 415, "content type")
+            .content_type(Some("application/json-seq")),
+        // Tokens: missing, unknown, forged, another role's, revoked, overlong.
+        post("no token", with(&|_| {}), 401, "token").auth(Auth::Nothing),
+        post("wrong token", with(&|_| {}), 401, "token").auth(bearer("ldg_0000000000000000_AAAA")),
+        post("forged secret", with(&|_| {}), 401, "token").auth(bearer(&forged)),
+        post("basic auth", with(&|_| {}), 401, "token")
+            .auth(Auth::Raw("Basic Zm9vOmJhcg==".into())),
+        post("empty bearer", with(&|_| {}), 401, "token").auth(Auth::Raw("Bearer ".into())),
+        post("two tokens", with(&|_| {}), 401, "token")
+            .auth(Auth::Raw(format!("Bearer {token} {token}"))),
+        post("overlong token", with(&|_| {}), 401, "token").auth(bearer(&"A".repeat(16 * 1024))),
+        post("revoked token", with(&|_| {}), 401, "token").auth(bearer(&revoked)),
+        post("auditor token", with(&|_| {}), 403, "role").auth(bearer(&auditor)),
+        post("admin token", with(&|_| {}), 403, "role").auth(bearer(&admin)),
+        // Routes and methods.
+        post("wrong method", with(&|_| {}), 405, "method").to(reqwest::Method::PUT, "/v1/events"),
+        post("no such route", with(&|_| {}), 404, "no such route")
+            .to(reqwest::Method::POST, "/v1/event"),
+        // Reads with bad parameters.
+        get("entry not a number", "/v1/entries/abc", 400, "index"),
+        get("negative entry", "/v1/entries/-1", 400, "index"),
+        get(
+            "entry beyond u64",
+            "/v1/entries/18446744073709551616",
+            400,
+            "index",
         ),
-        (
-            "no content type",
-            with(&|_| {}),
-            "",
-            None,
-            415,
-            "content type",
+        get("entry not UTF-8", "/v1/entries/%FF", 400, "index"),
+        get("entry beyond the head", "/v1/entries/99", 404, "no entry"),
+        get("entry without token", "/v1/entries/0", 401, "token").auth(Auth::Nothing),
+        get("entry with admin token", "/v1/entries/0", 403, "role").auth(bearer(&admin)),
+        get(
+            "inclusion beyond head",
+            "/v1/proofs/inclusion?index=0&tree_size=99",
+            400,
+            "tree_size",
         ),
-        ("no token", with(&|_| {}), json, Some(""), 401, "token"),
-        (
-            "wrong token",
-            with(&|_| {}),
-            json,
-            Some("ldg_0000000000000000_AAAA"),
-            401,
-            "token",
+        get(
+            "inclusion index not a number",
+            "/v1/proofs/inclusion?index=x",
+            400,
+            "index",
         ),
-        (
-            "forged secret",
-            with(&|_| {}),
-            json,
-            Some(forged.as_str()),
-            401,
-            "token",
+        get(
+            "inclusion without index",
+            "/v1/proofs/inclusion",
+            400,
+            "index",
         ),
-        (
-            "basic auth",
-            with(&|_| {}),
-            json,
-            Some("Basic Zm9vOmJhcg=="),
-            401,
-            "token",
+        get(
+            "inclusion index twice",
+            "/v1/proofs/inclusion?index=0&index=1",
+            400,
+            "index",
         ),
+        get(
+            "inclusion index as float",
+            "/v1/proofs/inclusion?index=1e3",
+            400,
+            "index",
+        ),
+        get(
+            "inclusion index past size",
+            "/v1/proofs/inclusion?index=3&tree_size=3",
+            400,
+            "index",
+        ),
+        get(
+            "consistency from 0",
+            "/v1/proofs/consistency?from=0&to=0",
+            400,
+            "from",
+        ),
+        get(
+            "consistency backwards",
+            "/v1/proofs/consistency?from=3&to=2",
+            400,
+            "from",
+        ),
+        get(
+            "consistency not UTF-8",
+            "/v1/proofs/consistency?from=%FF",
+            400,
+            "from",
+        ),
+        get("request id NUL", "/v1/requests/%00", 400, "request_id"),
+        get(
+            "request id too long",
+            format!("/v1/requests/{}", "r".repeat(300)),
+            400,
+            "request_id",
+        ),
+        get("unknown request", "/v1/requests/nope", 404, "nope"),
+        get(
+            "locate not a number",
+            "/v1/export/locate?micros=abc&tree_size=0",
+            400,
+            "micros",
+        )
+        .auth(bearer(&auditor)),
+        get(
+            "locate by a source",
+            "/v1/export/locate?micros=0&tree_size=0",
+            403,
+            "role",
+        ),
+        get(
+            "rows backwards",
+            "/v1/export/rows?start=2&end=1&tree_size=3",
+            400,
+            "start",
+        )
+        .auth(bearer(&auditor)),
+        get(
+            "rows too many",
+            "/v1/export/rows?start=0&end=20000&tree_size=3",
+            400,
+            "rows",
+        )
+        .auth(bearer(&auditor)),
+        get(
+            "context not a number",
+            "/v1/export/context?request_id=r&before=x",
+            400,
+            "before",
+        )
+        .auth(bearer(&auditor)),
+        get(
+            "unknown role",
+            "/v1/admin/credentials?role=root",
+            400,
+            "role",
+        )
+        .auth(bearer(&admin)),
+        get(
+            "credentials by an auditor",
+            "/v1/admin/credentials",
+            403,
+            "role",
+        )
+        .auth(bearer(&auditor)),
+        // Other writes.
+        post(
+            "credential name",
+            r#"{"role":"source","name":"Bad Name"}"#,
+            400,
+            "name",
+        )
+        .to(reqwest::Method::POST, "/v1/admin/credentials")
+        .auth(bearer(&admin)),
+        post(
+            "credential extra field",
+            r#"{"role":"source","name":"x","x":1}"#,
+            400,
+            "unknown field",
+        )
+        .to(reqwest::Method::POST, "/v1/admin/credentials")
+        .auth(bearer(&admin)),
+        post("credential not JSON", "[", 400, "invalid admin request")
+            .to(reqwest::Method::POST, "/v1/admin/credentials")
+            .auth(bearer(&admin)),
+        post("revoke unknown role", "", 400, "role")
+            .to(reqwest::Method::DELETE, "/v1/admin/credentials/root/x")
+            .auth(bearer(&admin)),
+        post("manifest garbage", r#"{"format":1}"#, 400, "manifest")
+            .to(reqwest::Method::POST, "/v1/export/manifest-signature")
+            .auth(bearer(&auditor)),
+        post("manifest by a source", "{}", 403, "role")
+            .to(reqwest::Method::POST, "/v1/export/manifest-signature"),
     ];
-    assert!(cases.len() >= 25);
-    for (name, body, content_type, auth, want_status, fragment) in cases {
+    let names: std::collections::BTreeSet<_> = cases.iter().map(|c| c.name).collect();
+    assert_eq!(names.len(), cases.len(), "case names are unique");
+    assert!(cases.len() >= 50);
+    for case in cases {
+        let name = case.name;
         let mut req = server
             .client
-            .post(format!("{}/v1/events", server.base))
-            .body(body);
-        if !content_type.is_empty() {
+            .request(case.method, format!("{}{}", server.base, case.path))
+            .body(case.body);
+        if let Some(content_type) = case.content_type {
             req = req.header("content-type", content_type);
         }
-        req = match auth {
-            None => req.bearer_auth(&token),
-            Some("") => req,
-            Some(a) if a.starts_with("Basic") => req.header("authorization", a),
-            Some(t) => req.bearer_auth(t),
+        req = match case.auth {
+            Auth::Source => req.bearer_auth(&token),
+            Auth::Nothing => req,
+            Auth::Bearer(t) => req.bearer_auth(t),
+            Auth::Raw(value) => req.header("authorization", value),
         };
         let r = req.send().await.unwrap();
         let status = r.status().as_u16();
+        assert_eq!(
+            r.headers().get("content-type").map(|v| v.to_str().unwrap()),
+            Some("application/json"),
+            "{name}"
+        );
         let body: Value = r
             .json()
             .await
             .unwrap_or_else(|e| panic!("{name}: error body is not JSON: {e}"));
-        assert_eq!(status, want_status, "{name}: {body}");
-        let text = body.to_string();
+        assert_eq!(status, case.status, "{name}: {body}");
         assert!(
-            body["error"].is_string() && body["details"].is_array(),
+            body["error"].as_str().is_some_and(|e| !e.is_empty()) && body["details"].is_array(),
             "{name}: {body}"
         );
         assert!(
-            text.contains(fragment),
-            "{name}: {fragment:?} not in {body}"
+            body.to_string().contains(case.fragment),
+            "{name}: {:?} not in {body}",
+            case.fragment
         );
     }
     assert_eq!(
         server.tree_size().await,
-        0,
-        "no bad request appended anything"
+        size_before,
+        "nothing was appended"
     );
-
-    // Read endpoints reject bad parameters cleanly too.
-    for (path, want) in [
-        ("/v1/entries/abc", 400),
-        ("/v1/entries/0", 404),
-        ("/v1/proofs/inclusion?index=0&tree_size=5", 400),
-        ("/v1/proofs/inclusion?index=x", 400),
-        ("/v1/proofs/consistency?from=0&to=0", 400),
-        ("/v1/nope", 404),
-    ] {
-        let (status, body) = server.get_json(path).await;
-        assert_eq!(status, want, "{path}: {body}");
-        assert!(body["error"].is_string(), "{path}");
-    }
-    let r = server
-        .client
-        .get(format!("{}/v1/entries/0", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401, "entries need a token");
+    let (_, checkpoint_after) = server.get_text("/v1/checkpoint").await;
+    assert_eq!(checkpoint_after, checkpoint_before, "no new checkpoint");
 }
 
 /// Holds the writer inside its first clock read until released, so a test can fill the queue.
@@ -666,4 +965,85 @@ async fn a_request_over_the_time_limit_gets_a_json_408() {
     let (status, body) = server.post_json(&event(1)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["receipts"][0]["duplicate"], json!(true));
+}
+
+/// A client that goes away mid-request gets nothing appended, even though every byte it did send
+/// belongs to whole, valid events: the body is shorter than its `Content-Length`, or a chunked
+/// body never gets its last chunk. The same events posted whole afterwards append normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_mid_request_appends_nothing() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    enum Leave {
+        /// Shut down the write side, then read until the server closes: by then the body can
+        /// no longer complete, so the handler has failed or been dropped before its append.
+        HalfClose,
+        /// Reset the connection (`SO_LINGER` 0) at once.
+        Reset,
+    }
+    let server = TestServer::start().await;
+    assert_eq!(server.post_json(&event(0)).await.0, 200);
+    let before = server.tree_size().await;
+    let addr = server.base.strip_prefix("http://").unwrap().to_owned();
+    let array = json!([event(1), event(2)]).to_string();
+    let ndjson = format!("{}\n{}\n", event(3), event(4));
+    let head = |content_type: &str, framing: String| {
+        format!(
+            "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: {content_type}\r\n{framing}\r\n",
+            server.token
+        )
+    };
+    let short = head(
+        "application/json",
+        format!("Content-Length: {}\r\n", array.len() + 100),
+    ) + &array;
+    let unfinished = head(
+        "application/x-ndjson",
+        "Transfer-Encoding: chunked\r\n".into(),
+    ) + &format!("{:x}\r\n{ndjson}\r\n", ndjson.len());
+    for (what, request, leave) in [
+        ("short body, half close", &short, Leave::HalfClose),
+        (
+            "unfinished chunked body, half close",
+            &unfinished,
+            Leave::HalfClose,
+        ),
+        ("short body, reset", &short, Leave::Reset),
+        ("unfinished chunked body, reset", &unfinished, Leave::Reset),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        match leave {
+            Leave::HalfClose => {
+                stream.shutdown().await.unwrap();
+                let mut answer = Vec::new();
+                tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+                    .await
+                    .unwrap_or_else(|_| panic!("{what}: the server never closed"))
+                    .unwrap();
+                let answer = String::from_utf8_lossy(&answer);
+                assert!(!answer.starts_with("HTTP/1.1 2"), "{what}: {answer}");
+                assert_eq!(server.tree_size().await, before, "{what}");
+            }
+            Leave::Reset => {
+                stream.set_zero_linger().unwrap();
+                drop(stream);
+            }
+        }
+    }
+    // Posted whole, the same events are new: had a cut-off request appended them before, these
+    // would be duplicates (and one appended later would be a duplicate of these, adding nothing).
+    let (status, first) = server.post_json(&json!([event(1), event(2)])).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, second) = server.post("application/x-ndjson", ndjson).await;
+    assert_eq!(status, 200, "{second}");
+    let got: Vec<(u64, bool)> = receipts(&first)
+        .into_iter()
+        .chain(receipts(&second))
+        .map(|r| (r.index, r.duplicate))
+        .collect();
+    let want: Vec<(u64, bool)> = (before..before + 4).map(|i| (i, false)).collect();
+    assert_eq!(got, want);
+    assert_eq!(server.tree_size().await, before + 4);
 }
