@@ -29,7 +29,7 @@ use utoipa::ToSchema;
 
 pub use self::error::ApiError;
 use self::error::ErrorBody;
-use self::openapi::{EventsBody, ReceiptSchema, RequestEntries, hex_hash, hex_hashes};
+use self::openapi::{EventsBody, NdjsonBody, ReceiptSchema, RequestEntries, hex_hash, hex_hashes};
 pub use crate::auth::Role;
 use crate::auth::SharedCredentials;
 use crate::core::event::{PreparedEvent, parse_strict, prepare};
@@ -261,7 +261,8 @@ struct Receipts {
             line, blank lines ignored. At most 8 MiB and 10,000 events (server limits).",
         content(
             (EventsBody = "application/json"),
-            (String = "application/x-ndjson"),
+            (NdjsonBody = "application/x-ndjson"),
+            (NdjsonBody = "application/jsonl"),
         ),
     ),
     responses(

@@ -291,6 +291,29 @@ impl ToSchema for EventsBody {
     }
 }
 
+/// The body of `POST /v1/events` as NDJSON: one event per line, blank lines ignored. (OpenAPI 3.1
+/// cannot give the lines a schema; each must be an `ApprovalEvent`.)
+pub(super) struct NdjsonBody;
+
+impl PartialSchema for NdjsonBody {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "One `ApprovalEvent` JSON object per line; blank lines are ignored, at least \
+                 one line must hold an event",
+            ))
+            .pattern(Some("\\S"))
+            .into()
+    }
+}
+
+impl ToSchema for NdjsonBody {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("NdjsonBody")
+    }
+}
+
 /// A list of hex BLAKE3 hashes (32 bytes each).
 pub(super) fn hex_hashes() -> ArrayBuilder {
     ArrayBuilder::new().items(hex_hash())
