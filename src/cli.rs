@@ -39,6 +39,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// The log's signing key: rotate it, list its history.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Manage sources: the enforcement points allowed to post events.
     #[command(subcommand)]
     Sources(CredentialCommand),
@@ -190,6 +193,45 @@ struct VerifyArgs {
     json: bool,
 }
 
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Replace the log's signing key (server stopped). The head checkpoint is re-signed by both
+    /// keys, a transition statement signed by both is published (`GET /v1/keys`), and the old key
+    /// cosigns new checkpoints for the grace period. Everything signed before stays valid.
+    Rotate {
+        /// The server's data directory.
+        #[arg(
+            long,
+            env = "LEDGER_DATA_DIR",
+            default_value = "ledger-data",
+            value_name = "DIR"
+        )]
+        data_dir: PathBuf,
+        /// The current key file, if not the data dir's ledger.key (then --new-key is required, and
+        /// the server must be started with `--key NEW --cosign-key OLD` during the grace period).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// The new key (from `ledger keygen --origin SAME_NAME`); generated in the data dir if
+        /// omitted, the old one kept in DATA_DIR/keys/ for cosigning.
+        #[arg(long, value_name = "FILE")]
+        new_key: Option<PathBuf>,
+        /// How long the old key keeps cosigning: e.g. 7d, 12h, 30m, 0.
+        #[arg(long, default_value = "7d", value_name = "DURATION")]
+        grace: String,
+    },
+    /// Print the key history (as `GET /v1/keys` serves it).
+    List {
+        /// The server's data directory.
+        #[arg(
+            long,
+            env = "LEDGER_DATA_DIR",
+            default_value = "ledger-data",
+            value_name = "DIR"
+        )]
+        data_dir: PathBuf,
+    },
+}
+
 /// Where credentials are managed: a stopped server's data dir, or a running server's admin API.
 #[derive(Debug, Args)]
 struct CredentialTarget {
@@ -297,6 +339,10 @@ struct ServeArgs {
         value_name = "DIR"
     )]
     data_dir: PathBuf,
+    /// A retired log key to cosign checkpoints with during its grace period after `ledger keys
+    /// rotate --key` (repeatable). Retired keys in DATA_DIR/keys/ are used without this flag.
+    #[arg(long, value_name = "FILE")]
+    cosign_key: Vec<PathBuf>,
     /// Address to listen on. Loopback by default: put TLS and a network policy in front before
     /// exposing it.
     #[arg(
@@ -378,6 +424,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             println_safe(&key.verifier().encode());
             Ok(())
         }
+        Command::Keys(cmd) => run_keys(cmd),
         Command::Sources(cmd) => run_credentials(Role::Source, cmd),
         Command::Auditors(cmd) => run_credentials(Role::Auditor, cmd),
         Command::Admins(cmd) => run_credentials(Role::Admin, cmd),
@@ -447,6 +494,134 @@ fn run_bench(args: BenchArgs) -> Result<(), Failure> {
         ));
     }
     Ok(())
+}
+
+/// Parses a grace period: `0`, or a number followed by s, m, h or d.
+fn parse_duration(text: &str) -> Result<i64, Failure> {
+    let bad = || Failure {
+        error: anyhow!("invalid duration {text:?}"),
+        hint: Some("use e.g. 7d, 12h, 30m, 45s or 0".into()),
+        code: 2,
+    };
+    if text == "0" {
+        return Ok(0);
+    }
+    let (n, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(seconds * 1_000_000)
+        .filter(|v| *v >= 0)
+        .ok_or_else(bad)
+}
+
+fn run_keys(cmd: KeysCommand) -> Result<(), Failure> {
+    match cmd {
+        KeysCommand::List { data_dir } => {
+            let store = open_existing(&data_dir)?;
+            let history = crate::keys::history(&store)?;
+            println_safe(&serde_json::to_string_pretty(&history).expect("serializes"));
+            Ok(())
+        }
+        KeysCommand::Rotate {
+            data_dir,
+            key,
+            new_key,
+            grace,
+        } => {
+            let grace = parse_duration(&grace)?;
+            if key.is_some() && new_key.is_none() {
+                return Err(Failure {
+                    error: anyhow!("--key needs --new-key"),
+                    hint: Some("make one with `ledger keygen --origin NAME --out DIR`".into()),
+                    code: 2,
+                });
+            }
+            let store = open_existing(&data_dir)?;
+            let in_dir = key.is_none();
+            let old_path = key.unwrap_or_else(|| data_dir.join(keyfile::KEY_FILE));
+            let old = keyfile::load(&old_path)?;
+            let retired_dir = data_dir.join(RETIRED_KEYS_DIR);
+            let staged = match &new_key {
+                Some(_) => None,
+                None => {
+                    std::fs::create_dir_all(&retired_dir)
+                        .with_context(|| format!("creating {}", retired_dir.display()))?;
+                    let tmp = tempfile::Builder::new()
+                        .prefix(".new-key-")
+                        .tempdir_in(&retired_dir)
+                        .context("creating a temp dir for the new key")?;
+                    keyfile::generate(tmp.path(), old.verifier().name())?;
+                    Some(tmp)
+                }
+            };
+            let new_path = new_key.clone().unwrap_or_else(|| {
+                staged
+                    .as_ref()
+                    .map(|t| t.path().join(keyfile::KEY_FILE))
+                    .unwrap_or_default()
+            });
+            let new = keyfile::load(&new_path)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+            let until = crate::core::leaf::format_micros(now.saturating_add(grace))
+                .ok_or_else(|| anyhow!("grace period too long"))?;
+            let history = crate::keys::rotate(&store, &old, &new, &until)?;
+            drop(store);
+            if in_dir && let Some(tmp) = staged {
+                // The data dir now names the new key: put the files where `serve` looks.
+                let retired = retired_dir.join(format!("{}.key", hex::encode(old.verifier().id())));
+                std::fs::rename(&old_path, &retired)
+                    .with_context(|| format!("moving the old key to {}", retired.display()))?;
+                std::fs::rename(tmp.path().join(keyfile::KEY_FILE), &old_path)
+                    .with_context(|| format!("installing the new key at {}", old_path.display()))?;
+                let pub_path = data_dir.join(keyfile::PUB_FILE);
+                std::fs::rename(tmp.path().join(keyfile::PUB_FILE), &pub_path)
+                    .with_context(|| format!("installing {}", pub_path.display()))?;
+                println_safe(&format!(
+                    "the old key is kept in {} and cosigns checkpoints until {until}",
+                    retired.display()
+                ));
+            } else {
+                println_safe(&format!(
+                    "start the server with --key {} --cosign-key {} until {until}",
+                    new_path.display(),
+                    old_path.display()
+                ));
+            }
+            let size = history.keys.last().map_or(0, |e| e.from_size);
+            println_safe(&format!(
+                "rotated at tree size {size}; the new verifier key follows:"
+            ));
+            println_safe(&new.verifier().encode());
+            Ok(())
+        }
+    }
+}
+
+/// Where `keys rotate` keeps retired keys of a data dir (for cosigning during the grace period).
+const RETIRED_KEYS_DIR: &str = "keys";
+
+/// The retired keys kept in the data dir, for cosigning (the history decides which still do).
+fn retired_keys(data_dir: &Path) -> anyhow::Result<Vec<crate::core::note::SignerKey>> {
+    let dir = data_dir.join(RETIRED_KEYS_DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut keys = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "key") {
+            keys.push(keyfile::load(&path)?);
+        }
+    }
+    Ok(keys)
 }
 
 fn run_credentials(role: Role, cmd: CredentialCommand) -> Result<(), Failure> {
@@ -994,6 +1169,10 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             "created a new log signing key; give auditors the verifier key"
         );
     }
+    let mut cosigners = retired_keys(&args.data_dir)?;
+    for path in &args.cosign_key {
+        cosigners.push(keyfile::load(path)?);
+    }
     let config = ServeConfig {
         data_dir: args.data_dir,
         key,
@@ -1001,6 +1180,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             max_batch_events: args.max_batch_events,
             max_queued_events: args.max_queued_events,
             clock: system_clock(),
+            cosigners,
         },
         limits: Limits {
             max_body_bytes: args.max_body_bytes,

@@ -13,7 +13,7 @@
 //! - [`sequencer`]: the one writer: ordering, chaining, group commit, checkpoint signing.
 //! - [`http`]: the axum API; writes only through the sequencer.
 //! - [`auth`]: tokens (stored hashed, checked in constant time); [`admin`]: issuing and revoking them.
-//! - [`keyfile`]: the signing key on disk.
+//! - [`keyfile`]: the signing key on disk; [`keys`]: the key history and rotation.
 //! - [`server`]: wiring and graceful shutdown; [`cli`]: the command line.
 //! - [`export`]: evidence bundles from a data dir (RocksDB secondary, safe beside a running server),
 //!   with [`bundle`] (Parquet rows, manifest), [`report`] (HTML) and [`oscal`] (FedRAMP).
@@ -41,6 +41,7 @@ pub mod export;
 pub mod fsck;
 pub mod http;
 pub mod keyfile;
+pub mod keys;
 pub mod oscal;
 pub mod report;
 pub mod sequencer;

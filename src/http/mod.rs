@@ -82,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(post_events))
         .route("/v1/checkpoint", get(get_checkpoint))
         .route("/v1/verifier-key", get(get_verifier_key))
+        .route("/v1/keys", get(get_keys))
         .route("/v1/entries/{index}", get(get_entry))
         .route("/v1/proofs/inclusion", get(get_inclusion))
         .route("/v1/proofs/consistency", get(get_consistency))
@@ -275,6 +276,19 @@ async fn post_events(
 
 fn text(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// `GET /v1/keys`: the log key's history (public): every key, the tree sizes it signed, and the
+/// transition statements signed by the key each replaced (`keys`).
+async fn get_keys(
+    State(state): State<AppState>,
+) -> Result<Json<crate::keys::KeyHistory>, ApiError> {
+    let store = Arc::clone(&state.store);
+    let history = tokio::task::spawn_blocking(move || crate::keys::history(&store))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(history))
 }
 
 /// `GET /v1/checkpoint`: the latest signed checkpoint (text/plain).

@@ -563,6 +563,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_appends_nothing_of_it() {
         max_batch_events: 8,
         max_queued_events: 1,
         clock,
+        ..SequencerConfig::default()
     };
     let limits = Limits {
         max_request_events: 1,

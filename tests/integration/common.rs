@@ -87,12 +87,24 @@ impl TestServer {
         limits: Limits,
         sequencer: SequencerConfig,
     ) -> Self {
+        Self::start_keyed(data_dir, token, tmp, limits, sequencer, test_key()).await
+    }
+
+    /// As [`TestServer::start_on`], signing with `key`.
+    pub async fn start_keyed(
+        data_dir: PathBuf,
+        token: String,
+        tmp: Option<Arc<tempfile::TempDir>>,
+        limits: Limits,
+        sequencer: SequencerConfig,
+        key: SignerKey,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let config = ServeConfig {
             data_dir: data_dir.clone(),
-            key: test_key(),
+            key,
             sequencer,
             limits,
         };

@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod crash;
 mod fsck;
+mod keys;
 mod layering;
 mod origin;
 mod restart;
