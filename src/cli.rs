@@ -17,6 +17,7 @@ use crate::keyfile;
 use crate::sequencer::{SequencerConfig, system_clock};
 use crate::server::{ServeConfig, serve};
 use crate::store::Store;
+use crate::tls::ClientTls;
 
 /// A tamper-evident ledger of approval events for AI agents and automated pipelines.
 #[derive(Debug, Parser)]
@@ -74,9 +75,13 @@ enum ModeArg {
 
 #[derive(Debug, Args)]
 struct BenchArgs {
-    /// Server base URL.
+    /// Server base URL (http:// or https://).
     #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
     server: String,
+    /// For an https:// server: trust only the CA certificates in FILE (PEM), e.g. a self-signed
+    /// server certificate, instead of the system's roots.
+    #[arg(long, env = "LEDGER_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// A source token (from `ledger sources add`).
     #[arg(
         long,
@@ -152,9 +157,13 @@ struct ExportArgs {
     /// The log's signing key, which signs the manifest (default: DATA_DIR/ledger.key).
     #[arg(long, env = "LEDGER_KEY", value_name = "FILE")]
     key: Option<PathBuf>,
-    /// Export over HTTP from a running server instead of a data dir (needs --token).
+    /// Export over HTTP(S) from a running server instead of a data dir (needs --token).
     #[arg(long, value_name = "URL", requires = "token", conflicts_with = "key")]
     server: Option<String>,
+    /// For an https:// --server: trust only the CA certificates in FILE (PEM), e.g. a self-signed
+    /// server certificate, instead of the system's roots.
+    #[arg(long, env = "LEDGER_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// An auditor token (from `ledger auditors add`), for --server.
     #[arg(
         long,
@@ -197,9 +206,14 @@ struct CredentialTarget {
         value_name = "DIR"
     )]
     data_dir: PathBuf,
-    /// A running server's base URL: use its admin API instead of the data dir.
+    /// A running server's base URL (http:// or https://): use its admin API instead of the
+    /// data dir.
     #[arg(long, value_name = "URL")]
     server: Option<String>,
+    /// For an https:// --server: trust only the CA certificates in FILE (PEM), e.g. a self-signed
+    /// server certificate, instead of the system's roots.
+    #[arg(long, env = "LEDGER_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// An admin token, with --server (from `ledger admins add`).
     #[arg(
         long,
@@ -375,6 +389,7 @@ fn run_bench(args: BenchArgs) -> Result<(), Failure> {
     use crate::bench::{BenchConfig, Mode, run};
     let config = BenchConfig {
         url: args.server.trim_end_matches('/').to_owned(),
+        tls: client_tls(args.ca_cert.as_deref())?,
         token: args.token,
         mode: match args.mode {
             ModeArg::Single => Mode::Single,
@@ -444,7 +459,7 @@ fn run_credentials(role: Role, cmd: CredentialCommand) -> Result<(), Failure> {
             hint: Some("pass --token or set LEDGER_ADMIN_TOKEN (from `ledger admins add`)".into()),
             code: 2,
         })?;
-        let api = AdminClient::new(url, token)?;
+        let api = AdminClient::new(url, token, &client_tls(target.ca_cert.as_deref())?)?;
         return match cmd {
             CredentialCommand::Add { name, .. } => {
                 let v = api.send(
@@ -555,9 +570,10 @@ struct AdminClient {
 }
 
 impl AdminClient {
-    fn new(url: &str, token: String) -> anyhow::Result<Self> {
+    fn new(url: &str, token: String, tls: &ClientTls) -> anyhow::Result<Self> {
         Ok(Self {
-            client: reqwest::blocking::Client::builder()
+            client: tls
+                .blocking_client()
                 .timeout(Duration::from_secs(30))
                 .build()?,
             base: url.trim_end_matches('/').to_owned(),
@@ -587,6 +603,17 @@ impl AdminClient {
         }
         Ok(body)
     }
+}
+
+/// What an HTTPS client trusts: the system's roots, or only the CAs of `--ca-cert`.
+fn client_tls(ca_cert: Option<&Path>) -> Result<ClientTls, Failure> {
+    ClientTls::from_ca_file(ca_cert).map_err(|e| Failure {
+        error: anyhow!("--ca-cert: {e}"),
+        hint: Some(
+            "pass the PEM certificate of the CA that signed the server's certificate (for a self-signed server, its certificate)".into(),
+        ),
+        code: 2,
+    })
 }
 
 /// Parses `--from`/`--to`: RFC 3339, or a date meaning midnight UTC.
@@ -622,10 +649,20 @@ fn run_export(args: ExportArgs) -> Result<(), Failure> {
             code: 2,
         });
     }
+    if args.server.is_none() && args.ca_cert.is_some() {
+        return Err(Failure {
+            error: anyhow!("--ca-cert is only for --server"),
+            hint: Some(
+                "with --data-dir the export reads the data dir directly; drop --ca-cert (or unset LEDGER_CA_CERT)".into(),
+            ),
+            code: 2,
+        });
+    }
     let source = match (&args.server, &args.token) {
         (Some(url), Some(token)) => crate::export::Source::Server {
             url: url.clone(),
             token: token.clone(),
+            tls: client_tls(args.ca_cert.as_deref())?,
         },
         (None, Some(_)) => {
             return Err(Failure {

@@ -14,7 +14,8 @@
 //! - [`http`]: the axum API; writes only through the sequencer.
 //! - [`auth`]: tokens (stored hashed, checked in constant time); [`admin`]: issuing and revoking them.
 //! - [`keyfile`]: the signing key on disk.
-//! - [`server`]: wiring and graceful shutdown; [`cli`]: the command line.
+//! - [`server`]: wiring and graceful shutdown; [`tls`]: certificates and keys for both ends;
+//!   [`cli`]: the command line.
 //! - [`export`]: evidence bundles from a data dir (RocksDB secondary, safe beside a running server),
 //!   with [`bundle`] (Parquet rows, manifest), [`report`] (HTML) and [`oscal`] (FedRAMP).
 //! - [`summary`]: `summary.json` in bounded memory, over [`spill`] (an external merge sort).
@@ -48,4 +49,5 @@ pub mod server;
 pub mod spill;
 pub mod store;
 pub mod summary;
+pub mod tls;
 pub mod verify;

@@ -87,6 +87,7 @@ impl TestServer {
         limits: Limits,
         sequencer: SequencerConfig,
     ) -> Self {
+        ledger::tls::install_default_provider();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
@@ -200,6 +201,8 @@ pub struct Process {
 impl Process {
     /// Starts `ledger serve` on a free port and waits until it is ready.
     pub fn spawn(data_dir: &Path, key_file: &Path) -> Self {
+        // Tests build reqwest clients next; they need the process's crypto provider.
+        ledger::tls::install_default_provider();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
