@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{Role, check_source_name};
 use crate::http::Limits;
+use crate::http::limit::{SourceLimits, system_monotonic_clock};
 use crate::keyfile;
 use crate::sequencer::{SequencerConfig, system_clock};
 use crate::server::{ServeConfig, serve};
@@ -324,6 +325,18 @@ struct ServeArgs {
     /// Longest a request may take, in seconds (408 beyond).
     #[arg(long, env = "LEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     request_timeout_secs: u64,
+    /// Sustained events per second one source may post (0: unlimited); beyond it, 429 +
+    /// Retry-After.
+    #[arg(long, env = "LEDGER_SOURCE_RATE", default_value_t = 100_000)]
+    source_rate: u64,
+    /// Events one source may post at once after a quiet spell (the token bucket's size). A
+    /// request larger than this is still accepted: it borrows against the refill.
+    #[arg(long, env = "LEDGER_SOURCE_BURST", default_value_t = 200_000)]
+    source_burst: u64,
+    /// Event-posting requests one source may have in flight (0: unlimited); beyond it, 503 +
+    /// Retry-After.
+    #[arg(long, env = "LEDGER_SOURCE_CONCURRENCY", default_value_t = 128)]
+    source_concurrency: usize,
 }
 
 /// A user-facing error with an optional hint line.
@@ -930,6 +943,18 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             return Err(anyhow!("{name} must be at least 1").into());
         }
     }
+    if args.source_rate > 0 && args.source_burst == 0 {
+        return Err(Failure {
+            error: anyhow!(
+                "--source-burst 0 with --source-rate {}: no request could ever be admitted",
+                args.source_rate
+            ),
+            hint: Some(
+                "set --source-burst to at least 1, or --source-rate 0 for no rate limit".into(),
+            ),
+            code: 2,
+        });
+    }
     if args.max_request_events > args.max_queued_events {
         return Err(Failure {
             error: anyhow!(
@@ -964,6 +989,12 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             max_body_bytes: args.max_body_bytes,
             max_request_events: args.max_request_events,
             request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+        },
+        source_limits: SourceLimits {
+            rate: args.source_rate,
+            burst: args.source_burst,
+            concurrency: args.source_concurrency,
+            clock: system_monotonic_clock(),
         },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -11,7 +11,8 @@
 //!   No I/O, no clock, no randomness.
 //! - [`store`]: RocksDB, the only module that names it. One synced `WriteBatch` per commit.
 //! - [`sequencer`]: the one writer: ordering, chaining, group commit, checkpoint signing.
-//! - [`http`]: the axum API; writes only through the sequencer.
+//! - [`http`]: the axum API; writes only through the sequencer; per-source rate and in-flight
+//!   limits in [`http::limit`].
 //! - [`auth`]: tokens (stored hashed, checked in constant time); [`admin`]: issuing and revoking them.
 //! - [`keyfile`]: the signing key on disk.
 //! - [`server`]: wiring and graceful shutdown; [`tls`]: certificates and keys for both ends;

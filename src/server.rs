@@ -12,6 +12,7 @@ use crate::admin::AdminError;
 use crate::auth::SharedCredentials;
 use crate::backup::ControlSocket;
 use crate::core::note::SignerKey;
+use crate::http::limit::{SourceLimiter, SourceLimits};
 use crate::http::{self, AppState, Limits};
 use crate::sequencer::{Sequencer, SequencerConfig, SequencerError};
 use crate::store::{Store, StoreError};
@@ -27,6 +28,8 @@ pub struct ServeConfig {
     pub sequencer: SequencerConfig,
     /// HTTP limits.
     pub limits: Limits,
+    /// Per-source rate and in-flight limits for `POST /v1/events`.
+    pub source_limits: SourceLimits,
 }
 
 /// Why the server could not start or stopped abnormally (exit code 2).
@@ -73,6 +76,7 @@ pub async fn serve(
         store: Arc::clone(&handle),
         signer,
         limits: config.limits,
+        limiter: Arc::new(SourceLimiter::new(config.source_limits)),
     };
     // `ledger backup` asks for a checkpoint over a Unix socket in the data dir (only this process
     // can make a consistent one; see `backup`). Bound now that the data dir is ours and checked.

@@ -96,6 +96,7 @@ impl TestServer {
             key: test_key(),
             sequencer,
             limits,
+            source_limits: Default::default(),
         };
         let task = tokio::spawn(serve(config, listener, async {
             let _ = rx.await;

@@ -89,6 +89,7 @@ async fn start_err(dir: std::path::PathBuf, key: SignerKey) -> ServeError {
         key,
         sequencer: SequencerConfig::default(),
         limits: Limits::default(),
+        source_limits: Default::default(),
     };
     serve(config, listener, std::future::pending())
         .await
