@@ -15,6 +15,7 @@ use crate::auth::{Role, check_source_name};
 use crate::http::Limits;
 use crate::http::limit::{SourceLimits, system_monotonic_clock};
 use crate::keyfile;
+use crate::net::NetConfig;
 use crate::sequencer::{SequencerConfig, system_clock};
 use crate::server::{ServeConfig, serve};
 use crate::store::Store;
@@ -294,8 +295,8 @@ struct ServeArgs {
         value_name = "DIR"
     )]
     data_dir: PathBuf,
-    /// Address to listen on. Loopback by default: put TLS and a network policy in front before
-    /// exposing it.
+    /// Address to listen on. Loopback by default: serve TLS (--tls-cert, --tls-key) and put a
+    /// network policy in front before exposing it.
     #[arg(
         long,
         env = "LEDGER_LISTEN",
@@ -325,6 +326,12 @@ struct ServeArgs {
     /// Longest a request may take, in seconds (408 beyond).
     #[arg(long, env = "LEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     request_timeout_secs: u64,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first). Needs --tls-key.
+    #[arg(long, env = "LEDGER_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "LEDGER_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// Sustained events per second one source may post (0: unlimited); beyond it, 429 +
     /// Retry-After.
     #[arg(long, env = "LEDGER_SOURCE_RATE", default_value_t = 100_000)]
@@ -337,6 +344,17 @@ struct ServeArgs {
     /// Retry-After.
     #[arg(long, env = "LEDGER_SOURCE_CONCURRENCY", default_value_t = 128)]
     source_concurrency: usize,
+    /// Seconds a client has to send a request's headers (or finish a TLS handshake), counted from
+    /// when the server starts waiting; also how long an idle keep-alive connection stays open.
+    #[arg(long, env = "LEDGER_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a connection may go with no byte moving either way and no request being handled
+    /// (e.g. a client that stops reading its response) before it is closed.
+    #[arg(long, env = "LEDGER_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    idle_timeout_secs: u64,
+    /// Most connections open at once; further ones wait in the listen backlog until one closes.
+    #[arg(long, env = "LEDGER_MAX_CONNECTIONS", default_value_t = 512)]
+    max_connections: usize,
 }
 
 /// A user-facing error with an optional hint line.
@@ -943,6 +961,21 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             return Err(anyhow!("{name} must be at least 1").into());
         }
     }
+    for (name, value) in [
+        ("--header-timeout-secs", args.header_timeout_secs),
+        ("--idle-timeout-secs", args.idle_timeout_secs),
+    ] {
+        if value == 0 {
+            return Err(anyhow!("{name} must be at least 1").into());
+        }
+    }
+    if args.max_connections == 0 || args.max_connections > crate::net::MAX_CONNECTIONS_LIMIT {
+        return Err(anyhow!(
+            "--max-connections must be between 1 and {}",
+            crate::net::MAX_CONNECTIONS_LIMIT
+        )
+        .into());
+    }
     if args.source_rate > 0 && args.source_burst == 0 {
         return Err(Failure {
             error: anyhow!(
@@ -955,6 +988,26 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             code: 2,
         });
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        (None, None) => None,
+        (cert, _) => {
+            let (given, missing) = if cert.is_some() {
+                ("--tls-cert", "--tls-key")
+            } else {
+                ("--tls-key", "--tls-cert")
+            };
+            return Err(Failure {
+                error: anyhow!(
+                    "{given} without {missing}: TLS needs both the certificate and its key"
+                ),
+                hint: Some(format!(
+                    "pass {missing} FILE too (or set LEDGER_TLS_CERT and LEDGER_TLS_KEY), or neither for plain HTTP"
+                )),
+                code: 2,
+            });
+        }
+    };
     if args.max_request_events > args.max_queued_events {
         return Err(Failure {
             error: anyhow!(
@@ -995,6 +1048,12 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             burst: args.source_burst,
             concurrency: args.source_concurrency,
             clock: system_monotonic_clock(),
+        },
+        net: NetConfig {
+            tls,
+            header_read_timeout: Duration::from_secs(args.header_timeout_secs),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+            max_connections: args.max_connections,
         },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

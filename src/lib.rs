@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //!
-//! Dependencies point one way: `core` <- `store` <- `sequencer` <- `http` <- `server` <- `cli`.
+//! Dependencies point one way: `core` <- `store` <- `sequencer` <- `http` <- `server` (and `net`) <-
+//! `cli`.
 //!
 //! - [`core`]: pure logic: events, leaves, hashes, the tree and its proofs, checkpoints, receipts.
 //!   No I/O, no clock, no randomness.
@@ -15,8 +16,9 @@
 //!   limits in [`http::limit`].
 //! - [`auth`]: tokens (stored hashed, checked in constant time); [`admin`]: issuing and revoking them.
 //! - [`keyfile`]: the signing key on disk.
-//! - [`server`]: wiring and graceful shutdown; [`tls`]: certificates and keys for both ends;
-//!   [`cli`]: the command line.
+//! - [`server`]: wiring and graceful shutdown; [`net`]: the serving loop (connection cap, TLS,
+//!   header and idle timeouts); [`tls`]: certificates and keys for both ends; [`cli`]: the
+//!   command line.
 //! - [`export`]: evidence bundles from a data dir (RocksDB secondary, safe beside a running server),
 //!   with [`bundle`] (Parquet rows, manifest), [`report`] (HTML) and [`oscal`] (FedRAMP).
 //! - [`summary`]: `summary.json` in bounded memory, over [`spill`] (an external merge sort).
@@ -43,6 +45,7 @@ pub mod export;
 pub mod fsck;
 pub mod http;
 pub mod keyfile;
+pub mod net;
 pub mod oscal;
 pub mod report;
 pub mod sequencer;

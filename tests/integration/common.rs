@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use ledger::core::note::{SignerKey, VerifierKey};
 use ledger::http::Limits;
+use ledger::http::limit::SourceLimits;
+use ledger::net::NetConfig;
 use ledger::sequencer::SequencerConfig;
 use ledger::server::{ServeConfig, serve};
 use ledger::store::{CredentialKind, Store};
@@ -55,6 +57,15 @@ pub fn event(n: u64) -> Value {
     })
 }
 
+/// Settings of a test server beyond the data dir, limits and sequencer.
+#[derive(Default)]
+pub struct Net {
+    pub source_limits: SourceLimits,
+    pub net: NetConfig,
+    /// The client the helpers use; `reqwest::Client::new()` if `None`.
+    pub client: Option<reqwest::Client>,
+}
+
 /// An in-process server over a temp dir (or a given dir), stopped on drop or with [`TestServer::stop`].
 pub struct TestServer {
     pub base: String,
@@ -73,11 +84,17 @@ impl TestServer {
 
     /// A server over a fresh temp dir with one source, `ci-runner`, and the given settings.
     pub async fn start_with(limits: Limits, sequencer: SequencerConfig) -> Self {
+        Self::start_net(limits, sequencer, Net::default()).await
+    }
+
+    /// Like [`TestServer::start_with`], with per-source limits, connection settings and the
+    /// client the helpers use (one that trusts the test CA for TLS).
+    pub async fn start_net(limits: Limits, sequencer: SequencerConfig, net: Net) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
         std::fs::create_dir_all(&dir).unwrap();
         let token = add_source(&dir, "ci-runner");
-        Self::start_on(dir, token, Some(Arc::new(tmp)), limits, sequencer).await
+        Self::start_full(dir, token, Some(Arc::new(tmp)), limits, sequencer, net).await
     }
 
     pub async fn start_on(
@@ -87,16 +104,33 @@ impl TestServer {
         limits: Limits,
         sequencer: SequencerConfig,
     ) -> Self {
+        Self::start_full(data_dir, token, tmp, limits, sequencer, Net::default()).await
+    }
+
+    pub async fn start_full(
+        data_dir: PathBuf,
+        token: String,
+        tmp: Option<Arc<tempfile::TempDir>>,
+        limits: Limits,
+        sequencer: SequencerConfig,
+        net: Net,
+    ) -> Self {
         ledger::tls::install_default_provider();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if net.net.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base = format!("{scheme}://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let config = ServeConfig {
             data_dir: data_dir.clone(),
             key: test_key(),
             sequencer,
             limits,
-            source_limits: Default::default(),
+            source_limits: net.source_limits,
+            net: net.net,
         };
         let task = tokio::spawn(serve(config, listener, async {
             let _ = rx.await;
@@ -105,7 +139,7 @@ impl TestServer {
             base,
             token,
             data_dir,
-            client: reqwest::Client::new(),
+            client: net.client.unwrap_or_default(),
             shutdown: Some(tx),
             task: Some(task),
             _tmp: tmp,
@@ -202,13 +236,24 @@ pub struct Process {
 impl Process {
     /// Starts `ledger serve` on a free port and waits until it is ready.
     pub fn spawn(data_dir: &Path, key_file: &Path) -> Self {
+        Self::spawn_with(data_dir, key_file, &[])
+    }
+
+    /// Starts `ledger serve` with extra arguments (`--tls-cert ...` makes the base `https://`).
+    pub fn spawn_with(data_dir: &Path, key_file: &Path, extra: &[&str]) -> Self {
         // Tests build reqwest clients next; they need the process's crypto provider.
         ledger::tls::install_default_provider();
+        let scheme = if extra.contains(&"--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--key")
             .arg(key_file)
+            .args(extra)
             .env("LEDGER_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -237,7 +282,7 @@ impl Process {
             .expect("ledger serve did not report its address");
         Self {
             child,
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             log,
         }
     }
