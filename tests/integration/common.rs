@@ -57,6 +57,31 @@ pub fn event(n: u64) -> Value {
     })
 }
 
+/// Holds the writer inside its first clock read until released, so a test can fill the queue
+/// or hold requests in flight.
+pub fn gated_clock() -> (
+    ledger::sequencer::Clock,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let gate = Mutex::new(Some((entered_tx, release_rx)));
+    let first = AtomicBool::new(true);
+    let clock = std::sync::Arc::new(move || {
+        if first.swap(false, Ordering::SeqCst)
+            && let Some((entered, release)) = gate.lock().unwrap().take()
+        {
+            entered.send(()).unwrap();
+            release.recv().unwrap();
+        }
+        1_795_251_960_000_000
+    });
+    (clock, entered_rx, release_tx)
+}
+
 /// Settings of a test server beyond the data dir, limits and sequencer.
 #[derive(Default)]
 pub struct Net {

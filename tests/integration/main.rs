@@ -10,5 +10,6 @@ mod common;
 mod crash;
 mod fsck;
 mod layering;
+mod net;
 mod restart;
 mod vectors;
