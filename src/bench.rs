@@ -360,6 +360,7 @@ pub fn floor(
                 ingested_at: &at,
                 source: "bench",
                 prev_leaf_hash: &prev,
+                origin_signature: None,
             },
             &event.jcs,
         );

@@ -192,6 +192,10 @@ struct VerifyArgs {
     /// Also prove the bundle's checkpoint extends this earlier checkpoint (file).
     #[arg(long, value_name = "OLD_CHECKPOINT")]
     consistency: Option<PathBuf>,
+    /// Check signed rows against these source keys (`{"sources": {"NAME": ["KEY", ...]}}`, as
+    /// `GET /v1/source-keys` or each source's owner gives them) instead of the bundle's own.
+    #[arg(long, value_name = "FILE")]
+    source_keys: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -268,6 +272,20 @@ enum CredentialCommand {
     Add {
         /// Name: 1-64 of a-z 0-9 . _ - (a source's name is written into every entry it posts).
         name: String,
+        /// Sources only: its origin key (a verifier key file from `ledger keygen --origin NAME`);
+        /// the source must then sign every event (docs/formats.md, "Origin signatures").
+        #[arg(long, value_name = "FILE")]
+        origin_key: Option<PathBuf>,
+        #[command(flatten)]
+        target: CredentialTarget,
+    },
+    /// Sources only: add an origin key (earlier keys stay valid for earlier rows and signing).
+    AddKey {
+        /// The source.
+        name: String,
+        /// The verifier key file (`ledger keygen --origin NAME` writes it as ledger.pub).
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
         #[command(flatten)]
         target: CredentialTarget,
     },
@@ -481,8 +499,19 @@ fn run_credentials(role: Role, cmd: CredentialCommand) -> Result<(), Failure> {
     let what = role.name();
     let target = match &cmd {
         CredentialCommand::Add { target, .. }
+        | CredentialCommand::AddKey { target, .. }
         | CredentialCommand::List { target }
         | CredentialCommand::Revoke { target, .. } => target,
+    };
+    if matches!(cmd, CredentialCommand::AddKey { .. }) && role != Role::Source {
+        return Err(Failure {
+            error: anyhow!("only sources have origin keys"),
+            hint: Some("ledger sources add-key NAME --key-file FILE".into()),
+            code: 2,
+        });
+    }
+    let read_key = |path: &Path| {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
     };
     if let Some(url) = &target.server {
         let token = target.token.clone().ok_or_else(|| Failure {
@@ -492,11 +521,17 @@ fn run_credentials(role: Role, cmd: CredentialCommand) -> Result<(), Failure> {
         })?;
         let api = AdminClient::new(url, token, &client_tls(target.ca_cert.as_deref())?)?;
         return match cmd {
-            CredentialCommand::Add { name, .. } => {
+            CredentialCommand::Add {
+                name, origin_key, ..
+            } => {
+                let mut body = serde_json::json!({"role": what, "name": name});
+                if let Some(path) = &origin_key {
+                    body["origin_key"] = read_key(path)?.trim().into();
+                }
                 let v = api.send(
                     api.client
                         .post(api.url("/v1/admin/credentials"))
-                        .json(&serde_json::json!({"role": what, "name": name})),
+                        .json(&body),
                 )?;
                 print_issued(what, &name, v["token_id"].as_str().unwrap_or("?"));
                 println_safe(
@@ -523,6 +558,17 @@ fn run_credentials(role: Role, cmd: CredentialCommand) -> Result<(), Failure> {
                 }
                 Ok(())
             }
+            CredentialCommand::AddKey { name, key_file, .. } => {
+                check_source_name(&name)?;
+                let path = format!("/v1/admin/credentials/{what}/{name}/origin-keys");
+                let body = serde_json::json!({"key": read_key(&key_file)?.trim()});
+                let v = api.send(api.client.post(api.url(&path)).json(&body))?;
+                let n = v["origin_keys"].as_array().map_or(0, Vec::len);
+                println_safe(&format!(
+                    "source {name:?} now has {n} origin key(s); it must sign every event"
+                ));
+                Ok(())
+            }
             CredentialCommand::Revoke { name, .. } => {
                 check_source_name(&name)?;
                 let path = format!("/v1/admin/credentials/{what}/{name}");
@@ -537,21 +583,41 @@ fn run_credentials(role: Role, cmd: CredentialCommand) -> Result<(), Failure> {
         };
     }
     match cmd {
-        CredentialCommand::Add { name, target } => {
+        CredentialCommand::Add {
+            name,
+            origin_key,
+            target,
+        } => {
             check_source_name(&name)?;
+            let key = origin_key.as_deref().map(read_key).transpose()?;
             let data_dir = target.data_dir;
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("creating {}", data_dir.display()))?;
             let store = Store::open(&data_dir)
                 .with_context(|| format!("opening {}", data_dir.display()))?;
-            let (token, info) = crate::admin::add(&store, role, &name).map_err(|e| Failure {
-                hint: matches!(e, crate::admin::AdminError::Exists { .. })
-                    .then(|| format!("pick another name, or `ledger {what}s revoke {name}` first")),
-                error: e.into(),
-                code: 2,
-            })?;
+            let (token, info) =
+                crate::admin::add(&store, role, &name, key.as_deref()).map_err(|e| Failure {
+                    hint: matches!(e, crate::admin::AdminError::Exists { .. }).then(|| {
+                        format!("pick another name, or `ledger {what}s revoke {name}` first")
+                    }),
+                    error: e.into(),
+                    code: 2,
+                })?;
             print_issued(what, &name, &info.token_id);
             println_safe(&token);
+            Ok(())
+        }
+        CredentialCommand::AddKey {
+            name,
+            key_file,
+            target,
+        } => {
+            let store = open_existing(&target.data_dir)?;
+            let c = crate::admin::add_origin_key(&store, &name, &read_key(&key_file)?)?;
+            println_safe(&format!(
+                "source {name:?} now has {} origin key(s); it must sign every event",
+                c.origin_keys.len()
+            ));
             Ok(())
         }
         CredentialCommand::List { target } => {
@@ -793,7 +859,20 @@ fn run_verify(args: VerifyArgs) -> Result<(), Failure> {
         .as_ref()
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
         .transpose()?;
-    let result = crate::verify::verify(&args.dir, &key, old.as_deref())?;
+    let pinned: Option<crate::bundle::SourceKeys> = args
+        .source_keys
+        .as_ref()
+        .map(|p| -> anyhow::Result<_> {
+            let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_slice(&text).with_context(|| {
+                format!(
+                    "{}: expected {{\"sources\": {{\"NAME\": [\"VERIFIER KEY\", ...]}}}}",
+                    p.display()
+                )
+            })
+        })
+        .transpose()?;
+    let result = crate::verify::verify_with(&args.dir, &key, old.as_deref(), pinned.as_ref())?;
     let mut out = std::io::stdout().lock();
     let written = if args.json {
         serde_json::to_writer_pretty(&mut out, &result)

@@ -562,6 +562,7 @@ impl Writer {
                             ingested_at: &ingested_at,
                             source: &job.source,
                             prev_leaf_hash: &prev,
+                            origin_signature: event.origin_signature.as_ref(),
                         },
                         &event.jcs,
                     );

@@ -47,9 +47,12 @@ async fn change<T: Send + 'static>(
 struct AddRequest {
     role: String,
     name: String,
+    /// A source's origin key (verifier key text); the source must then sign its events.
+    #[serde(default)]
+    origin_key: Option<String>,
 }
 
-/// `POST /v1/admin/credentials` `{"role": "source"|"auditor"|"admin", "name": N}`: 201 with the new
+/// `POST /v1/admin/credentials` `{"role": "source"|"auditor"|"admin", "name": N[, "origin_key": K]}`: 201 with the new
 /// token, shown once (`Cache-Control: no-store`).
 pub(super) async fn add(
     State(state): State<AppState>,
@@ -62,7 +65,11 @@ pub(super) async fn add(
     let req: AddRequest = parse_json(&body)?;
     let role = role_named(&req.role, "/role")?;
     let name = req.name;
-    let (token, info) = change(&state, move |store| admin::add(store, role, &name)).await?;
+    let key = req.origin_key;
+    let (token, info) = change(&state, move |store| {
+        admin::add(store, role, &name, key.as_deref())
+    })
+    .await?;
     tracing::info!(role = info.role, name = %info.name, token_id = %info.token_id, by = %by, "credential issued");
     let mut response = (
         StatusCode::CREATED,
@@ -71,6 +78,7 @@ pub(super) async fn add(
             "name": info.name,
             "token_id": info.token_id,
             "created_at": info.created_at,
+            "origin_keys": info.origin_keys,
             "token": token,
         })),
     )
@@ -123,4 +131,44 @@ pub(super) async fn revoke(
     let info = change(&state, move |store| admin::revoke(store, role, &name)).await?;
     tracing::info!(role = info.role, name = %info.name, token_id = %info.token_id, by = %by, "credential revoked");
     Ok(Json(info))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRequest {
+    key: String,
+}
+
+/// `POST /v1/admin/credentials/source/{name}/origin-keys` `{"key": K}`: adds an origin key to a
+/// source (kept with its earlier ones); from the next request on, its events must be signed.
+pub(super) async fn add_origin_key(
+    State(state): State<AppState>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    request: axum::extract::Request,
+) -> Result<Json<CredentialInfo>, ApiError> {
+    let by = authorize(&state, request.headers(), &[Role::Admin])?;
+    let Path(name) = path.map_err(|e| ApiError::bad_request(e.body_text(), ""))?;
+    let body = axum::body::to_bytes(request.into_body(), MAX_ADMIN_BODY)
+        .await
+        .map_err(|_| ApiError::TooLarge(format!("admin request over {MAX_ADMIN_BODY} bytes")))?;
+    let req: KeyRequest = parse_json(&body)?;
+    let info = change(&state, move |store| {
+        admin::add_origin_key(store, &name, &req.key)
+    })
+    .await?;
+    tracing::info!(name = %info.name, keys = info.origin_keys.len(), by = %by, "origin key added");
+    Ok(Json(info))
+}
+
+/// `GET /v1/source-keys`: every source's origin keys (public keys), for verifying signed rows.
+pub(super) async fn source_keys(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&state, &headers, &[Role::Source, Role::Auditor])?;
+    let store = std::sync::Arc::clone(&state.store);
+    let keys = tokio::task::spawn_blocking(move || admin::origin_keys(&store))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(json!({ "sources": keys })))
 }

@@ -177,6 +177,7 @@ impl From<crate::admin::AdminError> for ApiError {
             AdminError::Auth(AuthError::InvalidName(_)) => {
                 Self::bad_request(e.to_string(), "/name")
             }
+            AdminError::OriginKey(_) => Self::bad_request(e.to_string(), "/origin_key"),
             AdminError::Auth(_) | AdminError::Store(_) => Self::Internal(e.to_string()),
         }
     }

@@ -30,7 +30,7 @@ pub use self::error::ApiError;
 use self::limit::SourceLimiter;
 pub use crate::auth::Role;
 use crate::auth::SharedCredentials;
-use crate::core::event::{PreparedEvent, parse_strict, prepare};
+use crate::core::event::{PreparedEvent, parse_strict, prepare_item};
 use crate::core::hash::{Blake3, to_hex};
 use crate::core::merkle::{HashReader, NodeId, consistency_proof, inclusion_proof};
 use crate::core::note::SignerKey;
@@ -99,6 +99,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/admin/credentials/{role}/{name}",
             axum::routing::delete(admin::revoke),
         )
+        .route(
+            "/v1/admin/credentials/source/{name}/origin-keys",
+            post(admin::add_origin_key),
+        )
+        .route("/v1/source-keys", get(admin::source_keys))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -166,6 +171,7 @@ fn parse_events(
     framing: &Framing,
     body: &[u8],
     max_events: usize,
+    origin_keys: &[crate::core::note::VerifierKey],
 ) -> Result<Vec<PreparedEvent>, ApiError> {
     let items = match framing {
         Framing::Json => parse_strict(body)
@@ -206,7 +212,7 @@ fn parse_events(
                 .push(json!({"item": item, "path": "", "message": "event must be a JSON object"}));
             continue;
         }
-        match prepare(json) {
+        match prepare_item(json, origin_keys) {
             Ok(event) => prepared.push(event),
             Err(errors) => {
                 invalid += 1;
@@ -257,7 +263,13 @@ async fn post_events(
                 )),
                 _ => ApiError::bad_request(rejection.body_text(), ""),
             })?;
-    let events = parse_events(&framing, &body, state.limits.max_request_events)?;
+    let origin_keys = state.credentials.current().origin_keys(&source).to_vec();
+    let events = parse_events(
+        &framing,
+        &body,
+        state.limits.max_request_events,
+        &origin_keys,
+    )?;
     admission.spend(events.len());
     let receipts = state.sequencer.append(&source, events).await?;
     // Serialized straight from the structs: no intermediate `Value` tree (it was ~20 % of the

@@ -30,7 +30,7 @@ pub fn verifier() -> VerifierKey {
 /// returns its token.
 pub fn add_credential(data_dir: &Path, kind: CredentialKind, name: &str) -> String {
     let store = Store::open(data_dir).unwrap();
-    ledger::admin::add(&store, kind, name).unwrap().0
+    ledger::admin::add(&store, kind, name, None).unwrap().0
 }
 
 /// Registers a source; returns its token.

@@ -11,5 +11,6 @@ mod crash;
 mod fsck;
 mod layering;
 mod net;
+mod origin;
 mod restart;
 mod vectors;
