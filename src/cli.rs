@@ -13,10 +13,13 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{Role, check_source_name};
 use crate::http::Limits;
+use crate::http::limit::{SourceLimits, system_monotonic_clock};
 use crate::keyfile;
+use crate::net::NetConfig;
 use crate::sequencer::{SequencerConfig, system_clock};
 use crate::server::{ServeConfig, serve};
 use crate::store::Store;
+use crate::tls::ClientTls;
 
 /// A tamper-evident ledger of approval events for AI agents and automated pipelines.
 #[derive(Debug, Parser)]
@@ -77,9 +80,13 @@ enum ModeArg {
 
 #[derive(Debug, Args)]
 struct BenchArgs {
-    /// Server base URL.
+    /// Server base URL (http:// or https://).
     #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
     server: String,
+    /// For an https:// server: trust only the CA certificates in FILE (PEM), e.g. a self-signed
+    /// server certificate, instead of the system's roots.
+    #[arg(long, env = "LEDGER_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// A source token (from `ledger sources add`).
     #[arg(
         long,
@@ -155,9 +162,13 @@ struct ExportArgs {
     /// The log's signing key, which signs the manifest (default: DATA_DIR/ledger.key).
     #[arg(long, env = "LEDGER_KEY", value_name = "FILE")]
     key: Option<PathBuf>,
-    /// Export over HTTP from a running server instead of a data dir (needs --token).
+    /// Export over HTTP(S) from a running server instead of a data dir (needs --token).
     #[arg(long, value_name = "URL", requires = "token", conflicts_with = "key")]
     server: Option<String>,
+    /// For an https:// --server: trust only the CA certificates in FILE (PEM), e.g. a self-signed
+    /// server certificate, instead of the system's roots.
+    #[arg(long, env = "LEDGER_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// An auditor token (from `ledger auditors add`), for --server.
     #[arg(
         long,
@@ -243,9 +254,14 @@ struct CredentialTarget {
         value_name = "DIR"
     )]
     data_dir: PathBuf,
-    /// A running server's base URL: use its admin API instead of the data dir.
+    /// A running server's base URL (http:// or https://): use its admin API instead of the
+    /// data dir.
     #[arg(long, value_name = "URL")]
     server: Option<String>,
+    /// For an https:// --server: trust only the CA certificates in FILE (PEM), e.g. a self-signed
+    /// server certificate, instead of the system's roots.
+    #[arg(long, env = "LEDGER_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// An admin token, with --server (from `ledger admins add`).
     #[arg(
         long,
@@ -343,8 +359,8 @@ struct ServeArgs {
     /// rotate --key` (repeatable). Retired keys in DATA_DIR/keys/ are used without this flag.
     #[arg(long, value_name = "FILE")]
     cosign_key: Vec<PathBuf>,
-    /// Address to listen on. Loopback by default: put TLS and a network policy in front before
-    /// exposing it.
+    /// Address to listen on. Loopback by default: serve TLS (--tls-cert, --tls-key) and put a
+    /// network policy in front before exposing it.
     #[arg(
         long,
         env = "LEDGER_LISTEN",
@@ -374,6 +390,35 @@ struct ServeArgs {
     /// Longest a request may take, in seconds (408 beyond).
     #[arg(long, env = "LEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     request_timeout_secs: u64,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first). Needs --tls-key.
+    #[arg(long, env = "LEDGER_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "LEDGER_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Sustained events per second one source may post (0: unlimited); beyond it, 429 +
+    /// Retry-After.
+    #[arg(long, env = "LEDGER_SOURCE_RATE", default_value_t = 100_000)]
+    source_rate: u64,
+    /// Events one source may post at once after a quiet spell (the token bucket's size). A
+    /// request larger than this is still accepted: it borrows against the refill.
+    #[arg(long, env = "LEDGER_SOURCE_BURST", default_value_t = 200_000)]
+    source_burst: u64,
+    /// Event-posting requests one source may have in flight (0: unlimited); beyond it, 503 +
+    /// Retry-After.
+    #[arg(long, env = "LEDGER_SOURCE_CONCURRENCY", default_value_t = 128)]
+    source_concurrency: usize,
+    /// Seconds a client has to send a request's headers (or finish a TLS handshake), counted from
+    /// when the server starts waiting; also how long an idle keep-alive connection stays open.
+    #[arg(long, env = "LEDGER_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a connection may go with no byte moving either way and no request being handled
+    /// (e.g. a client that stops reading its response) before it is closed.
+    #[arg(long, env = "LEDGER_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    idle_timeout_secs: u64,
+    /// Most connections open at once; further ones wait in the listen backlog until one closes.
+    #[arg(long, env = "LEDGER_MAX_CONNECTIONS", default_value_t = 512)]
+    max_connections: usize,
 }
 
 /// A user-facing error with an optional hint line.
@@ -440,6 +485,7 @@ fn run_bench(args: BenchArgs) -> Result<(), Failure> {
     use crate::bench::{BenchConfig, Mode, run};
     let config = BenchConfig {
         url: args.server.trim_end_matches('/').to_owned(),
+        tls: client_tls(args.ca_cert.as_deref())?,
         token: args.token,
         mode: match args.mode {
             ModeArg::Single => Mode::Single,
@@ -648,7 +694,7 @@ fn run_credentials(role: Role, cmd: CredentialCommand) -> Result<(), Failure> {
             hint: Some("pass --token or set LEDGER_ADMIN_TOKEN (from `ledger admins add`)".into()),
             code: 2,
         })?;
-        let api = AdminClient::new(url, token)?;
+        let api = AdminClient::new(url, token, &client_tls(target.ca_cert.as_deref())?)?;
         return match cmd {
             CredentialCommand::Add {
                 name, origin_key, ..
@@ -796,9 +842,10 @@ struct AdminClient {
 }
 
 impl AdminClient {
-    fn new(url: &str, token: String) -> anyhow::Result<Self> {
+    fn new(url: &str, token: String, tls: &ClientTls) -> anyhow::Result<Self> {
         Ok(Self {
-            client: reqwest::blocking::Client::builder()
+            client: tls
+                .blocking_client()
                 .timeout(Duration::from_secs(30))
                 .build()?,
             base: url.trim_end_matches('/').to_owned(),
@@ -828,6 +875,17 @@ impl AdminClient {
         }
         Ok(body)
     }
+}
+
+/// What an HTTPS client trusts: the system's roots, or only the CAs of `--ca-cert`.
+fn client_tls(ca_cert: Option<&Path>) -> Result<ClientTls, Failure> {
+    ClientTls::from_ca_file(ca_cert).map_err(|e| Failure {
+        error: anyhow!("--ca-cert: {e}"),
+        hint: Some(
+            "pass the PEM certificate of the CA that signed the server's certificate (for a self-signed server, its certificate)".into(),
+        ),
+        code: 2,
+    })
 }
 
 /// Parses `--from`/`--to`: RFC 3339, or a date meaning midnight UTC.
@@ -863,10 +921,20 @@ fn run_export(args: ExportArgs) -> Result<(), Failure> {
             code: 2,
         });
     }
+    if args.server.is_none() && args.ca_cert.is_some() {
+        return Err(Failure {
+            error: anyhow!("--ca-cert is only for --server"),
+            hint: Some(
+                "with --data-dir the export reads the data dir directly; drop --ca-cert (or unset LEDGER_CA_CERT)".into(),
+            ),
+            code: 2,
+        });
+    }
     let source = match (&args.server, &args.token) {
         (Some(url), Some(token)) => crate::export::Source::Server {
             url: url.clone(),
             token: token.clone(),
+            tls: client_tls(args.ca_cert.as_deref())?,
         },
         (None, Some(_)) => {
             return Err(Failure {
@@ -1147,6 +1215,53 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             return Err(anyhow!("{name} must be at least 1").into());
         }
     }
+    for (name, value) in [
+        ("--header-timeout-secs", args.header_timeout_secs),
+        ("--idle-timeout-secs", args.idle_timeout_secs),
+    ] {
+        if value == 0 {
+            return Err(anyhow!("{name} must be at least 1").into());
+        }
+    }
+    if args.max_connections == 0 || args.max_connections > crate::net::MAX_CONNECTIONS_LIMIT {
+        return Err(anyhow!(
+            "--max-connections must be between 1 and {}",
+            crate::net::MAX_CONNECTIONS_LIMIT
+        )
+        .into());
+    }
+    if args.source_rate > 0 && args.source_burst == 0 {
+        return Err(Failure {
+            error: anyhow!(
+                "--source-burst 0 with --source-rate {}: no request could ever be admitted",
+                args.source_rate
+            ),
+            hint: Some(
+                "set --source-burst to at least 1, or --source-rate 0 for no rate limit".into(),
+            ),
+            code: 2,
+        });
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        (None, None) => None,
+        (cert, _) => {
+            let (given, missing) = if cert.is_some() {
+                ("--tls-cert", "--tls-key")
+            } else {
+                ("--tls-key", "--tls-cert")
+            };
+            return Err(Failure {
+                error: anyhow!(
+                    "{given} without {missing}: TLS needs both the certificate and its key"
+                ),
+                hint: Some(format!(
+                    "pass {missing} FILE too (or set LEDGER_TLS_CERT and LEDGER_TLS_KEY), or neither for plain HTTP"
+                )),
+                code: 2,
+            });
+        }
+    };
     if args.max_request_events > args.max_queued_events {
         return Err(Failure {
             error: anyhow!(
@@ -1186,6 +1301,18 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             max_body_bytes: args.max_body_bytes,
             max_request_events: args.max_request_events,
             request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+        },
+        source_limits: SourceLimits {
+            rate: args.source_rate,
+            burst: args.source_burst,
+            concurrency: args.source_concurrency,
+            clock: system_monotonic_clock(),
+        },
+        net: NetConfig {
+            tls,
+            header_read_timeout: Duration::from_secs(args.header_timeout_secs),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+            max_connections: args.max_connections,
         },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -140,6 +140,8 @@ pub enum Source {
         url: String,
         /// An auditor token.
         token: String,
+        /// What to trust for an `https://` URL.
+        tls: crate::tls::ClientTls,
     },
 }
 
@@ -674,8 +676,9 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
                 _scratch: scratch,
             })
         }
-        Source::Server { url, token } => Box::new(RemoteLog {
-            client: reqwest::blocking::Client::builder()
+        Source::Server { url, token, tls } => Box::new(RemoteLog {
+            client: tls
+                .blocking_client()
                 .timeout(std::time::Duration::from_secs(300))
                 .build()
                 .map_err(|e| ExportError::Remote(e.to_string()))?,

@@ -11,6 +11,7 @@
 mod admin;
 pub mod error;
 mod export;
+pub mod limit;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub use self::error::ApiError;
+use self::limit::SourceLimiter;
 pub use crate::auth::Role;
 use crate::auth::SharedCredentials;
 use crate::core::event::{PreparedEvent, parse_strict, prepare_item};
@@ -73,6 +75,8 @@ pub struct AppState {
     pub signer: Arc<SignerKey>,
     /// Limits.
     pub limits: Limits,
+    /// Per-source rate and in-flight limits for `POST /v1/events`.
+    pub limiter: Arc<SourceLimiter>,
 }
 
 /// The API's routes over `state`.
@@ -244,9 +248,12 @@ async fn post_events(
     State(state): State<AppState>,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    // Credentials and content type first: an unauthenticated client never gets a body buffered.
+    // Credentials, content type and the source's limits first: an unauthenticated or limited
+    // client never gets a body buffered.
     let source = authorize(&state, request.headers(), &[Role::Source])?;
     let framing = framing(request.headers())?;
+    // Held until the response is built: the source's in-flight slot.
+    let admission = state.limiter.admit(&source)?;
     let body =
         Bytes::from_request(request, &state)
             .await
@@ -264,6 +271,7 @@ async fn post_events(
         state.limits.max_request_events,
         &origin_keys,
     )?;
+    admission.spend(events.len());
     let receipts = state.sequencer.append(&source, events).await?;
     // Serialized straight from the structs: no intermediate `Value` tree (it was ~20 % of the
     // server's time in batch mode, mostly malloc/free).

@@ -8,7 +8,7 @@ use ledger::core::note::open_checkpoint;
 use ledger::core::receipt::{Receipt, verify_receipt};
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, event, verifier};
+use crate::common::{TestServer, event, gated_clock, verifier};
 
 fn receipts(body: &Value) -> Vec<Receipt> {
     serde_json::from_value(body["receipts"].clone()).unwrap()
@@ -528,30 +528,6 @@ async fn bad_input_matrix_gets_clear_4xx_and_appends_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "entries need a token");
-}
-
-/// Holds the writer inside its first clock read until released, so a test can fill the queue.
-fn gated_clock() -> (
-    ledger::sequencer::Clock,
-    std::sync::mpsc::Receiver<()>,
-    std::sync::mpsc::Sender<()>,
-) {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let gate = Mutex::new(Some((entered_tx, release_rx)));
-    let first = AtomicBool::new(true);
-    let clock = std::sync::Arc::new(move || {
-        if first.swap(false, Ordering::SeqCst)
-            && let Some((entered, release)) = gate.lock().unwrap().take()
-        {
-            entered.send(()).unwrap();
-            release.recv().unwrap();
-        }
-        1_795_251_960_000_000
-    });
-    (clock, entered_rx, release_tx)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

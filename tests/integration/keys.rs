@@ -79,6 +79,8 @@ async fn rotation_cosigns_for_the_grace_period_and_keeps_old_signatures_valid() 
             key: old.clone(),
             sequencer: config(&clock, vec![]),
             limits: Default::default(),
+            source_limits: Default::default(),
+            net: Default::default(),
         },
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         async {},

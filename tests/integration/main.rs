@@ -11,6 +11,7 @@ mod crash;
 mod fsck;
 mod keys;
 mod layering;
+mod net;
 mod origin;
 mod restart;
 mod vectors;
