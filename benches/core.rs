@@ -55,6 +55,7 @@ fn events(c: &mut Criterion) {
                     ingested_at: &at,
                     source: "ci-runner",
                     prev_leaf_hash: &[7; 32],
+                    origin_signature: None,
                 },
                 &prepared.jcs,
             )
@@ -66,6 +67,7 @@ fn events(c: &mut Criterion) {
             ingested_at: &at,
             source: "ci-runner",
             prev_leaf_hash: &[7; 32],
+            origin_signature: None,
         },
         &prepared.jcs,
     );

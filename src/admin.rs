@@ -8,6 +8,7 @@
 use serde::Serialize;
 
 use crate::auth::{AuthError, CredentialRecord, Credentials, Role, check_source_name, new_token};
+use crate::core::note::VerifierKey;
 use crate::store::{Store, StoreError};
 
 /// Why an administration step failed.
@@ -29,6 +30,9 @@ pub enum AdminError {
         /// The name.
         name: String,
     },
+    /// An origin key that does not parse, names another source, or is given for a non-source.
+    #[error("origin key: {0}")]
+    OriginKey(String),
     /// A bad name, no randomness, or a corrupt record.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -52,6 +56,9 @@ pub struct CredentialInfo {
     pub created_at: Option<String>,
     /// When it was revoked, if it was.
     pub revoked_at: Option<String>,
+    /// A source's origin keys (verifier key text), oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub origin_keys: Vec<String>,
 }
 
 impl CredentialInfo {
@@ -62,6 +69,7 @@ impl CredentialInfo {
             token_id: r.token_id,
             created_at: r.created_at,
             revoked_at: r.revoked_at,
+            origin_keys: r.origin_keys,
         }
     }
 }
@@ -80,10 +88,35 @@ fn record(store: &Store, role: Role, name: &str) -> Result<Option<CredentialReco
         .transpose()?)
 }
 
-/// Issues a token for a new `name` (or a revoked one: re-issuing is how a token is rotated).
-/// Returns the token, shown once, and what was stored. The write is synced.
-pub fn add(store: &Store, role: Role, name: &str) -> Result<(String, CredentialInfo), AdminError> {
+/// Checks an origin key for source `name`: a C2SP verifier key (`name+id+key`, as `ledger keygen
+/// --origin NAME` writes it) whose name is the source's, so a key names the one source it is for.
+fn origin_key(role: Role, name: &str, key: &str) -> Result<String, AdminError> {
+    if role != Role::Source {
+        return Err(AdminError::OriginKey(
+            "only sources sign their events".into(),
+        ));
+    }
+    let key = VerifierKey::parse(key.trim()).map_err(|e| AdminError::OriginKey(e.to_string()))?;
+    if key.name() != name {
+        return Err(AdminError::OriginKey(format!(
+            "the key is named {:?}; a source's origin key must be named after the source ({name:?}): `ledger keygen --origin {name}`",
+            key.name()
+        )));
+    }
+    Ok(key.encode())
+}
+
+/// Issues a token for a new `name` (or a revoked one: re-issuing is how a token is rotated), with
+/// an optional origin key (the source must then sign its events). Returns the token, shown once,
+/// and what was stored. The write is synced.
+pub fn add(
+    store: &Store,
+    role: Role,
+    name: &str,
+    key: Option<&str>,
+) -> Result<(String, CredentialInfo), AdminError> {
     check_source_name(name)?;
+    let key = key.map(|k| origin_key(role, name, k)).transpose()?;
     if record(store, role, name)?.is_some_and(|r| r.revoked_at.is_none()) {
         return Err(AdminError::Exists {
             role: role.name(),
@@ -92,8 +125,39 @@ pub fn add(store: &Store, role: Role, name: &str) -> Result<(String, CredentialI
     }
     let (token, mut rec) = new_token()?;
     rec.created_at = Some(now());
+    rec.origin_keys.extend(key);
     store.put_credential(role, name, &rec.to_bytes())?;
     Ok((token, CredentialInfo::of(role, name, rec)))
+}
+
+/// Adds an origin key to source `name` (rotation: old keys stay, so old rows still verify; the
+/// source may sign with any of them). From then on the source must sign every event.
+pub fn add_origin_key(store: &Store, name: &str, key: &str) -> Result<CredentialInfo, AdminError> {
+    let key = origin_key(Role::Source, name, key)?;
+    let mut rec = record(store, Role::Source, name)?.ok_or_else(|| AdminError::NotFound {
+        role: Role::Source.name(),
+        name: name.to_owned(),
+    })?;
+    if !rec.origin_keys.contains(&key) {
+        rec.origin_keys.push(key);
+        store.put_credential(Role::Source, name, &rec.to_bytes())?;
+    }
+    Ok(CredentialInfo::of(Role::Source, name, rec))
+}
+
+/// Every source's origin keys, by source name (revoked sources included: their old rows still
+/// need verifying). Public keys only.
+pub fn origin_keys(
+    store: &Store,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, AdminError> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, bytes) in store.credentials(Role::Source)? {
+        let rec = CredentialRecord::from_bytes(&name, &bytes)?;
+        if !rec.origin_keys.is_empty() {
+            out.insert(name, rec.origin_keys);
+        }
+    }
+    Ok(out)
 }
 
 /// Revokes `name`'s token (kept, marked revoked). Revoking twice keeps the first time.

@@ -17,6 +17,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 
+use crate::core::note::VerifierKey;
+
 /// Errors of credential handling (exit code 2 in the CLI; 401 never says which check failed).
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -44,6 +46,10 @@ pub struct CredentialRecord {
     /// When it was revoked; a revoked record authenticates nothing and is kept for the audit trail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
+    /// A source's origin keys (C2SP verifier key text, `name+id+key`), oldest first: with any, the
+    /// source must sign each event with one of them. Kept after rotation so old rows still verify.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origin_keys: Vec<String>,
 }
 
 impl CredentialRecord {
@@ -85,6 +91,7 @@ pub fn new_token() -> Result<(String, CredentialRecord), AuthError> {
         secret_hash: hex::encode(blake3::hash(secret.as_bytes()).as_bytes()),
         created_at: None,
         revoked_at: None,
+        origin_keys: Vec::new(),
     };
     Ok((format!("ldg_{}_{secret}", record.token_id), record))
 }
@@ -104,6 +111,7 @@ pub struct Principal<'a> {
 #[derive(Debug, Default, Clone)]
 pub struct Credentials {
     by_id: HashMap<String, (String, Role, [u8; 32])>,
+    origin_keys: HashMap<String, Vec<VerifierKey>>,
 }
 
 impl Credentials {
@@ -112,19 +120,35 @@ impl Credentials {
         records: impl IntoIterator<Item = (&'a str, Role, CredentialRecord)>,
     ) -> Result<Self, AuthError> {
         let mut by_id = HashMap::new();
+        let mut origin_keys = HashMap::new();
         for (name, role, record) in records {
             if record.revoked_at.is_some() {
                 continue;
+            }
+            if role == Role::Source && !record.origin_keys.is_empty() {
+                let keys = record
+                    .origin_keys
+                    .iter()
+                    .map(|k| VerifierKey::parse(k))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| AuthError::CorruptRecord(name.to_owned()))?;
+                origin_keys.insert(name.to_owned(), keys);
             }
             let mut hash = [0u8; 32];
             hex::decode_to_slice(&record.secret_hash, &mut hash)
                 .map_err(|_| AuthError::CorruptRecord(name.to_owned()))?;
             by_id.insert(record.token_id, (name.to_owned(), role, hash));
         }
-        Ok(Self { by_id })
+        Ok(Self { by_id, origin_keys })
     }
 
-    /// Number of registered sources.
+    /// The origin keys of source `name` (empty if it does not sign).
+    #[must_use]
+    pub fn origin_keys(&self, name: &str) -> &[VerifierKey] {
+        self.origin_keys.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// Number of active credentials.
     #[must_use]
     pub fn len(&self) -> usize {
         self.by_id.len()

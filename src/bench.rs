@@ -36,6 +36,8 @@ pub enum Mode {
 pub struct BenchConfig {
     /// Server base URL.
     pub url: String,
+    /// What to trust for an `https://` URL.
+    pub tls: crate::tls::ClientTls,
     /// A source token.
     pub token: String,
     /// Request shape.
@@ -157,7 +159,9 @@ fn percentile(sorted: &[u32], q: f64) -> f64 {
 
 /// Runs the load, checks the sample, measures the floor.
 pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
-    let client = reqwest::Client::builder()
+    let client = config
+        .tls
+        .client()
         .pool_max_idle_per_host(config.connections)
         .timeout(Duration::from_secs(60))
         .build()
@@ -356,6 +360,7 @@ pub fn floor(
                 ingested_at: &at,
                 source: "bench",
                 prev_leaf_hash: &prev,
+                origin_signature: None,
             },
             &event.jcs,
         );

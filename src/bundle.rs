@@ -60,6 +60,8 @@ pub mod files {
     pub const CONSISTENCY: &str = "consistency.json";
     /// OSCAL assessment results (FedRAMP).
     pub const OSCAL: &str = "oscal/assessment-results.json";
+    /// Every source's origin keys (public), for checking signed rows.
+    pub const SOURCE_KEYS: &str = "source-keys.json";
 }
 
 /// Bundle I/O errors (exit code 2 in `ledger export`; a named failed check in `ledger verify`).
@@ -528,4 +530,12 @@ pub struct ConsistencyFile {
     pub from_checkpoint: String,
     /// Hex hashes of the RFC 9162 consistency proof to the bundle's checkpoint.
     pub proof: Vec<String>,
+}
+
+/// `source-keys.json`, and `GET /v1/source-keys`: each signing source's origin keys (C2SP verifier
+/// key text), oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceKeys {
+    /// Source name -> its keys.
+    pub sources: BTreeMap<String, Vec<String>>,
 }

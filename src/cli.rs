@@ -13,10 +13,13 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{Role, check_source_name};
 use crate::http::Limits;
+use crate::http::limit::{SourceLimits, system_monotonic_clock};
 use crate::keyfile;
+use crate::net::NetConfig;
 use crate::sequencer::{SequencerConfig, system_clock};
 use crate::server::{ServeConfig, serve};
 use crate::store::Store;
+use crate::tls::ClientTls;
 
 /// A tamper-evident ledger of approval events for AI agents and automated pipelines.
 #[derive(Debug, Parser)]
@@ -39,6 +42,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// The log's signing key: rotate it, list its history.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Manage sources: the enforcement points allowed to post events.
     #[command(subcommand)]
     Sources(CredentialCommand),
@@ -74,9 +80,13 @@ enum ModeArg {
 
 #[derive(Debug, Args)]
 struct BenchArgs {
-    /// Server base URL.
+    /// Server base URL (http:// or https://).
     #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
     server: String,
+    /// For an https:// server: trust only the CA certificates in FILE (PEM), e.g. a self-signed
+    /// server certificate, instead of the system's roots.
+    #[arg(long, env = "LEDGER_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// A source token (from `ledger sources add`).
     #[arg(
         long,
@@ -152,9 +162,13 @@ struct ExportArgs {
     /// The log's signing key, which signs the manifest (default: DATA_DIR/ledger.key).
     #[arg(long, env = "LEDGER_KEY", value_name = "FILE")]
     key: Option<PathBuf>,
-    /// Export over HTTP from a running server instead of a data dir (needs --token).
+    /// Export over HTTP(S) from a running server instead of a data dir (needs --token).
     #[arg(long, value_name = "URL", requires = "token", conflicts_with = "key")]
     server: Option<String>,
+    /// For an https:// --server: trust only the CA certificates in FILE (PEM), e.g. a self-signed
+    /// server certificate, instead of the system's roots.
+    #[arg(long, env = "LEDGER_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// An auditor token (from `ledger auditors add`), for --server.
     #[arg(
         long,
@@ -181,9 +195,52 @@ struct VerifyArgs {
     /// Also prove the bundle's checkpoint extends this earlier checkpoint (file).
     #[arg(long, value_name = "OLD_CHECKPOINT")]
     consistency: Option<PathBuf>,
+    /// Check signed rows against these source keys (`{"sources": {"NAME": ["KEY", ...]}}`, as
+    /// `GET /v1/source-keys` or each source's owner gives them) instead of the bundle's own.
+    #[arg(long, value_name = "FILE")]
+    source_keys: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Replace the log's signing key (server stopped). The head checkpoint is re-signed by both
+    /// keys, a transition statement signed by both is published (`GET /v1/keys`), and the old key
+    /// cosigns new checkpoints for the grace period. Everything signed before stays valid.
+    Rotate {
+        /// The server's data directory.
+        #[arg(
+            long,
+            env = "LEDGER_DATA_DIR",
+            default_value = "ledger-data",
+            value_name = "DIR"
+        )]
+        data_dir: PathBuf,
+        /// The current key file, if not the data dir's ledger.key (then --new-key is required, and
+        /// the server must be started with `--key NEW --cosign-key OLD` during the grace period).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// The new key (from `ledger keygen --origin SAME_NAME`); generated in the data dir if
+        /// omitted, the old one kept in DATA_DIR/keys/ for cosigning.
+        #[arg(long, value_name = "FILE")]
+        new_key: Option<PathBuf>,
+        /// How long the old key keeps cosigning: e.g. 7d, 12h, 30m, 0.
+        #[arg(long, default_value = "7d", value_name = "DURATION")]
+        grace: String,
+    },
+    /// Print the key history (as `GET /v1/keys` serves it).
+    List {
+        /// The server's data directory.
+        #[arg(
+            long,
+            env = "LEDGER_DATA_DIR",
+            default_value = "ledger-data",
+            value_name = "DIR"
+        )]
+        data_dir: PathBuf,
+    },
 }
 
 /// Where credentials are managed: a stopped server's data dir, or a running server's admin API.
@@ -197,9 +254,14 @@ struct CredentialTarget {
         value_name = "DIR"
     )]
     data_dir: PathBuf,
-    /// A running server's base URL: use its admin API instead of the data dir.
+    /// A running server's base URL (http:// or https://): use its admin API instead of the
+    /// data dir.
     #[arg(long, value_name = "URL")]
     server: Option<String>,
+    /// For an https:// --server: trust only the CA certificates in FILE (PEM), e.g. a self-signed
+    /// server certificate, instead of the system's roots.
+    #[arg(long, env = "LEDGER_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// An admin token, with --server (from `ledger admins add`).
     #[arg(
         long,
@@ -252,6 +314,20 @@ enum CredentialCommand {
     Add {
         /// Name: 1-64 of a-z 0-9 . _ - (a source's name is written into every entry it posts).
         name: String,
+        /// Sources only: its origin key (a verifier key file from `ledger keygen --origin NAME`);
+        /// the source must then sign every event (docs/formats.md, "Origin signatures").
+        #[arg(long, value_name = "FILE")]
+        origin_key: Option<PathBuf>,
+        #[command(flatten)]
+        target: CredentialTarget,
+    },
+    /// Sources only: add an origin key (earlier keys stay valid for earlier rows and signing).
+    AddKey {
+        /// The source.
+        name: String,
+        /// The verifier key file (`ledger keygen --origin NAME` writes it as ledger.pub).
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
         #[command(flatten)]
         target: CredentialTarget,
     },
@@ -279,8 +355,12 @@ struct ServeArgs {
         value_name = "DIR"
     )]
     data_dir: PathBuf,
-    /// Address to listen on. Loopback by default: put TLS and a network policy in front before
-    /// exposing it.
+    /// A retired log key to cosign checkpoints with during its grace period after `ledger keys
+    /// rotate --key` (repeatable). Retired keys in DATA_DIR/keys/ are used without this flag.
+    #[arg(long, value_name = "FILE")]
+    cosign_key: Vec<PathBuf>,
+    /// Address to listen on. Loopback by default: serve TLS (--tls-cert, --tls-key) and put a
+    /// network policy in front before exposing it.
     #[arg(
         long,
         env = "LEDGER_LISTEN",
@@ -310,6 +390,35 @@ struct ServeArgs {
     /// Longest a request may take, in seconds (408 beyond).
     #[arg(long, env = "LEDGER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     request_timeout_secs: u64,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first). Needs --tls-key.
+    #[arg(long, env = "LEDGER_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "LEDGER_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Sustained events per second one source may post (0: unlimited); beyond it, 429 +
+    /// Retry-After.
+    #[arg(long, env = "LEDGER_SOURCE_RATE", default_value_t = 100_000)]
+    source_rate: u64,
+    /// Events one source may post at once after a quiet spell (the token bucket's size). A
+    /// request larger than this is still accepted: it borrows against the refill.
+    #[arg(long, env = "LEDGER_SOURCE_BURST", default_value_t = 200_000)]
+    source_burst: u64,
+    /// Event-posting requests one source may have in flight (0: unlimited); beyond it, 503 +
+    /// Retry-After.
+    #[arg(long, env = "LEDGER_SOURCE_CONCURRENCY", default_value_t = 128)]
+    source_concurrency: usize,
+    /// Seconds a client has to send a request's headers (or finish a TLS handshake), counted from
+    /// when the server starts waiting; also how long an idle keep-alive connection stays open.
+    #[arg(long, env = "LEDGER_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a connection may go with no byte moving either way and no request being handled
+    /// (e.g. a client that stops reading its response) before it is closed.
+    #[arg(long, env = "LEDGER_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    idle_timeout_secs: u64,
+    /// Most connections open at once; further ones wait in the listen backlog until one closes.
+    #[arg(long, env = "LEDGER_MAX_CONNECTIONS", default_value_t = 512)]
+    max_connections: usize,
 }
 
 /// A user-facing error with an optional hint line.
@@ -360,6 +469,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             println_safe(&key.verifier().encode());
             Ok(())
         }
+        Command::Keys(cmd) => run_keys(cmd),
         Command::Sources(cmd) => run_credentials(Role::Source, cmd),
         Command::Auditors(cmd) => run_credentials(Role::Auditor, cmd),
         Command::Admins(cmd) => run_credentials(Role::Admin, cmd),
@@ -375,6 +485,7 @@ fn run_bench(args: BenchArgs) -> Result<(), Failure> {
     use crate::bench::{BenchConfig, Mode, run};
     let config = BenchConfig {
         url: args.server.trim_end_matches('/').to_owned(),
+        tls: client_tls(args.ca_cert.as_deref())?,
         token: args.token,
         mode: match args.mode {
             ModeArg::Single => Mode::Single,
@@ -431,12 +542,151 @@ fn run_bench(args: BenchArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Parses a grace period: `0`, or a number followed by s, m, h or d.
+fn parse_duration(text: &str) -> Result<i64, Failure> {
+    let bad = || Failure {
+        error: anyhow!("invalid duration {text:?}"),
+        hint: Some("use e.g. 7d, 12h, 30m, 45s or 0".into()),
+        code: 2,
+    };
+    if text == "0" {
+        return Ok(0);
+    }
+    let (n, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(seconds * 1_000_000)
+        .filter(|v| *v >= 0)
+        .ok_or_else(bad)
+}
+
+fn run_keys(cmd: KeysCommand) -> Result<(), Failure> {
+    match cmd {
+        KeysCommand::List { data_dir } => {
+            let store = open_existing(&data_dir)?;
+            let history = crate::keys::history(&store)?;
+            println_safe(&serde_json::to_string_pretty(&history).expect("serializes"));
+            Ok(())
+        }
+        KeysCommand::Rotate {
+            data_dir,
+            key,
+            new_key,
+            grace,
+        } => {
+            let grace = parse_duration(&grace)?;
+            if key.is_some() && new_key.is_none() {
+                return Err(Failure {
+                    error: anyhow!("--key needs --new-key"),
+                    hint: Some("make one with `ledger keygen --origin NAME --out DIR`".into()),
+                    code: 2,
+                });
+            }
+            let store = open_existing(&data_dir)?;
+            let in_dir = key.is_none();
+            let old_path = key.unwrap_or_else(|| data_dir.join(keyfile::KEY_FILE));
+            let old = keyfile::load(&old_path)?;
+            let retired_dir = data_dir.join(RETIRED_KEYS_DIR);
+            let staged = match &new_key {
+                Some(_) => None,
+                None => {
+                    std::fs::create_dir_all(&retired_dir)
+                        .with_context(|| format!("creating {}", retired_dir.display()))?;
+                    let tmp = tempfile::Builder::new()
+                        .prefix(".new-key-")
+                        .tempdir_in(&retired_dir)
+                        .context("creating a temp dir for the new key")?;
+                    keyfile::generate(tmp.path(), old.verifier().name())?;
+                    Some(tmp)
+                }
+            };
+            let new_path = new_key.clone().unwrap_or_else(|| {
+                staged
+                    .as_ref()
+                    .map(|t| t.path().join(keyfile::KEY_FILE))
+                    .unwrap_or_default()
+            });
+            let new = keyfile::load(&new_path)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+            let until = crate::core::leaf::format_micros(now.saturating_add(grace))
+                .ok_or_else(|| anyhow!("grace period too long"))?;
+            let history = crate::keys::rotate(&store, &old, &new, &until)?;
+            drop(store);
+            if in_dir && let Some(tmp) = staged {
+                // The data dir now names the new key: put the files where `serve` looks.
+                let retired = retired_dir.join(format!("{}.key", hex::encode(old.verifier().id())));
+                std::fs::rename(&old_path, &retired)
+                    .with_context(|| format!("moving the old key to {}", retired.display()))?;
+                std::fs::rename(tmp.path().join(keyfile::KEY_FILE), &old_path)
+                    .with_context(|| format!("installing the new key at {}", old_path.display()))?;
+                let pub_path = data_dir.join(keyfile::PUB_FILE);
+                std::fs::rename(tmp.path().join(keyfile::PUB_FILE), &pub_path)
+                    .with_context(|| format!("installing {}", pub_path.display()))?;
+                println_safe(&format!(
+                    "the old key is kept in {} and cosigns checkpoints until {until}",
+                    retired.display()
+                ));
+            } else {
+                println_safe(&format!(
+                    "start the server with --key {} --cosign-key {} until {until}",
+                    new_path.display(),
+                    old_path.display()
+                ));
+            }
+            let size = history.keys.last().map_or(0, |e| e.from_size);
+            println_safe(&format!(
+                "rotated at tree size {size}; the new verifier key follows:"
+            ));
+            println_safe(&new.verifier().encode());
+            Ok(())
+        }
+    }
+}
+
+/// Where `keys rotate` keeps retired keys of a data dir (for cosigning during the grace period).
+const RETIRED_KEYS_DIR: &str = "keys";
+
+/// The retired keys kept in the data dir, for cosigning (the history decides which still do).
+fn retired_keys(data_dir: &Path) -> anyhow::Result<Vec<crate::core::note::SignerKey>> {
+    let dir = data_dir.join(RETIRED_KEYS_DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut keys = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "key") {
+            keys.push(keyfile::load(&path)?);
+        }
+    }
+    Ok(keys)
+}
+
 fn run_credentials(role: Role, cmd: CredentialCommand) -> Result<(), Failure> {
     let what = role.name();
     let target = match &cmd {
         CredentialCommand::Add { target, .. }
+        | CredentialCommand::AddKey { target, .. }
         | CredentialCommand::List { target }
         | CredentialCommand::Revoke { target, .. } => target,
+    };
+    if matches!(cmd, CredentialCommand::AddKey { .. }) && role != Role::Source {
+        return Err(Failure {
+            error: anyhow!("only sources have origin keys"),
+            hint: Some("ledger sources add-key NAME --key-file FILE".into()),
+            code: 2,
+        });
+    }
+    let read_key = |path: &Path| {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
     };
     if let Some(url) = &target.server {
         let token = target.token.clone().ok_or_else(|| Failure {
@@ -444,13 +694,19 @@ fn run_credentials(role: Role, cmd: CredentialCommand) -> Result<(), Failure> {
             hint: Some("pass --token or set LEDGER_ADMIN_TOKEN (from `ledger admins add`)".into()),
             code: 2,
         })?;
-        let api = AdminClient::new(url, token)?;
+        let api = AdminClient::new(url, token, &client_tls(target.ca_cert.as_deref())?)?;
         return match cmd {
-            CredentialCommand::Add { name, .. } => {
+            CredentialCommand::Add {
+                name, origin_key, ..
+            } => {
+                let mut body = serde_json::json!({"role": what, "name": name});
+                if let Some(path) = &origin_key {
+                    body["origin_key"] = read_key(path)?.trim().into();
+                }
                 let v = api.send(
                     api.client
                         .post(api.url("/v1/admin/credentials"))
-                        .json(&serde_json::json!({"role": what, "name": name})),
+                        .json(&body),
                 )?;
                 print_issued(what, &name, v["token_id"].as_str().unwrap_or("?"));
                 println_safe(
@@ -477,6 +733,17 @@ fn run_credentials(role: Role, cmd: CredentialCommand) -> Result<(), Failure> {
                 }
                 Ok(())
             }
+            CredentialCommand::AddKey { name, key_file, .. } => {
+                check_source_name(&name)?;
+                let path = format!("/v1/admin/credentials/{what}/{name}/origin-keys");
+                let body = serde_json::json!({"key": read_key(&key_file)?.trim()});
+                let v = api.send(api.client.post(api.url(&path)).json(&body))?;
+                let n = v["origin_keys"].as_array().map_or(0, Vec::len);
+                println_safe(&format!(
+                    "source {name:?} now has {n} origin key(s); it must sign every event"
+                ));
+                Ok(())
+            }
             CredentialCommand::Revoke { name, .. } => {
                 check_source_name(&name)?;
                 let path = format!("/v1/admin/credentials/{what}/{name}");
@@ -491,21 +758,41 @@ fn run_credentials(role: Role, cmd: CredentialCommand) -> Result<(), Failure> {
         };
     }
     match cmd {
-        CredentialCommand::Add { name, target } => {
+        CredentialCommand::Add {
+            name,
+            origin_key,
+            target,
+        } => {
             check_source_name(&name)?;
+            let key = origin_key.as_deref().map(read_key).transpose()?;
             let data_dir = target.data_dir;
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("creating {}", data_dir.display()))?;
             let store = Store::open(&data_dir)
                 .with_context(|| format!("opening {}", data_dir.display()))?;
-            let (token, info) = crate::admin::add(&store, role, &name).map_err(|e| Failure {
-                hint: matches!(e, crate::admin::AdminError::Exists { .. })
-                    .then(|| format!("pick another name, or `ledger {what}s revoke {name}` first")),
-                error: e.into(),
-                code: 2,
-            })?;
+            let (token, info) =
+                crate::admin::add(&store, role, &name, key.as_deref()).map_err(|e| Failure {
+                    hint: matches!(e, crate::admin::AdminError::Exists { .. }).then(|| {
+                        format!("pick another name, or `ledger {what}s revoke {name}` first")
+                    }),
+                    error: e.into(),
+                    code: 2,
+                })?;
             print_issued(what, &name, &info.token_id);
             println_safe(&token);
+            Ok(())
+        }
+        CredentialCommand::AddKey {
+            name,
+            key_file,
+            target,
+        } => {
+            let store = open_existing(&target.data_dir)?;
+            let c = crate::admin::add_origin_key(&store, &name, &read_key(&key_file)?)?;
+            println_safe(&format!(
+                "source {name:?} now has {} origin key(s); it must sign every event",
+                c.origin_keys.len()
+            ));
             Ok(())
         }
         CredentialCommand::List { target } => {
@@ -555,9 +842,10 @@ struct AdminClient {
 }
 
 impl AdminClient {
-    fn new(url: &str, token: String) -> anyhow::Result<Self> {
+    fn new(url: &str, token: String, tls: &ClientTls) -> anyhow::Result<Self> {
         Ok(Self {
-            client: reqwest::blocking::Client::builder()
+            client: tls
+                .blocking_client()
                 .timeout(Duration::from_secs(30))
                 .build()?,
             base: url.trim_end_matches('/').to_owned(),
@@ -587,6 +875,17 @@ impl AdminClient {
         }
         Ok(body)
     }
+}
+
+/// What an HTTPS client trusts: the system's roots, or only the CAs of `--ca-cert`.
+fn client_tls(ca_cert: Option<&Path>) -> Result<ClientTls, Failure> {
+    ClientTls::from_ca_file(ca_cert).map_err(|e| Failure {
+        error: anyhow!("--ca-cert: {e}"),
+        hint: Some(
+            "pass the PEM certificate of the CA that signed the server's certificate (for a self-signed server, its certificate)".into(),
+        ),
+        code: 2,
+    })
 }
 
 /// Parses `--from`/`--to`: RFC 3339, or a date meaning midnight UTC.
@@ -622,10 +921,20 @@ fn run_export(args: ExportArgs) -> Result<(), Failure> {
             code: 2,
         });
     }
+    if args.server.is_none() && args.ca_cert.is_some() {
+        return Err(Failure {
+            error: anyhow!("--ca-cert is only for --server"),
+            hint: Some(
+                "with --data-dir the export reads the data dir directly; drop --ca-cert (or unset LEDGER_CA_CERT)".into(),
+            ),
+            code: 2,
+        });
+    }
     let source = match (&args.server, &args.token) {
         (Some(url), Some(token)) => crate::export::Source::Server {
             url: url.clone(),
             token: token.clone(),
+            tls: client_tls(args.ca_cert.as_deref())?,
         },
         (None, Some(_)) => {
             return Err(Failure {
@@ -725,7 +1034,20 @@ fn run_verify(args: VerifyArgs) -> Result<(), Failure> {
         .as_ref()
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
         .transpose()?;
-    let result = crate::verify::verify(&args.dir, &key, old.as_deref())?;
+    let pinned: Option<crate::bundle::SourceKeys> = args
+        .source_keys
+        .as_ref()
+        .map(|p| -> anyhow::Result<_> {
+            let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_slice(&text).with_context(|| {
+                format!(
+                    "{}: expected {{\"sources\": {{\"NAME\": [\"VERIFIER KEY\", ...]}}}}",
+                    p.display()
+                )
+            })
+        })
+        .transpose()?;
+    let result = crate::verify::verify_with(&args.dir, &key, old.as_deref(), pinned.as_ref())?;
     let mut out = std::io::stdout().lock();
     let written = if args.json {
         serde_json::to_writer_pretty(&mut out, &result)
@@ -893,6 +1215,53 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             return Err(anyhow!("{name} must be at least 1").into());
         }
     }
+    for (name, value) in [
+        ("--header-timeout-secs", args.header_timeout_secs),
+        ("--idle-timeout-secs", args.idle_timeout_secs),
+    ] {
+        if value == 0 {
+            return Err(anyhow!("{name} must be at least 1").into());
+        }
+    }
+    if args.max_connections == 0 || args.max_connections > crate::net::MAX_CONNECTIONS_LIMIT {
+        return Err(anyhow!(
+            "--max-connections must be between 1 and {}",
+            crate::net::MAX_CONNECTIONS_LIMIT
+        )
+        .into());
+    }
+    if args.source_rate > 0 && args.source_burst == 0 {
+        return Err(Failure {
+            error: anyhow!(
+                "--source-burst 0 with --source-rate {}: no request could ever be admitted",
+                args.source_rate
+            ),
+            hint: Some(
+                "set --source-burst to at least 1, or --source-rate 0 for no rate limit".into(),
+            ),
+            code: 2,
+        });
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        (None, None) => None,
+        (cert, _) => {
+            let (given, missing) = if cert.is_some() {
+                ("--tls-cert", "--tls-key")
+            } else {
+                ("--tls-key", "--tls-cert")
+            };
+            return Err(Failure {
+                error: anyhow!(
+                    "{given} without {missing}: TLS needs both the certificate and its key"
+                ),
+                hint: Some(format!(
+                    "pass {missing} FILE too (or set LEDGER_TLS_CERT and LEDGER_TLS_KEY), or neither for plain HTTP"
+                )),
+                code: 2,
+            });
+        }
+    };
     if args.max_request_events > args.max_queued_events {
         return Err(Failure {
             error: anyhow!(
@@ -915,6 +1284,10 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             "created a new log signing key; give auditors the verifier key"
         );
     }
+    let mut cosigners = retired_keys(&args.data_dir)?;
+    for path in &args.cosign_key {
+        cosigners.push(keyfile::load(path)?);
+    }
     let config = ServeConfig {
         data_dir: args.data_dir,
         key,
@@ -922,11 +1295,24 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             max_batch_events: args.max_batch_events,
             max_queued_events: args.max_queued_events,
             clock: system_clock(),
+            cosigners,
         },
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
             max_request_events: args.max_request_events,
             request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+        },
+        source_limits: SourceLimits {
+            rate: args.source_rate,
+            burst: args.source_burst,
+            concurrency: args.source_concurrency,
+            clock: system_monotonic_clock(),
+        },
+        net: NetConfig {
+            tls,
+            header_read_timeout: Duration::from_secs(args.header_timeout_secs),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+            max_connections: args.max_connections,
         },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

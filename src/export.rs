@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::bundle::{
     self, BundleError, ConsistencyFile, IndexRange, Manifest, ManifestCheckpoint, ManifestKey,
-    Period, Row, RowCounts, RowWriter, Tool, files,
+    Period, Row, RowCounts, RowWriter, SourceKeys, Tool, files,
 };
 use crate::core::controls::Framework;
 use crate::core::findings::Digest;
@@ -140,6 +140,8 @@ pub enum Source {
         url: String,
         /// An auditor token.
         token: String,
+        /// What to trust for an `https://` URL.
+        tls: crate::tls::ClientTls,
     },
 }
 
@@ -169,6 +171,8 @@ trait LogReader {
     fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ExportError>;
     /// Signs the manifest's bytes with the log key.
     fn sign_manifest(&self, manifest: &[u8]) -> Result<[u8; 64], ExportError>;
+    /// Every signing source's origin keys.
+    fn source_keys(&self) -> Result<SourceKeys, ExportError>;
 }
 
 /// Streams `[start, end)` with inclusion proofs at `size` from a store: the one implementation
@@ -265,6 +269,15 @@ impl LogReader for LocalLog {
 
     fn sign_manifest(&self, manifest: &[u8]) -> Result<[u8; 64], ExportError> {
         Ok(self.key.sign_bytes(manifest))
+    }
+
+    fn source_keys(&self) -> Result<SourceKeys, ExportError> {
+        let sources =
+            crate::admin::origin_keys(&self.store).map_err(|e| ExportError::BadEntry {
+                index: 0,
+                message: format!("source records: {e}"),
+            })?;
+        Ok(SourceKeys { sources })
     }
 }
 
@@ -452,6 +465,10 @@ impl LogReader for RemoteLog {
             .and_then(|s| B64.decode(s).ok())
             .and_then(|s| s.try_into().ok())
             .ok_or_else(|| ExportError::Remote("the server returned no signature".into()))
+    }
+
+    fn source_keys(&self) -> Result<SourceKeys, ExportError> {
+        self.json("/v1/source-keys")
     }
 }
 
@@ -659,8 +676,9 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
                 _scratch: scratch,
             })
         }
-        Source::Server { url, token } => Box::new(RemoteLog {
-            client: reqwest::blocking::Client::builder()
+        Source::Server { url, token, tls } => Box::new(RemoteLog {
+            client: tls
+                .blocking_client()
                 .timeout(std::time::Duration::from_secs(300))
                 .build()
                 .map_err(|e| ExportError::Remote(e.to_string()))?,
@@ -746,6 +764,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         built
     };
     write_file(&dir.join(files::CHECKPOINT), note.as_bytes())?;
+    write_json(&dir.join(files::SOURCE_KEYS), &log.source_keys()?)?;
     let controls = controls_json(&config.framework, &framework, dir)?;
     write_json(&dir.join(files::CONTROLS), &controls)?;
     if let Some(old) = &config.since {

@@ -163,6 +163,7 @@ pub fn fsck(store: &Store, key: Option<&VerifierKey>, progress: bool) -> Result<
         levels: Vec::new(),
         io_error: None,
         key_recorded: false,
+        history: crate::keys::history(store).ok(),
     };
     let verifier = scan.meta(key)?;
     let size = scan.walk(verifier.as_ref(), progress)?;
@@ -192,6 +193,8 @@ struct Scan<'a> {
     io_error: Option<StoreError>,
     /// Whether `meta` records a log key (every served data dir does).
     key_recorded: bool,
+    /// The log key's history: checkpoints from before a rotation verify under the old key.
+    history: Option<crate::keys::KeyHistory>,
 }
 
 /// Where the commit containing the current entry ends, from the idempotency records.
@@ -431,7 +434,19 @@ impl<'a> Scan<'a> {
             return;
         };
         self.counts.checkpoints += 1;
-        match open_checkpoint(note, verifier) {
+        // After a key rotation, a checkpoint verifies under the key of its size's epoch.
+        let opened = match open_checkpoint(note, verifier) {
+            Err(e) => self
+                .history
+                .as_ref()
+                .map(|h| h.keys_for_size(size))
+                .unwrap_or_default()
+                .iter()
+                .find_map(|k| open_checkpoint(note, k).ok())
+                .ok_or(e),
+            ok => ok,
+        };
+        match opened {
             Err(e) => self.problem(at, format!("does not verify: {e}")),
             Ok(cp) if cp.size != size => self.problem(
                 at,

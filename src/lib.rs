@@ -5,16 +5,20 @@
 //!
 //! # Layout
 //!
-//! Dependencies point one way: `core` <- `store` <- `sequencer` <- `http` <- `server` <- `cli`.
+//! Dependencies point one way: `core` <- `store` <- `sequencer` <- `http` <- `server` (and `net`) <-
+//! `cli`.
 //!
 //! - [`core`]: pure logic: events, leaves, hashes, the tree and its proofs, checkpoints, receipts.
 //!   No I/O, no clock, no randomness.
 //! - [`store`]: RocksDB, the only module that names it. One synced `WriteBatch` per commit.
 //! - [`sequencer`]: the one writer: ordering, chaining, group commit, checkpoint signing.
-//! - [`http`]: the axum API; writes only through the sequencer.
+//! - [`http`]: the axum API; writes only through the sequencer; per-source rate and in-flight
+//!   limits in [`http::limit`].
 //! - [`auth`]: tokens (stored hashed, checked in constant time); [`admin`]: issuing and revoking them.
-//! - [`keyfile`]: the signing key on disk.
-//! - [`server`]: wiring and graceful shutdown; [`cli`]: the command line.
+//! - [`keyfile`]: the signing key on disk; [`keys`]: the key history and rotation.
+//! - [`server`]: wiring and graceful shutdown; [`net`]: the serving loop (connection cap, TLS,
+//!   header and idle timeouts); [`tls`]: certificates and keys for both ends; [`cli`]: the
+//!   command line.
 //! - [`export`]: evidence bundles from a data dir (RocksDB secondary, safe beside a running server),
 //!   with [`bundle`] (Parquet rows, manifest), [`report`] (HTML) and [`oscal`] (FedRAMP).
 //! - [`summary`]: `summary.json` in bounded memory, over [`spill`] (an external merge sort).
@@ -41,6 +45,8 @@ pub mod export;
 pub mod fsck;
 pub mod http;
 pub mod keyfile;
+pub mod keys;
+pub mod net;
 pub mod oscal;
 pub mod report;
 pub mod sequencer;
@@ -48,4 +54,5 @@ pub mod server;
 pub mod spill;
 pub mod store;
 pub mod summary;
+pub mod tls;
 pub mod verify;

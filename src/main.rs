@@ -13,6 +13,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // reqwest's TLS backend uses the process default crypto provider.
+    ledger::tls::install_default_provider();
     let cli = ledger::cli::Cli::parse();
     match ledger::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

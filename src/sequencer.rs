@@ -49,6 +49,9 @@ pub struct SequencerConfig {
     pub max_queued_events: usize,
     /// Source of `ingested_at`.
     pub clock: Clock,
+    /// Retired log keys offered for cosigning; each cosigns checkpoints until the end of its grace
+    /// period in the key history (`keys`), and is ignored if the history does not list it.
+    pub cosigners: Vec<SignerKey>,
 }
 
 impl Default for SequencerConfig {
@@ -57,6 +60,7 @@ impl Default for SequencerConfig {
             max_batch_events: 8192,
             max_queued_events: 65_536,
             clock: system_clock(),
+            cosigners: Vec::new(),
         }
     }
 }
@@ -187,6 +191,20 @@ impl Sequencer {
         config: SequencerConfig,
     ) -> Result<(Self, WriterThread), SequencerError> {
         let state = State::load(&store, &key, config.clock.clone())?;
+        let history = crate::keys::history(&store)
+            .map_err(|e| SequencerError::Startup(format!("key history: {e}")))?;
+        let offered = config.cosigners.len();
+        let cosigners = crate::keys::cosigners(&history, config.cosigners);
+        if cosigners.len() < offered {
+            tracing::warn!(
+                offered,
+                used = cosigners.len(),
+                "cosigning keys not retired keys of this log were ignored"
+            );
+        }
+        for (k, until) in &cosigners {
+            tracing::info!(key = %k.verifier().encode(), until = %format_micros(*until).unwrap_or_default(), "cosigning checkpoints with a retired key");
+        }
         tracing::info!(
             tree_size = state.frontier.size(),
             verifier_key = %key.verifier().encode(),
@@ -199,6 +217,7 @@ impl Sequencer {
         let writer = Writer {
             store: store.clone(),
             key,
+            cosigners,
             state,
             max_batch: config.max_batch_events.max(1),
             latest: latest_tx,
@@ -446,6 +465,8 @@ fn startup(e: NoteError) -> SequencerError {
 struct Writer {
     store: Arc<Store>,
     key: SignerKey,
+    /// Retired keys still cosigning, with the end of their grace period (µs).
+    cosigners: Vec<(SignerKey, i64)>,
     state: State,
     max_batch: usize,
     latest: watch::Sender<Arc<Checkpoint>>,
@@ -562,6 +583,7 @@ impl Writer {
                             ingested_at: &ingested_at,
                             source: &job.source,
                             prev_leaf_hash: &prev,
+                            origin_signature: event.origin_signature.as_ref(),
                         },
                         &event.jcs,
                     );
@@ -607,11 +629,19 @@ impl Writer {
             for (_, record) in &mut commit.dedup {
                 record.tree_size = size;
             }
-            let note = self.key.sign_note(&checkpoint_body(
+            let mut note = self.key.sign_note(&checkpoint_body(
                 self.key.verifier().name(),
                 size,
                 &frontier.root(),
             ));
+            let now = (self.state.clock)();
+            for (k, until) in &self.cosigners {
+                if now < *until {
+                    note = k
+                        .cosign(&note)
+                        .expect("a note this writer just signed parses");
+                }
+            }
             commit.checkpoint = Some((size, note.clone()));
             if let Err(e) = self.store.commit(&commit) {
                 self.fail_batch(accepted, &e);

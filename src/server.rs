@@ -12,7 +12,9 @@ use crate::admin::AdminError;
 use crate::auth::SharedCredentials;
 use crate::backup::ControlSocket;
 use crate::core::note::SignerKey;
+use crate::http::limit::{SourceLimiter, SourceLimits};
 use crate::http::{self, AppState, Limits};
+use crate::net::{NetConfig, serve_connections};
 use crate::sequencer::{Sequencer, SequencerConfig, SequencerError};
 use crate::store::{Store, StoreError};
 
@@ -27,6 +29,10 @@ pub struct ServeConfig {
     pub sequencer: SequencerConfig,
     /// HTTP limits.
     pub limits: Limits,
+    /// Per-source rate and in-flight limits for `POST /v1/events`.
+    pub source_limits: SourceLimits,
+    /// TLS, connection cap and connection timeouts.
+    pub net: NetConfig,
 }
 
 /// Why the server could not start or stopped abnormally (exit code 2).
@@ -46,8 +52,9 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests finish,
-/// commits what the sequencer holds, closes the data dir, and returns.
+/// Serves the API on `listener` (HTTPS if `config.net.tls` is set) until `shutdown` resolves,
+/// then lets in-flight requests finish, commits what the sequencer holds, closes the data dir,
+/// and returns.
 pub async fn serve(
     config: ServeConfig,
     listener: TcpListener,
@@ -73,6 +80,7 @@ pub async fn serve(
         store: Arc::clone(&handle),
         signer,
         limits: config.limits,
+        limiter: Arc::new(SourceLimiter::new(config.source_limits)),
     };
     // `ledger backup` asks for a checkpoint over a Unix socket in the data dir (only this process
     // can make a consistent one; see `backup`). Bound now that the data dir is ours and checked.
@@ -89,11 +97,14 @@ pub async fn serve(
             None
         }
     };
-    tracing::info!(addr = %listener.local_addr()?, credentials = registered, "listening");
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        tls = config.net.tls.is_some(),
+        credentials = registered,
+        "listening"
+    );
     let app = http::router(state);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = serve_connections(listener, app, &config.net, shutdown).await;
     // A backup in progress finishes before the store closes.
     let _ = stop_control.send(());
     if let Some(control) = control {

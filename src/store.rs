@@ -91,6 +91,8 @@ impl CredentialKind {
 
 /// `meta` key holding the verifier key of the log this data dir belongs to.
 pub const META_LOG_KEY: &[u8] = b"log_verifier_key";
+/// `meta` key holding the log's key history (JSON, see `keys`), once a key was rotated.
+pub const META_KEY_HISTORY: &[u8] = b"key_history";
 /// `meta` key holding the storage format version.
 const META_FORMAT: &[u8] = b"format";
 const FORMAT_VERSION: &[u8] = b"1";
@@ -185,6 +187,8 @@ pub struct Commit {
     pub requests: Vec<(String, u64)>,
     /// `(tree size, signed note)` of the commit's checkpoint.
     pub checkpoint: Option<(u64, String)>,
+    /// `meta` values set in the same batch (key rotation).
+    pub meta: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// An open data dir.
@@ -296,6 +300,9 @@ impl Store {
         }
         if let Some((size, note)) = &commit.checkpoint {
             batch.put_cf(self.cf(CF_CHECKPOINTS), size.to_be_bytes(), note.as_bytes());
+        }
+        for (key, value) in &commit.meta {
+            batch.put_cf(self.cf(CF_META), key, value);
         }
         let mut opts = WriteOptions::default();
         opts.set_sync(true);

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 
-use crate::bundle::{self, ConsistencyFile, Manifest, Row, files};
+use crate::bundle::{self, ConsistencyFile, Manifest, Row, SourceKeys, files};
 use crate::core::controls::Framework;
 use crate::core::findings::Digest;
 use crate::core::hash::{Blake3, Hash, TreeHasher, from_hex, to_hex};
@@ -147,11 +147,22 @@ fn read(dir: &Path, name: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Verifies the bundle in `dir` with the user's `key`; with `old_checkpoint`, also that the bundle's
-/// checkpoint extends it.
+/// checkpoint extends it. Signed rows are checked against the bundle's `source-keys.json`.
 pub fn verify(
     dir: &Path,
     key: &VerifierKey,
     old_checkpoint: Option<&str>,
+) -> Result<Verification, VerifyError> {
+    verify_with(dir, key, old_checkpoint, None)
+}
+
+/// As [`verify`], checking signed rows against `pinned` source keys (from the sources' owners)
+/// instead of the bundle's own `source-keys.json`, which only the log operator vouches for.
+pub fn verify_with(
+    dir: &Path,
+    key: &VerifierKey,
+    old_checkpoint: Option<&str>,
+    pinned: Option<&SourceKeys>,
 ) -> Result<Verification, VerifyError> {
     if !dir.is_dir() {
         return Err(VerifyError::Io {
@@ -219,7 +230,7 @@ pub fn verify(
         }
         return Ok(Verification { ok: false, checks });
     };
-    checks.extend(check_rows(dir, &manifest, &checkpoint));
+    checks.extend(check_rows(dir, &manifest, &checkpoint, pinned));
     if let Some(old) = old_checkpoint {
         checks.push(check(
             "consistency with earlier checkpoint",
@@ -232,9 +243,10 @@ pub fn verify(
     })
 }
 
-const ROW_CHECKS: [&str; 10] = [
+const ROW_CHECKS: [&str; 11] = [
     "leaf hashes",
     "projections",
+    "origin signatures",
     "inclusion proofs",
     "indexes contiguous",
     "hash chain",
@@ -315,6 +327,56 @@ struct RowChecks<'a> {
     leaf: RowCheck,
     projection: RowCheck,
     proof: RowCheck,
+    origin: RowCheck,
+    origin_keys: Result<std::collections::HashMap<String, Vec<VerifierKey>>, String>,
+}
+
+impl RowChecks<'_> {
+    /// A signed row's origin signature, against its source's keys.
+    fn origin(&mut self, index: u64, leaf: &Leaf, bytes: &[u8]) {
+        let Some(sig) = &leaf.origin_signature else {
+            return;
+        };
+        let keys = match &self.origin_keys {
+            Ok(keys) => keys,
+            Err(e) => {
+                self.origin.checked += 1;
+                self.origin.fail(index, Some(e.clone()));
+                return;
+            }
+        };
+        let key = sig
+            .key_id_bytes()
+            .and_then(|id| keys.get(&leaf.source)?.iter().find(|k| k.id() == id));
+        let verified = match (key, sig.signature_bytes(), leaf.event_bytes(bytes)) {
+            (None, ..) => Err(format!(
+                "no origin key {} of source {:?}",
+                sig.key_id, leaf.source
+            )),
+            (Some(k), Some(s), Some(event)) if k.verify_bytes(event, &s) => Ok(()),
+            _ => Err("signature does not verify over the event's canonical bytes".into()),
+        };
+        self.origin.checked += 1;
+        if let Err(why) = verified {
+            self.origin.fail(index, Some(why));
+        }
+    }
+}
+
+/// Source keys by name, parsed.
+fn parse_source_keys(
+    keys: &SourceKeys,
+) -> Result<std::collections::HashMap<String, Vec<VerifierKey>>, String> {
+    keys.sources
+        .iter()
+        .map(|(name, list)| {
+            let parsed = list
+                .iter()
+                .map(|k| VerifierKey::parse(k).map_err(|e| format!("source key of {name}: {e}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((name.clone(), parsed))
+        })
+        .collect()
 }
 
 impl RowChecks<'_> {
@@ -364,6 +426,7 @@ impl RowChecks<'_> {
                 self.projection.fail(index, Some(e.to_string()));
             }
         }
+        self.origin(index, &leaf, &row.leaf);
         Some(leaf)
     }
 }
@@ -376,14 +439,33 @@ fn read_all(path: &Path, mut f: impl FnMut(Row)) -> Result<u64, String> {
     .map_err(|e| e.to_string())
 }
 
-fn check_rows(dir: &Path, m: &Manifest, checkpoint: &Checkpoint) -> Vec<Check> {
+fn check_rows(
+    dir: &Path,
+    m: &Manifest,
+    checkpoint: &Checkpoint,
+    pinned: Option<&SourceKeys>,
+) -> Vec<Check> {
     let framework = Framework::named(&m.framework);
+    // Keys from the user if given; else the bundle's own (covered by the manifest signature).
+    let bundled = || -> Result<SourceKeys, String> {
+        if !dir.join(files::SOURCE_KEYS).exists() {
+            return Ok(SourceKeys::default());
+        }
+        serde_json::from_slice(&read(dir, files::SOURCE_KEYS)?)
+            .map_err(|e| format!("{}: {e}", files::SOURCE_KEYS))
+    };
+    let origin_keys = match pinned {
+        Some(keys) => parse_source_keys(keys),
+        None => bundled().and_then(|k| parse_source_keys(&k)),
+    };
     let mut rows = RowChecks {
         checkpoint,
         framework: framework.clone(),
         leaf: RowCheck::new("leaf hashes"),
         projection: RowCheck::new("projections"),
         proof: RowCheck::new("inclusion proofs"),
+        origin: RowCheck::new("origin signatures"),
+        origin_keys,
     };
     let (from, to) = (parse_micros(&m.period.from), parse_micros(&m.period.to));
     // Sort runs spill under TMPDIR (the bundle may be read-only).
@@ -565,9 +647,21 @@ fn check_rows(dir: &Path, m: &Manifest, checkpoint: &Checkpoint) -> Vec<Check> {
         (Some(f), Some(digest)) => derived_files(dir, m, digest, f, checkpoint),
     };
 
+    let mut origin = rows.origin.finish();
+    if origin.ok {
+        origin.detail = match (origin.detail.as_str(), pinned) {
+            ("0 rows", _) => "no signed rows".into(),
+            (d, Some(_)) => format!("{} signed, against the given source keys", d),
+            (d, None) => format!(
+                "{} signed, against the bundle's source-keys.json (the log operator's word; pin the sources' keys with --source-keys)",
+                d
+            ),
+        };
+    }
     let mut out = vec![
         rows.leaf.finish(),
         rows.projection.finish(),
+        origin,
         rows.proof.finish(),
     ];
     let mut contiguous = contiguous.finish();

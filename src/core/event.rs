@@ -12,6 +12,8 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::hash::Hash;
+use super::leaf::OriginSignature;
+use super::note::VerifierKey;
 
 /// The v1 event schema, exactly as shipped in `schemas/`.
 pub const SCHEMA_V1: &str = include_str!("../../schemas/approval-event.v1.schema.json");
@@ -55,6 +57,8 @@ pub struct PreparedEvent {
     pub jcs: Vec<u8>,
     /// BLAKE3 of `jcs`: "same body" for idempotency means same canonical JSON.
     pub digest: Hash,
+    /// The source's signature over `jcs`, verified, if it signs.
+    pub origin_signature: Option<OriginSignature>,
 }
 
 /// The compiled v1 validator (schema compiled once per process).
@@ -128,7 +132,88 @@ pub fn prepare(json: &StrictJson) -> Result<PreparedEvent, Vec<FieldError>> {
         request_id: text("request_id"),
         digest: *blake3::hash(&jcs).as_bytes(),
         jcs,
+        origin_signature: None,
     })
+}
+
+/// Prepares one item of a request from a source whose registered origin keys are `origin_keys`.
+///
+/// An item is an event, or a signed envelope `{"event": {...}, "origin_signature": {"key_id":
+/// "<8 hex>", "signature": "<base64>"}}` whose signature is Ed25519 over the event's canonical
+/// (RFC 8785) bytes by one of the source's keys. A source with keys must sign every event; a source
+/// without may not send signatures (nothing could check them).
+pub fn prepare_item(
+    json: &StrictJson,
+    origin_keys: &[VerifierKey],
+) -> Result<PreparedEvent, Vec<FieldError>> {
+    let value = &json.0;
+    let envelope = value.as_object().filter(|o| o.contains_key("event"));
+    let Some(envelope) = envelope else {
+        if !origin_keys.is_empty() {
+            return Err(vec![FieldError::root(
+                "this source has an origin key: send {\"event\": ..., \"origin_signature\": {\"key_id\", \"signature\"}}",
+            )]);
+        }
+        return prepare(json);
+    };
+    let at = |path: &str, message: String| FieldError {
+        path: path.to_owned(),
+        message,
+    };
+    if let Some(extra) = envelope
+        .keys()
+        .find(|k| *k != "event" && *k != "origin_signature")
+    {
+        return Err(vec![at(
+            &format!("/{extra}"),
+            "a signed envelope has only event and origin_signature".into(),
+        )]);
+    }
+    let signature: OriginSignature = envelope
+        .get("origin_signature")
+        .ok_or_else(|| vec![at("/origin_signature", "missing".into())])
+        .and_then(|v| {
+            serde_json::from_value(v.clone())
+                .map_err(|e| vec![at("/origin_signature", e.to_string())])
+        })?;
+    let (Some(id), Some(sig)) = (signature.key_id_bytes(), signature.signature_bytes()) else {
+        return Err(vec![at(
+            "/origin_signature",
+            "key_id must be 8 lowercase hex digits and signature base64 of 64 bytes".into(),
+        )]);
+    };
+    if origin_keys.is_empty() {
+        return Err(vec![at(
+            "/origin_signature",
+            "this source has no origin key registered (`ledger sources add-key`)".into(),
+        )]);
+    }
+    let mut prepared = prepare(&StrictJson(envelope["event"].clone())).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| FieldError {
+                path: format!("/event{}", e.path),
+                message: e.message,
+            })
+            .collect::<Vec<_>>()
+    })?;
+    let Some(key) = origin_keys.iter().find(|k| k.id() == id) else {
+        return Err(vec![at(
+            "/origin_signature/key_id",
+            format!(
+                "{} is not one of this source's origin keys",
+                signature.key_id
+            ),
+        )]);
+    };
+    if !key.verify_bytes(&prepared.jcs, &sig) {
+        return Err(vec![at(
+            "/origin_signature/signature",
+            "does not verify over the event's canonical (RFC 8785) bytes".into(),
+        )]);
+    }
+    prepared.origin_signature = Some(signature);
+    Ok(prepared)
 }
 
 /// Parses JSON text into a `Value`, rejecting what plain `serde_json` would let through:

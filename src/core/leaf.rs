@@ -7,7 +7,7 @@
 //! their UTF-16 code units, which for these six ASCII keys is the order above, and the event is
 //! already canonical, so the leaf is a concatenation. A property test holds it equal to full JCS.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::hash::{Hash, to_hex};
@@ -86,6 +86,48 @@ fn push_json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// A source's detached Ed25519 signature over the event's canonical (RFC 8785) bytes, kept in the
+/// leaf as `origin_signature` (absent when the source does not sign).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginSignature {
+    /// The signing key's ID: 8 lowercase hex digits, the C2SP key ID of the source's
+    /// verifier key (`name+id+key`, as `ledger keygen` writes it).
+    pub key_id: String,
+    /// The 64-byte Ed25519 signature, standard base64 with padding.
+    pub signature: String,
+}
+
+impl OriginSignature {
+    /// The key ID as bytes, if it is 8 lowercase hex digits.
+    #[must_use]
+    pub fn key_id_bytes(&self) -> Option<[u8; 4]> {
+        let mut id = [0u8; 4];
+        let lower = self
+            .key_id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        (lower && hex::decode_to_slice(&self.key_id, &mut id).is_ok()).then_some(id)
+    }
+
+    /// The signature bytes, if it is canonical base64 of 64 bytes.
+    #[must_use]
+    pub fn signature_bytes(&self) -> Option<[u8; 64]> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.signature)
+            .ok()?;
+        let sig: [u8; 64] = bytes.try_into().ok()?;
+        (base64::engine::general_purpose::STANDARD.encode(sig) == self.signature).then_some(sig)
+    }
+
+    /// Whether both fields are in their contract form.
+    #[must_use]
+    pub fn is_well_formed(&self) -> bool {
+        self.key_id_bytes().is_some() && self.signature_bytes().is_some()
+    }
+}
+
 /// Everything of a leaf except the event, which arrives as canonical bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct LeafHeader<'a> {
@@ -97,6 +139,8 @@ pub struct LeafHeader<'a> {
     pub source: &'a str,
     /// Leaf hash of entry `index - 1` ([`GENESIS_PREV`] for 0).
     pub prev_leaf_hash: &'a Hash,
+    /// The source's signature over the event, if it signs.
+    pub origin_signature: Option<&'a OriginSignature>,
 }
 
 /// The leaf bytes for `header` and an event already in RFC 8785 form (`event_jcs`).
@@ -109,6 +153,14 @@ pub fn encode_leaf(header: &LeafHeader<'_>, event_jcs: &[u8]) -> Vec<u8> {
     out.extend_from_slice(header.index.to_string().as_bytes());
     out.extend_from_slice(b",\"ingested_at\":");
     push_json_string(&mut out, header.ingested_at);
+    if let Some(sig) = header.origin_signature {
+        // JCS order: "ingested_at" < "origin_signature" < "prev_leaf_hash"; key_id < signature.
+        out.extend_from_slice(b",\"origin_signature\":{\"key_id\":");
+        push_json_string(&mut out, &sig.key_id);
+        out.extend_from_slice(b",\"signature\":");
+        push_json_string(&mut out, &sig.signature);
+        out.push(b'}');
+    }
     out.extend_from_slice(b",\"prev_leaf_hash\":\"");
     out.extend_from_slice(to_hex(header.prev_leaf_hash).as_bytes());
     out.extend_from_slice(b"\",\"source\":");
@@ -134,6 +186,9 @@ pub struct Leaf {
     pub prev_leaf_hash: String,
     /// The event as posted.
     pub event: Value,
+    /// The source's signature over the event's canonical bytes, if it signs.
+    #[serde(default)]
+    pub origin_signature: Option<OriginSignature>,
 }
 
 /// Why bytes are not a contract leaf.
@@ -167,6 +222,13 @@ impl Leaf {
         if format_micros(micros).as_deref() != Some(leaf.ingested_at.as_str()) {
             return Err(LeafError::Field("ingested_at"));
         }
+        if leaf
+            .origin_signature
+            .as_ref()
+            .is_some_and(|s| !s.is_well_formed())
+        {
+            return Err(LeafError::Field("origin_signature"));
+        }
         let event_jcs =
             serde_jcs::to_vec(&leaf.event).map_err(|e| LeafError::Json(e.to_string()))?;
         let header = LeafHeader {
@@ -174,6 +236,7 @@ impl Leaf {
             ingested_at: &leaf.ingested_at,
             source: &leaf.source,
             prev_leaf_hash: &prev,
+            origin_signature: leaf.origin_signature.as_ref(),
         };
         if encode_leaf(&header, &event_jcs) != bytes {
             return Err(LeafError::NotCanonical);
@@ -205,6 +268,7 @@ impl Leaf {
             ingested_at: &self.ingested_at,
             source: &self.source,
             prev_leaf_hash: &prev,
+            origin_signature: self.origin_signature.as_ref(),
         };
         let suffix_len = encode_leaf(&header, b"").len() - PREFIX.len();
         let end = bytes.len().checked_sub(suffix_len)?;
@@ -241,6 +305,7 @@ mod tests {
                 ingested_at: "2026-11-21T09:06:00.123456Z",
                 source: "ci-runner",
                 prev_leaf_hash: &[0xab; 32],
+                origin_signature: None,
             },
             &event,
         );
@@ -253,6 +318,49 @@ mod tests {
         assert_eq!(parsed.index, 7);
         assert_eq!(parsed.event_bytes(&leaf), Some(event.as_slice()));
         assert_eq!(parsed.event_bytes(&leaf[1..]), None);
+        assert_eq!(parsed.origin_signature, None);
+
+        // A signing source's leaf: one more member, in JCS order; the rest unchanged.
+        let sig = OriginSignature {
+            key_id: "0a1b2c3d".into(),
+            signature: base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                [7u8; 64],
+            ),
+        };
+        let signed = encode_leaf(
+            &LeafHeader {
+                index: 7,
+                ingested_at: "2026-11-21T09:06:00.123456Z",
+                source: "ci-runner",
+                prev_leaf_hash: &[0xab; 32],
+                origin_signature: Some(&sig),
+            },
+            &event,
+        );
+        let want = want.replace(
+            r#","prev_leaf_hash""#,
+            &format!(
+                r#","origin_signature":{{"key_id":"0a1b2c3d","signature":"{}"}},"prev_leaf_hash""#,
+                sig.signature
+            ),
+        );
+        assert_eq!(String::from_utf8(signed.clone()).unwrap(), want);
+        let parsed = Leaf::parse(&signed).unwrap();
+        assert_eq!(parsed.origin_signature.as_ref(), Some(&sig));
+        assert_eq!(parsed.event_bytes(&signed), Some(event.as_slice()));
+        for bad in ["0A1B2C3D", "0a1b2c", "0a1b2c3g"] {
+            let mut s = sig.clone();
+            s.key_id = bad.into();
+            assert!(!s.is_well_formed(), "{bad}");
+        }
+        let text = String::from_utf8(signed)
+            .unwrap()
+            .replace(&sig.signature, "AAAA");
+        assert_eq!(
+            Leaf::parse(text.as_bytes()),
+            Err(LeafError::Field("origin_signature"))
+        );
     }
 
     #[test]
@@ -290,17 +398,32 @@ mod tests {
             micros in 0i64..253_402_300_799_000_000,
             source in "[a-z0-9._\\-\"\\\\\\u{e9}]{1,12}",
             prev in any::<[u8; 32]>(),
+            signed in proptest::option::of((any::<[u8; 4]>(), prop::collection::vec(any::<u8>(), 64))),
         ) {
             let ingested_at = format_micros(micros).unwrap();
             let event_jcs = serde_jcs::to_vec(&event).unwrap();
+            let sig = signed.map(|(id, sig)| OriginSignature {
+                key_id: hex::encode(id),
+                signature: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sig),
+            });
             let ours = encode_leaf(
-                &LeafHeader { index, ingested_at: &ingested_at, source: &source, prev_leaf_hash: &prev },
+                &LeafHeader {
+                    index,
+                    ingested_at: &ingested_at,
+                    source: &source,
+                    prev_leaf_hash: &prev,
+                    origin_signature: sig.as_ref(),
+                },
                 &event_jcs,
             );
-            let full = serde_jcs::to_vec(&json!({
+            let mut full = json!({
                 "v": 1, "index": index, "ingested_at": ingested_at, "source": source,
                 "prev_leaf_hash": to_hex(&prev), "event": event,
-            })).unwrap();
+            });
+            if let Some(sig) = &sig {
+                full["origin_signature"] = json!({"key_id": sig.key_id, "signature": sig.signature});
+            }
+            let full = serde_jcs::to_vec(&full).unwrap();
             // JCS numbers are IEEE doubles; indexes beyond 2^53 would not round-trip there.
             if index <= 1 << 53 {
                 prop_assert_eq!(&ours, &full);

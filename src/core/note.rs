@@ -262,14 +262,25 @@ impl SignerKey {
     #[must_use]
     pub fn sign_note(&self, text: &str) -> String {
         debug_assert!(text.ends_with('\n'));
+        format!("{text}\n{}", self.signature_line(text))
+    }
+
+    /// `— <name> <base64(key ID || signature over text)>` and a newline.
+    fn signature_line(&self, text: &str) -> String {
         let mut blob = Vec::with_capacity(68);
         blob.extend_from_slice(&self.verifier.id);
         blob.extend_from_slice(&self.sign_bytes(text.as_bytes()));
-        format!(
-            "{text}\n{SIG_PREFIX}{} {}\n",
-            self.verifier.name,
-            B64.encode(blob)
-        )
+        format!("{SIG_PREFIX}{} {}\n", self.verifier.name, B64.encode(blob))
+    }
+
+    /// Adds this key's signature to a signed note (a cosignature: during a key rotation the log
+    /// signs with its old and new keys; c2sp.org/signed-note allows any number of signatures).
+    ///
+    /// # Errors
+    /// If `note` is not a signed note.
+    pub fn cosign(&self, note: &str) -> Result<String, NoteError> {
+        let parsed = parse_note(note)?;
+        Ok(format!("{note}{}", self.signature_line(&parsed.text)))
     }
 }
 

@@ -67,6 +67,10 @@ pub(super) struct AddRequest {
     /// Its name (a source's is written into its entries).
     #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     name: String,
+    /// A source's origin key (verifier key text); the source must then sign its events.
+    #[serde(default)]
+    #[schema(nullable = false)]
+    origin_key: Option<String>,
 }
 
 /// `POST /v1/admin/credentials` answer: the credential and its token, shown once.
@@ -82,6 +86,8 @@ pub(super) struct IssuedCredential {
     token_id: String,
     /// When it was issued.
     created_at: Option<String>,
+    /// A source's origin keys (verifier key text): its events must be signed by one of them.
+    origin_keys: Vec<String>,
     /// The bearer token; only its hash is stored.
     token: String,
 }
@@ -94,8 +100,8 @@ pub(super) struct CredentialList {
     credentials: Vec<CredentialInfo>,
 }
 
-/// `POST /v1/admin/credentials` `{"role": "source"|"auditor"|"admin", "name": N}`: 201 with the new
-/// token, shown once (`Cache-Control: no-store`).
+/// `POST /v1/admin/credentials` `{"role": "source"|"auditor"|"admin", "name": N[, "origin_key": K]}`:
+/// 201 with the new token, shown once (`Cache-Control: no-store`).
 ///
 /// Needs an admin token.
 #[utoipa::path(
@@ -123,7 +129,11 @@ pub(super) async fn add(
     let req: AddRequest = parse_json(&body)?;
     let role = role_named(&req.role, "/role")?;
     let name = req.name;
-    let (token, info) = change(&state, move |store| admin::add(store, role, &name)).await?;
+    let key = req.origin_key;
+    let (token, info) = change(&state, move |store| {
+        admin::add(store, role, &name, key.as_deref())
+    })
+    .await?;
     tracing::info!(role = info.role, name = %info.name, token_id = %info.token_id, by = %by, "credential issued");
     let mut response = (
         StatusCode::CREATED,
@@ -132,6 +142,7 @@ pub(super) async fn add(
             name: info.name,
             token_id: info.token_id,
             created_at: info.created_at,
+            origin_keys: info.origin_keys,
             token,
         }),
     )
@@ -214,4 +225,80 @@ pub(super) async fn revoke(
     let info = change(&state, move |store| admin::revoke(store, role, &name)).await?;
     tracing::info!(role = info.role, name = %info.name, token_id = %info.token_id, by = %by, "credential revoked");
     Ok(Json(info))
+}
+
+/// `POST /v1/admin/credentials/source/{name}/origin-keys` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KeyRequest {
+    /// The origin key, as verifier key text (`<name>+<hex key ID>+<base64 key>`).
+    key: String,
+}
+
+/// `POST /v1/admin/credentials/source/{name}/origin-keys` `{"key": K}`: adds an origin key to a
+/// source (kept with its earlier ones); from the next request on, its events must be signed.
+///
+/// Needs an admin token.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/credentials/source/{name}/origin-keys",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "The source's name")),
+    request_body(content((KeyRequest = "application/json"))),
+    responses(
+        (status = 200, description = "The source's record, with its origin keys", body = CredentialInfo),
+        (status = 400, description = "Not a valid request or not a verifier key", body = ErrorBody),
+        (status = 404, description = "No source of that name", body = ErrorBody),
+        (status = 413, description = "Body over 4,096 bytes", body = ErrorBody),
+    ),
+)]
+pub(super) async fn add_origin_key(
+    State(state): State<AppState>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    request: axum::extract::Request,
+) -> Result<Json<CredentialInfo>, ApiError> {
+    let by = authorize(&state, request.headers(), &[Role::Admin])?;
+    let Path(name) = path.map_err(|e| ApiError::bad_request(e.body_text(), ""))?;
+    let body = axum::body::to_bytes(request.into_body(), MAX_ADMIN_BODY)
+        .await
+        .map_err(|_| ApiError::TooLarge(format!("admin request over {MAX_ADMIN_BODY} bytes")))?;
+    let req: KeyRequest = parse_json(&body)?;
+    let info = change(&state, move |store| {
+        admin::add_origin_key(store, &name, &req.key)
+    })
+    .await?;
+    tracing::info!(name = %info.name, keys = info.origin_keys.len(), by = %by, "origin key added");
+    Ok(Json(info))
+}
+
+/// `GET /v1/source-keys` answer.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SourceKeys {
+    /// Origin keys (verifier key text, oldest first) by source name; sources without keys are
+    /// left out, revoked ones kept.
+    sources: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// `GET /v1/source-keys`: every source's origin keys (public keys), for verifying signed rows.
+///
+/// Needs a source or auditor token.
+#[utoipa::path(
+    get,
+    path = "/v1/source-keys",
+    tag = "entries",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Every source's origin keys", body = SourceKeys)),
+)]
+pub(super) async fn source_keys(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<SourceKeys>, ApiError> {
+    authorize(&state, &headers, &[Role::Source, Role::Auditor])?;
+    let store = std::sync::Arc::clone(&state.store);
+    let keys = tokio::task::spawn_blocking(move || admin::origin_keys(&store))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(SourceKeys { sources: keys }))
 }

@@ -82,7 +82,17 @@ pub enum ApiError {
     /// 415: a content type other than JSON or NDJSON.
     #[error("unsupported content type {0:?}: use application/json or application/x-ndjson")]
     UnsupportedMediaType(String),
-    /// 503 + `Retry-After`: overloaded, shutting down, or the commit failed. Safe to retry.
+    /// 429 + `Retry-After` (seconds until the source's bucket holds a token again, at least 1):
+    /// the source is over its event rate. Nothing was read or appended; safe to retry then.
+    #[error("{message}")]
+    RateLimited {
+        /// Summary, naming the limit.
+        message: String,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// 503 + `Retry-After`: overloaded (the queue, or the source's requests in flight),
+    /// shutting down, or the commit failed. Safe to retry.
     #[error("{0}")]
     Unavailable(String),
     /// 500: a bug or corrupt storage; the cause is logged, not returned.
@@ -110,6 +120,7 @@ impl ApiError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -138,6 +149,9 @@ impl IntoResponse for ApiError {
         match self {
             Self::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::RateLimited { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             Self::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -199,6 +213,7 @@ impl From<crate::admin::AdminError> for ApiError {
             AdminError::Auth(AuthError::InvalidName(_)) => {
                 Self::bad_request(e.to_string(), "/name")
             }
+            AdminError::OriginKey(_) => Self::bad_request(e.to_string(), "/origin_key"),
             AdminError::Auth(_) | AdminError::Store(_) => Self::Internal(e.to_string()),
         }
     }

@@ -11,6 +11,7 @@
 mod admin;
 pub mod error;
 mod export;
+pub mod limit;
 mod openapi;
 
 use std::sync::Arc;
@@ -29,10 +30,11 @@ use utoipa::ToSchema;
 
 pub use self::error::ApiError;
 use self::error::ErrorBody;
+use self::limit::SourceLimiter;
 use self::openapi::{EventsBody, NdjsonBody, ReceiptSchema, RequestEntries, hex_hash, hex_hashes};
 pub use crate::auth::Role;
 use crate::auth::SharedCredentials;
-use crate::core::event::{PreparedEvent, parse_strict, prepare};
+use crate::core::event::{PreparedEvent, parse_strict, prepare_item};
 use crate::core::hash::{Blake3, to_hex};
 use crate::core::merkle::{HashReader, NodeId, consistency_proof, inclusion_proof};
 use crate::core::note::SignerKey;
@@ -77,6 +79,8 @@ pub struct AppState {
     pub signer: Arc<SignerKey>,
     /// Limits.
     pub limits: Limits,
+    /// Per-source rate and in-flight limits for `POST /v1/events`.
+    pub limiter: Arc<SourceLimiter>,
 }
 
 /// The API's routes over `state`.
@@ -86,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(post_events))
         .route("/v1/checkpoint", get(get_checkpoint))
         .route("/v1/verifier-key", get(get_verifier_key))
+        .route("/v1/keys", get(get_keys))
         .route("/v1/entries/{index}", get(get_entry))
         .route("/v1/proofs/inclusion", get(get_inclusion))
         .route("/v1/proofs/consistency", get(get_consistency))
@@ -99,6 +104,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/admin/credentials/{role}/{name}",
             axum::routing::delete(admin::revoke),
         )
+        .route(
+            "/v1/admin/credentials/source/{name}/origin-keys",
+            post(admin::add_origin_key),
+        )
+        .route("/v1/source-keys", get(admin::source_keys))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(openapi::openapi_json))
@@ -168,6 +178,7 @@ fn parse_events(
     framing: &Framing,
     body: &[u8],
     max_events: usize,
+    origin_keys: &[crate::core::note::VerifierKey],
 ) -> Result<Vec<PreparedEvent>, ApiError> {
     let items = match framing {
         Framing::Json => parse_strict(body)
@@ -208,7 +219,7 @@ fn parse_events(
                 .push(json!({"item": item, "path": "", "message": "event must be a JSON object"}));
             continue;
         }
-        match prepare(json) {
+        match prepare_item(json, origin_keys) {
             Ok(event) => prepared.push(event),
             Err(errors) => {
                 invalid += 1;
@@ -271,7 +282,9 @@ struct Receipts {
         (status = 409, description = "An `event_id` reused with a different body; nothing appended", body = ErrorBody),
         (status = 413, description = "Body over the size limit, or too many events", body = ErrorBody),
         (status = 415, description = "Not `application/json` or `application/x-ndjson`", body = ErrorBody),
-        (status = 503, description = "Overloaded, shutting down, or the commit failed; safe to retry", body = ErrorBody,
+        (status = 429, description = "The source is over its event rate; nothing was read or appended", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until the source may post again"))),
+        (status = 503, description = "Overloaded (the queue, or the source's requests in flight), shutting down, or the commit failed; safe to retry", body = ErrorBody,
             headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     ),
 )]
@@ -279,9 +292,12 @@ async fn post_events(
     State(state): State<AppState>,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    // Credentials and content type first: an unauthenticated client never gets a body buffered.
+    // Credentials, content type and the source's limits first: an unauthenticated or limited
+    // client never gets a body buffered.
     let source = authorize(&state, request.headers(), &[Role::Source])?;
     let framing = framing(request.headers())?;
+    // Held until the response is built: the source's in-flight slot.
+    let admission = state.limiter.admit(&source)?;
     let body =
         Bytes::from_request(request, &state)
             .await
@@ -292,7 +308,14 @@ async fn post_events(
                 )),
                 _ => ApiError::bad_request(rejection.body_text(), ""),
             })?;
-    let events = parse_events(&framing, &body, state.limits.max_request_events)?;
+    let origin_keys = state.credentials.current().origin_keys(&source).to_vec();
+    let events = parse_events(
+        &framing,
+        &body,
+        state.limits.max_request_events,
+        &origin_keys,
+    )?;
+    admission.spend(events.len());
     let receipts = state.sequencer.append(&source, events).await?;
     // Serialized straight from the structs: no intermediate `Value` tree (it was ~20 % of the
     // server's time in batch mode, mostly malloc/free).
@@ -301,6 +324,25 @@ async fn post_events(
 
 fn text(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// `GET /v1/keys`: the log key's history (public): every key, the tree sizes it signed, and the
+/// transition statements signed by the key each replaced (`keys`).
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    tag = "log",
+    responses((status = 200, description = "The log key's history, oldest first", body = crate::keys::KeyHistory)),
+)]
+async fn get_keys(
+    State(state): State<AppState>,
+) -> Result<Json<crate::keys::KeyHistory>, ApiError> {
+    let store = Arc::clone(&state.store);
+    let history = tokio::task::spawn_blocking(move || crate::keys::history(&store))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(history))
 }
 
 /// `GET /v1/checkpoint`: the latest signed checkpoint (text/plain).

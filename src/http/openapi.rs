@@ -5,15 +5,15 @@
 //!
 //! Owns: assembling the document, and the parts every operation shares: the bearer scheme, and the
 //! error responses that come from the router's layers and the token check rather than from a
-//! handler (401/403 on every operation that takes a token, 408 and 429 on all). Must not touch:
-//! request handling.
+//! handler (401/403 on every operation that takes a token, 408 on all). Must not touch: request
+//! handling.
 
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr, Schema};
@@ -37,6 +37,7 @@ pub(super) const BEARER: &str = "bearer";
         super::post_events,
         super::get_checkpoint,
         super::get_verifier_key,
+        super::get_keys,
         super::get_entry,
         super::get_inclusion,
         super::get_consistency,
@@ -48,6 +49,8 @@ pub(super) const BEARER: &str = "bearer";
         super::admin::list,
         super::admin::add,
         super::admin::revoke,
+        super::admin::add_origin_key,
+        super::admin::source_keys,
         super::healthz,
         super::readyz,
         openapi_json,
@@ -65,8 +68,8 @@ pub(super) const BEARER: &str = "bearer";
 )]
 struct ApiDoc;
 
-/// What every operation shares: the security scheme and the error responses added outside the
-/// handlers (the token check, the time limit layer, rate limits).
+/// What every operation shares: the security scheme (the shared error responses are added to the
+/// JSON in [`build`]).
 struct Shared;
 
 impl Modify for Shared {
@@ -89,7 +92,8 @@ impl Modify for Shared {
     }
 }
 
-/// Reusable error responses: name, status, description, extra headers.
+/// Error responses every operation may get from outside its handler (401/403 only where a token
+/// is taken): name, status, description.
 const SHARED_RESPONSES: &[(&str, &str, &str)] = &[
     (
         "Unauthorized",
@@ -107,33 +111,17 @@ const SHARED_RESPONSES: &[(&str, &str, &str)] = &[
         "The request took longer than the server's time limit (default 30 s). A write may still \
          commit: retrying is safe, idempotency returns the original receipt.",
     ),
-    (
-        "TooManyRequests",
-        "429",
-        "Over a rate limit the server is configured with; retry after `Retry-After` seconds.",
-    ),
 ];
 
-fn error_response(description: &str, retry_after: bool, www_authenticate: bool) -> Value {
+fn error_response(description: &str, www_authenticate: bool) -> Value {
     let mut response = json!({
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
     });
-    let mut headers = Map::new();
-    if retry_after {
-        headers.insert(
-            "Retry-After".into(),
-            json!({"description": "Seconds to wait before retrying.", "schema": {"type": "integer", "minimum": 0}}),
-        );
-    }
     if www_authenticate {
-        headers.insert(
-            "WWW-Authenticate".into(),
-            json!({"description": "`Bearer`.", "schema": {"type": "string"}}),
-        );
-    }
-    if !headers.is_empty() {
-        response["headers"] = Value::Object(headers);
+        response["headers"] = json!({
+            "WWW-Authenticate": {"description": "`Bearer`.", "schema": {"type": "string"}},
+        });
     }
     response
 }
@@ -202,7 +190,7 @@ fn build() -> Value {
         .entry("responses")
         .or_insert_with(|| json!({}));
     for (name, status, description) in SHARED_RESPONSES {
-        responses[*name] = error_response(description, *status == "429", *status == "401");
+        responses[*name] = error_response(description, *status == "401");
     }
     let paths = doc["paths"]
         .as_object_mut()

@@ -8,7 +8,7 @@ use ledger::core::note::open_checkpoint;
 use ledger::core::receipt::{Receipt, verify_receipt};
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, event, verifier};
+use crate::common::{TestServer, event, gated_clock, verifier};
 
 fn receipts(body: &Value) -> Vec<Receipt> {
     serde_json::from_value(body["receipts"].clone()).unwrap()
@@ -777,6 +777,13 @@ async fn bad_input_matrix_gets_clear_4xx_and_appends_nothing() {
         post("manifest garbage", r#"{"format":1}"#, 400, "manifest")
             .to(reqwest::Method::POST, "/v1/export/manifest-signature")
             .auth(bearer(&auditor)),
+        post("origin key not a key", r#"{"key":"nope"}"#, 400, "key")
+            .to(
+                reqwest::Method::POST,
+                "/v1/admin/credentials/source/ci-runner/origin-keys",
+            )
+            .auth(bearer(&admin)),
+        get("source keys by an admin", "/v1/source-keys", 403, "role").auth(bearer(&admin)),
         post("manifest by a source", "{}", 403, "role")
             .to(reqwest::Method::POST, "/v1/export/manifest-signature"),
     ];
@@ -829,30 +836,6 @@ async fn bad_input_matrix_gets_clear_4xx_and_appends_nothing() {
     assert_eq!(checkpoint_after, checkpoint_before, "no new checkpoint");
 }
 
-/// Holds the writer inside its first clock read until released, so a test can fill the queue.
-fn gated_clock() -> (
-    ledger::sequencer::Clock,
-    std::sync::mpsc::Receiver<()>,
-    std::sync::mpsc::Sender<()>,
-) {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let gate = Mutex::new(Some((entered_tx, release_rx)));
-    let first = AtomicBool::new(true);
-    let clock = std::sync::Arc::new(move || {
-        if first.swap(false, Ordering::SeqCst)
-            && let Some((entered, release)) = gate.lock().unwrap().take()
-        {
-            entered.send(()).unwrap();
-            release.recv().unwrap();
-        }
-        1_795_251_960_000_000
-    });
-    (clock, entered_rx, release_tx)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_503_with_retry_after_and_appends_nothing_of_it() {
     use ledger::http::Limits;
@@ -862,6 +845,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_appends_nothing_of_it() {
         max_batch_events: 8,
         max_queued_events: 1,
         clock,
+        ..SequencerConfig::default()
     };
     let limits = Limits {
         max_request_events: 1,

@@ -546,6 +546,7 @@ async fn export_over_http_with_an_auditor_token_matches_the_data_dir_export() {
         source: Source::Server {
             url: f.server.base.clone(),
             token: f.auditor.clone(),
+            tls: Default::default(),
         },
         since: None,
         now: NOV1 + 10 * DAY,

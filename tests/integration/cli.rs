@@ -262,6 +262,83 @@ fn credentials_are_managed_on_a_running_server_and_tokens_are_never_logged() {
 }
 
 #[test]
+fn keys_rotate_from_the_command_line_then_fsck_passes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, keys) = data_dir_and_key(tmp.path());
+    {
+        let server = crate::common::Process::spawn(&dir, &keys.join("ledger.key"));
+        let status = reqwest::blocking::Client::new()
+            .get(format!("{}/readyz", server.base))
+            .send()
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    }
+    let new = tmp.path().join("new");
+    let out = ledger(&[
+        "keygen",
+        "--origin",
+        "t.example/log",
+        "--out",
+        new.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (d, old_key, new_key) = (
+        dir.to_str().unwrap(),
+        keys.join("ledger.key"),
+        new.join("ledger.key"),
+    );
+    let no_new = ledger(&[
+        "keys",
+        "rotate",
+        "--data-dir",
+        d,
+        "--key",
+        old_key.to_str().unwrap(),
+    ]);
+    assert_eq!(no_new.status.code(), Some(2), "--key needs --new-key");
+    let bad_grace = ledger(&[
+        "keys",
+        "rotate",
+        "--data-dir",
+        d,
+        "--key",
+        old_key.to_str().unwrap(),
+        "--new-key",
+        new_key.to_str().unwrap(),
+        "--grace",
+        "soon",
+    ]);
+    assert_eq!(bad_grace.status.code(), Some(2));
+    let out = ledger(&[
+        "keys",
+        "rotate",
+        "--data-dir",
+        d,
+        "--key",
+        old_key.to_str().unwrap(),
+        "--new-key",
+        new_key.to_str().unwrap(),
+        "--grace",
+        "1h",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let new_pub = std::fs::read_to_string(new.join("ledger.pub")).unwrap();
+    assert_eq!(stdout.lines().last().unwrap(), new_pub.trim(), "{stdout}");
+    assert!(stdout.contains("--cosign-key"), "{stdout}");
+    let list = ledger(&["keys", "list", "--data-dir", d]);
+    let history: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(history["keys"].as_array().map(Vec::len), Some(2));
+    let fsck = ledger(&["fsck", "--data-dir", d]);
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+}
+
+#[test]
 fn sigterm_stops_gracefully_and_keeps_every_answered_event() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, keys) = data_dir_and_key(tmp.path());

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use ledger::core::note::{SignerKey, VerifierKey};
 use ledger::http::Limits;
+use ledger::http::limit::SourceLimits;
+use ledger::net::NetConfig;
 use ledger::sequencer::SequencerConfig;
 use ledger::server::{ServeConfig, serve};
 use ledger::store::{CredentialKind, Store};
@@ -28,7 +30,7 @@ pub fn verifier() -> VerifierKey {
 /// returns its token.
 pub fn add_credential(data_dir: &Path, kind: CredentialKind, name: &str) -> String {
     let store = Store::open(data_dir).unwrap();
-    ledger::admin::add(&store, kind, name).unwrap().0
+    ledger::admin::add(&store, kind, name, None).unwrap().0
 }
 
 /// Registers a source; returns its token.
@@ -55,6 +57,40 @@ pub fn event(n: u64) -> Value {
     })
 }
 
+/// Holds the writer inside its first clock read until released, so a test can fill the queue
+/// or hold requests in flight.
+pub fn gated_clock() -> (
+    ledger::sequencer::Clock,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let gate = Mutex::new(Some((entered_tx, release_rx)));
+    let first = AtomicBool::new(true);
+    let clock = std::sync::Arc::new(move || {
+        if first.swap(false, Ordering::SeqCst)
+            && let Some((entered, release)) = gate.lock().unwrap().take()
+        {
+            entered.send(()).unwrap();
+            release.recv().unwrap();
+        }
+        1_795_251_960_000_000
+    });
+    (clock, entered_rx, release_tx)
+}
+
+/// Settings of a test server beyond the data dir, limits and sequencer.
+#[derive(Default)]
+pub struct Net {
+    pub source_limits: SourceLimits,
+    pub net: NetConfig,
+    /// The client the helpers use; `reqwest::Client::new()` if `None`.
+    pub client: Option<reqwest::Client>,
+}
+
 /// An in-process server over a temp dir (or a given dir), stopped on drop or with [`TestServer::stop`].
 pub struct TestServer {
     pub base: String,
@@ -73,11 +109,17 @@ impl TestServer {
 
     /// A server over a fresh temp dir with one source, `ci-runner`, and the given settings.
     pub async fn start_with(limits: Limits, sequencer: SequencerConfig) -> Self {
+        Self::start_net(limits, sequencer, Net::default()).await
+    }
+
+    /// Like [`TestServer::start_with`], with per-source limits, connection settings and the
+    /// client the helpers use (one that trusts the test CA for TLS).
+    pub async fn start_net(limits: Limits, sequencer: SequencerConfig, net: Net) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
         std::fs::create_dir_all(&dir).unwrap();
         let token = add_source(&dir, "ci-runner");
-        Self::start_on(dir, token, Some(Arc::new(tmp)), limits, sequencer).await
+        Self::start_full(dir, token, Some(Arc::new(tmp)), limits, sequencer, net).await
     }
 
     /// A server over a fresh temp dir with a source (`ci-runner`, [`TestServer::token`]), an
@@ -101,14 +143,67 @@ impl TestServer {
         limits: Limits,
         sequencer: SequencerConfig,
     ) -> Self {
+        Self::start_inner(
+            data_dir,
+            token,
+            tmp,
+            limits,
+            sequencer,
+            Net::default(),
+            test_key(),
+        )
+        .await
+    }
+
+    /// As [`TestServer::start_on`], signing with `key`.
+    pub async fn start_keyed(
+        data_dir: PathBuf,
+        token: String,
+        tmp: Option<Arc<tempfile::TempDir>>,
+        limits: Limits,
+        sequencer: SequencerConfig,
+        key: SignerKey,
+    ) -> Self {
+        Self::start_inner(data_dir, token, tmp, limits, sequencer, Net::default(), key).await
+    }
+
+    /// As [`TestServer::start_on`], with network settings (TLS, source limits).
+    pub async fn start_full(
+        data_dir: PathBuf,
+        token: String,
+        tmp: Option<Arc<tempfile::TempDir>>,
+        limits: Limits,
+        sequencer: SequencerConfig,
+        net: Net,
+    ) -> Self {
+        Self::start_inner(data_dir, token, tmp, limits, sequencer, net, test_key()).await
+    }
+
+    async fn start_inner(
+        data_dir: PathBuf,
+        token: String,
+        tmp: Option<Arc<tempfile::TempDir>>,
+        limits: Limits,
+        sequencer: SequencerConfig,
+        net: Net,
+        key: SignerKey,
+    ) -> Self {
+        ledger::tls::install_default_provider();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if net.net.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base = format!("{scheme}://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let config = ServeConfig {
             data_dir: data_dir.clone(),
-            key: test_key(),
+            key,
             sequencer,
             limits,
+            source_limits: net.source_limits,
+            net: net.net,
         };
         let task = tokio::spawn(serve(config, listener, async {
             let _ = rx.await;
@@ -117,7 +212,7 @@ impl TestServer {
             base,
             token,
             data_dir,
-            client: reqwest::Client::new(),
+            client: net.client.unwrap_or_default(),
             shutdown: Some(tx),
             task: Some(task),
             _tmp: tmp,
@@ -214,11 +309,24 @@ pub struct Process {
 impl Process {
     /// Starts `ledger serve` on a free port and waits until it is ready.
     pub fn spawn(data_dir: &Path, key_file: &Path) -> Self {
+        Self::spawn_with(data_dir, key_file, &[])
+    }
+
+    /// Starts `ledger serve` with extra arguments (`--tls-cert ...` makes the base `https://`).
+    pub fn spawn_with(data_dir: &Path, key_file: &Path, extra: &[&str]) -> Self {
+        // Tests build reqwest clients next; they need the process's crypto provider.
+        ledger::tls::install_default_provider();
+        let scheme = if extra.contains(&"--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--key")
             .arg(key_file)
+            .args(extra)
             .env("LEDGER_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -247,7 +355,7 @@ impl Process {
             .expect("ledger serve did not report its address");
         Self {
             child,
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             log,
         }
     }

@@ -51,7 +51,7 @@ async fn sigkill_mid_load_loses_no_answered_event() {
         .unwrap()
         .to_owned();
     let key_file = keys.join("ledger.key");
-    let client = reqwest::Client::new();
+    let client = ledger::tls::ClientTls::default().client().build().unwrap();
     let answered: Arc<Mutex<Vec<Receipt>>> = Arc::default();
 
     for round in 0..ROUNDS {

@@ -337,6 +337,7 @@ async fn real_answers_match_the_openapi_document() {
     for path in [
         "/v1/checkpoint",
         "/v1/verifier-key",
+        "/v1/keys",
         "/healthz",
         "/readyz",
         "/v1/openapi.json",
@@ -422,6 +423,31 @@ async fn real_answers_match_the_openapi_document() {
             .0,
         201
     );
+    // Origin keys: added to ci-2 (ci-runner keeps posting unsigned events), listed to sources
+    // and auditors.
+    let keys = "/v1/admin/credentials/source/{name}/origin-keys";
+    let origin_key = |name: &str| {
+        let key = ledger::core::note::SignerKey::from_seed(name, &[7u8; 32]).unwrap();
+        key.verifier().encode()
+    };
+    let origin = origin_key("ci-2");
+    let key = |k: &str| Some((json, body(json!({"key": k}))));
+    let path = "/v1/admin/credentials/source/ci-2/origin-keys";
+    assert_eq!(c.call("post", keys, path, adm, key(&origin)).await.0, 200);
+    assert_eq!(
+        c.call("post", keys, path, adm, key("not a key")).await.0,
+        400
+    );
+    let path = "/v1/admin/credentials/source/nobody/origin-keys";
+    let nobody = key(&origin_key("nobody"));
+    assert_eq!(c.call("post", keys, path, adm, nobody).await.0, 404);
+    let source_keys = "/v1/source-keys";
+    let (status, listed) = c.call("get", source_keys, source_keys, aud, None).await;
+    assert_eq!(status, 200);
+    let listed: Value = serde_json::from_slice(&listed).unwrap();
+    assert_eq!(listed["sources"]["ci-2"], json!([origin]));
+    let (status, _) = c.call("get", source_keys, source_keys, adm, None).await;
+    assert_eq!(status, 403);
     assert_eq!(
         c.call("post", creds, creds, adm, add("source", "ci-2"))
             .await

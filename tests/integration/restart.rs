@@ -89,6 +89,8 @@ async fn start_err(dir: std::path::PathBuf, key: SignerKey) -> ServeError {
         key,
         sequencer: SequencerConfig::default(),
         limits: Limits::default(),
+        source_limits: Default::default(),
+        net: Default::default(),
     };
     serve(config, listener, std::future::pending())
         .await
