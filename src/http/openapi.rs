@@ -55,7 +55,7 @@ pub(super) const BEARER: &str = "bearer";
         super::readyz,
         openapi_json,
     ),
-    components(schemas(ErrorBody, ErrorDetail)),
+    components(schemas(ErrorBody, ErrorDetail, SignedEventSchema)),
     modifiers(&Shared),
     tags(
         (name = "events", description = "Appending events (source token)"),
@@ -254,16 +254,22 @@ impl ToSchema for ApprovalEventRef {
     }
 }
 
-/// The body of `POST /v1/events` as JSON: one event, or a non-empty array of them.
+/// The body of `POST /v1/events` as JSON: one item, or a non-empty array of them; an item is an
+/// event, or (from a source with origin keys, which must sign) a signed event.
 pub(super) struct EventsBody;
 
 impl PartialSchema for EventsBody {
     fn schema() -> RefOr<Schema> {
+        let item = || {
+            OneOfBuilder::new()
+                .item(ApprovalEventRef::schema())
+                .item(Ref::from_schema_name(SignedEventSchema::name()))
+        };
         OneOfBuilder::new()
-            .item(ApprovalEventRef::schema())
+            .item(item())
             .item(
                 ArrayBuilder::new()
-                    .items(ApprovalEventRef::schema())
+                    .items(item())
                     .min_items(Some(1))
                     .description(Some(
                         "At most 10,000 events (the server's `--max-request-events`)",
@@ -300,6 +306,34 @@ impl ToSchema for NdjsonBody {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("NdjsonBody")
     }
+}
+
+/// An origin signature: Ed25519, by one of the source's keys, over the event's RFC 8785 bytes.
+#[derive(ToSchema)]
+#[schema(as = OriginSignature)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // schema only: `core::event` parses these
+pub(super) struct OriginSignatureSchema {
+    /// The key's ID: hex of the 4-byte key ID of its verifier key.
+    #[schema(pattern = "^[0-9a-f]{8}$")]
+    key_id: String,
+    /// Base64 of the 64-byte signature.
+    #[schema(content_encoding = "base64")]
+    signature: String,
+}
+
+/// A signed event (docs/formats.md section 2): what a source with origin keys sends instead of a
+/// bare event.
+#[derive(ToSchema)]
+#[schema(as = SignedEvent)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // schema only: `core::event` parses these
+pub(super) struct SignedEventSchema {
+    /// The event.
+    #[schema(schema_with = ApprovalEventRef::schema)]
+    event: (),
+    /// Its origin signature.
+    origin_signature: OriginSignatureSchema,
 }
 
 /// A list of hex BLAKE3 hashes (32 bytes each).
@@ -358,6 +392,10 @@ pub(super) struct LeafSchema {
     /// Hex leaf hash of the previous entry (64 zeros for index 0).
     #[schema(schema_with = hex_hash)]
     prev_leaf_hash: String,
+    /// The source's signature over the event, for a source that signs; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    origin_signature: Option<OriginSignatureSchema>,
     /// The authenticated source that posted it.
     #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     source: String,

@@ -417,19 +417,17 @@ async fn real_answers_match_the_openapi_document() {
     let creds = "/v1/admin/credentials";
     let one = "/v1/admin/credentials/{role}/{name}";
     let add = |role: &str, name: &str| Some((json, body(json!({"role": role, "name": name}))));
-    assert_eq!(
-        c.call("post", creds, creds, adm, add("source", "ci-2"))
-            .await
-            .0,
-        201
-    );
+    let (status, issued) = c
+        .call("post", creds, creds, adm, add("source", "ci-2"))
+        .await;
+    assert_eq!(status, 201);
+    let issued: Value = serde_json::from_slice(&issued).unwrap();
+    let ci2 = issued["token"].as_str().unwrap().to_owned();
     // Origin keys: added to ci-2 (ci-runner keeps posting unsigned events), listed to sources
-    // and auditors.
+    // and auditors; ci-2's signed event is kept in its leaf.
     let keys = "/v1/admin/credentials/source/{name}/origin-keys";
-    let origin_key = |name: &str| {
-        let key = ledger::core::note::SignerKey::from_seed(name, &[7u8; 32]).unwrap();
-        key.verifier().encode()
-    };
+    let signer = |name: &str| ledger::core::note::SignerKey::from_seed(name, &[7u8; 32]).unwrap();
+    let origin_key = |name: &str| signer(name).verifier().encode();
     let origin = origin_key("ci-2");
     let key = |k: &str| Some((json, body(json!({"key": k}))));
     let path = "/v1/admin/credentials/source/ci-2/origin-keys";
@@ -448,6 +446,24 @@ async fn real_answers_match_the_openapi_document() {
     assert_eq!(listed["sources"]["ci-2"], json!([origin]));
     let (status, _) = c.call("get", source_keys, source_keys, adm, None).await;
     assert_eq!(status, 403);
+    let signed = {
+        use base64::Engine as _;
+        let key = signer("ci-2");
+        let e = event(10);
+        json!({"event": e, "origin_signature": {
+            "key_id": hex::encode(key.verifier().id()),
+            "signature": base64::engine::general_purpose::STANDARD
+                .encode(key.sign_bytes(&serde_jcs::to_vec(&e).unwrap())),
+        }})
+    };
+    assert_eq!(
+        c.post_events(Some(&ci2), json, body(json!([signed]))).await,
+        200
+    );
+    let (status, leaf) = c.call("get", entry, "/v1/entries/5", src, None).await;
+    assert_eq!(status, 200);
+    let leaf: Value = serde_json::from_slice(&leaf).unwrap();
+    assert!(leaf["origin_signature"].is_object(), "{leaf}");
     assert_eq!(
         c.call("post", creds, creds, adm, add("source", "ci-2"))
             .await
