@@ -195,23 +195,40 @@ pub struct Process {
     pub child: Child,
     pub base: String,
     log: Arc<std::sync::Mutex<String>>,
+    addr: std::sync::mpsc::Receiver<String>,
 }
 
 impl Process {
     /// Starts `ledger serve` on a free port and waits until it is ready.
     pub fn spawn(data_dir: &Path, key_file: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        let mut process = Self::launch(Self::serve_command(data_dir, key_file));
+        process.wait_ready();
+        process
+    }
+
+    /// The `ledger serve` command line [`Process::spawn`] runs, for callers that wrap it (a
+    /// resource limit) before [`Process::launch`].
+    pub fn serve_command(data_dir: &Path, key_file: &Path) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ledger"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--key")
             .arg(key_file)
-            .env("LEDGER_LOG", "info")
+            .env("LEDGER_LOG", "info");
+        command
+    }
+
+    /// Starts `command` (a `ledger serve`, possibly wrapped) without waiting for it to be ready:
+    /// `base` is empty until [`Process::wait_ready`].
+    pub fn launch(mut command: Command) -> Self {
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, addr) = std::sync::mpsc::channel();
         let log = Arc::new(std::sync::Mutex::new(String::new()));
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
@@ -228,14 +245,26 @@ impl Process {
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("ledger serve did not report its address");
         Self {
             child,
-            base: format!("http://{addr}"),
+            base: String::new(),
             log,
+            addr,
         }
+    }
+
+    /// Waits until the server reports its address (it is listening, so its start-up check passed).
+    pub fn wait_ready(&mut self) {
+        let addr = self
+            .addr
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "ledger serve did not report its address; its log:\n{}",
+                    self.log()
+                )
+            });
+        self.base = format!("http://{addr}");
     }
 
     /// Everything the server has logged so far.
