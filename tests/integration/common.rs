@@ -304,6 +304,8 @@ pub struct Process {
     pub child: Child,
     pub base: String,
     log: Arc<std::sync::Mutex<String>>,
+    addr: std::sync::mpsc::Receiver<String>,
+    scheme: &'static str,
 }
 
 impl Process {
@@ -314,26 +316,41 @@ impl Process {
 
     /// Starts `ledger serve` with extra arguments (`--tls-cert ...` makes the base `https://`).
     pub fn spawn_with(data_dir: &Path, key_file: &Path, extra: &[&str]) -> Self {
-        // Tests build reqwest clients next; they need the process's crypto provider.
-        ledger::tls::install_default_provider();
-        let scheme = if extra.contains(&"--tls-cert") {
-            "https"
-        } else {
-            "http"
-        };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        let mut command = Self::serve_command(data_dir, key_file);
+        command.args(extra);
+        let mut process = Self::launch(command);
+        if extra.contains(&"--tls-cert") {
+            process.scheme = "https";
+        }
+        process.wait_ready();
+        process
+    }
+
+    /// The `ledger serve` command line [`Process::spawn`] runs, for callers that wrap it (a
+    /// resource limit) before [`Process::launch`].
+    pub fn serve_command(data_dir: &Path, key_file: &Path) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ledger"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--key")
             .arg(key_file)
-            .args(extra)
-            .env("LEDGER_LOG", "info")
+            .env("LEDGER_LOG", "info");
+        command
+    }
+
+    /// Starts `command` (a `ledger serve`, possibly wrapped) without waiting for it to be ready:
+    /// `base` is empty until [`Process::wait_ready`].
+    pub fn launch(mut command: Command) -> Self {
+        // Tests build reqwest clients next; they need the process's crypto provider.
+        ledger::tls::install_default_provider();
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, addr) = std::sync::mpsc::channel();
         let log = Arc::new(std::sync::Mutex::new(String::new()));
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
@@ -350,19 +367,53 @@ impl Process {
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("ledger serve did not report its address");
         Self {
             child,
-            base: format!("{scheme}://{addr}"),
+            base: String::new(),
             log,
+            addr,
+            scheme: "http",
         }
+    }
+
+    /// Waits until the server reports its address (it is listening, so its start-up check passed).
+    pub fn wait_ready(&mut self) {
+        let addr = self
+            .addr
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "ledger serve did not report its address; its log:\n{}",
+                    self.log()
+                )
+            });
+        self.base = format!("{}://{addr}", self.scheme);
     }
 
     /// Everything the server has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM (a graceful stop, as an operator's restart sends), then waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ledger serve did not stop after SIGTERM; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn kill9(&mut self) {

@@ -8,6 +8,7 @@ mod bundle;
 mod cli;
 mod common;
 mod crash;
+mod disk_full;
 mod fsck;
 mod keys;
 mod layering;
