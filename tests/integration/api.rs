@@ -243,6 +243,8 @@ enum Auth {
     Bearer(String),
     /// The header's whole value.
     Raw(String),
+    /// The header's whole value, not necessarily UTF-8.
+    Bytes(&'static [u8]),
 }
 
 /// One malformed request and what it must get: the status and a fragment of the JSON error.
@@ -620,6 +622,8 @@ async fn bad_input_matrix_gets_clear_4xx_and_appends_nothing() {
         post("empty bearer", with(&|_| {}), 401, "token").auth(Auth::Raw("Bearer ".into())),
         post("two tokens", with(&|_| {}), 401, "token")
             .auth(Auth::Raw(format!("Bearer {token} {token}"))),
+        post("token not UTF-8", with(&|_| {}), 401, "token")
+            .auth(Auth::Bytes(b"Bearer ldg_\xff\xfe")),
         post("overlong token", with(&|_| {}), 401, "token").auth(bearer(&"A".repeat(16 * 1024))),
         post("revoked token", with(&|_| {}), 401, "token").auth(bearer(&revoked)),
         post("auditor token", with(&|_| {}), 403, "role").auth(bearer(&auditor)),
@@ -804,6 +808,10 @@ async fn bad_input_matrix_gets_clear_4xx_and_appends_nothing() {
             Auth::Nothing => req,
             Auth::Bearer(t) => req.bearer_auth(t),
             Auth::Raw(value) => req.header("authorization", value),
+            Auth::Bytes(value) => req.header(
+                "authorization",
+                reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+            ),
         };
         let r = req.send().await.unwrap();
         let status = r.status().as_u16();
