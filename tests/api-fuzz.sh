@@ -24,7 +24,8 @@ command -v st >/dev/null || {
   exit 2
 }
 
-if [ "$profile" = release ]; then cargo build --locked --release; else cargo build --locked; fi
+# Debug: the binary `cargo test` builds (same dependency features, so no second RocksDB build).
+if [ "$profile" = release ]; then cargo build --locked --release; else cargo test --locked --no-run -q; fi
 work=$(mktemp -d)
 pid=""
 cleanup() {
