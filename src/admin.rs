@@ -59,6 +59,9 @@ pub struct CredentialInfo {
     /// A source's origin keys (verifier key text), oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub origin_keys: Vec<String>,
+    /// Earlier, revoked tokens of this name (after it was issued again), oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<crate::auth::PreviousToken>,
 }
 
 impl CredentialInfo {
@@ -70,15 +73,13 @@ impl CredentialInfo {
             created_at: r.created_at,
             revoked_at: r.revoked_at,
             origin_keys: r.origin_keys,
+            previous: r.previous,
         }
     }
 }
 
 fn now() -> String {
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-    crate::core::leaf::format_micros(micros).unwrap_or_default()
+    crate::core::leaf::format_micros(crate::sequencer::system_clock()()).unwrap_or_default()
 }
 
 fn record(store: &Store, role: Role, name: &str) -> Result<Option<CredentialRecord>, AdminError> {
@@ -117,7 +118,8 @@ pub fn add(
 ) -> Result<(String, CredentialInfo), AdminError> {
     check_source_name(name)?;
     let key = key.map(|k| origin_key(role, name, k)).transpose()?;
-    if record(store, role, name)?.is_some_and(|r| r.revoked_at.is_none()) {
+    let earlier = record(store, role, name)?;
+    if earlier.as_ref().is_some_and(|r| r.revoked_at.is_none()) {
         return Err(AdminError::Exists {
             role: role.name(),
             name: name.to_owned(),
@@ -125,7 +127,22 @@ pub fn add(
     }
     let (token, mut rec) = new_token()?;
     rec.created_at = Some(now());
-    rec.origin_keys.extend(key);
+    // Issued again after a revocation: the earlier tokens stay on record, and a source keeps its
+    // origin keys (its earlier signed rows must still verify, and it must still sign).
+    if let Some(earlier) = earlier {
+        rec.origin_keys = earlier.origin_keys;
+        rec.previous = earlier.previous;
+        rec.previous.push(crate::auth::PreviousToken {
+            token_id: earlier.token_id,
+            created_at: earlier.created_at,
+            revoked_at: earlier.revoked_at,
+        });
+    }
+    if let Some(key) = key
+        && !rec.origin_keys.contains(&key)
+    {
+        rec.origin_keys.push(key);
+    }
     store.put_credential(role, name, &rec.to_bytes())?;
     Ok((token, CredentialInfo::of(role, name, rec)))
 }

@@ -50,6 +50,20 @@ pub struct CredentialRecord {
     /// source must sign each event with one of them. Kept after rotation so old rows still verify.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub origin_keys: Vec<String>,
+    /// Earlier tokens of this name, revoked, oldest first (kept when a name is issued again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<PreviousToken>,
+}
+
+/// A revoked token of a credential that was issued again: kept for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PreviousToken {
+    /// Its public id.
+    pub token_id: String,
+    /// When it was issued.
+    pub created_at: Option<String>,
+    /// When it was revoked.
+    pub revoked_at: Option<String>,
 }
 
 impl CredentialRecord {
@@ -92,6 +106,7 @@ pub fn new_token() -> Result<(String, CredentialRecord), AuthError> {
         created_at: None,
         revoked_at: None,
         origin_keys: Vec::new(),
+        previous: Vec::new(),
     };
     Ok((format!("ldg_{}_{secret}", record.token_id), record))
 }

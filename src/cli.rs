@@ -593,7 +593,9 @@ fn run_keys(cmd: KeysCommand) -> Result<(), Failure> {
             let old_path = key.unwrap_or_else(|| data_dir.join(keyfile::KEY_FILE));
             let old = keyfile::load(&old_path)?;
             let retired_dir = data_dir.join(RETIRED_KEYS_DIR);
-            let staged = match &new_key {
+            // A generated key is written (and fsync'd) in a dir kept until it is installed: after
+            // the rotation commits, the store names it, and it must not be lost on any error.
+            let staged: Option<PathBuf> = match &new_key {
                 Some(_) => None,
                 None => {
                     std::fs::create_dir_all(&retired_dir)
@@ -603,33 +605,61 @@ fn run_keys(cmd: KeysCommand) -> Result<(), Failure> {
                         .tempdir_in(&retired_dir)
                         .context("creating a temp dir for the new key")?;
                     keyfile::generate(tmp.path(), old.verifier().name())?;
-                    Some(tmp)
+                    let kept = tmp.keep();
+                    fsync_dir(&kept)?;
+                    fsync_dir(&retired_dir)?;
+                    Some(kept)
                 }
             };
-            let new_path = new_key.clone().unwrap_or_else(|| {
-                staged
-                    .as_ref()
-                    .map(|t| t.path().join(keyfile::KEY_FILE))
-                    .unwrap_or_default()
-            });
+            let new_path = new_key
+                .clone()
+                .or_else(|| staged.as_ref().map(|d| d.join(keyfile::KEY_FILE)))
+                .unwrap_or_default();
             let new = keyfile::load(&new_path)?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+            let now = crate::sequencer::system_clock()();
             let until = crate::core::leaf::format_micros(now.saturating_add(grace))
                 .ok_or_else(|| anyhow!("grace period too long"))?;
-            let history = crate::keys::rotate(&store, &old, &new, &until)?;
+            let rotated = crate::keys::rotate(&store, &old, &new, &until);
             drop(store);
-            if in_dir && let Some(tmp) = staged {
+            let history = match rotated {
+                Ok(h) => h,
+                Err(e) => {
+                    if let Some(dir) = &staged {
+                        let _ = std::fs::remove_dir_all(dir);
+                    }
+                    return Err(e.into());
+                }
+            };
+            if in_dir && let Some(staged) = staged {
                 // The data dir now names the new key: put the files where `serve` looks.
                 let retired = retired_dir.join(format!("{}.key", hex::encode(old.verifier().id())));
-                std::fs::rename(&old_path, &retired)
-                    .with_context(|| format!("moving the old key to {}", retired.display()))?;
-                std::fs::rename(tmp.path().join(keyfile::KEY_FILE), &old_path)
-                    .with_context(|| format!("installing the new key at {}", old_path.display()))?;
-                let pub_path = data_dir.join(keyfile::PUB_FILE);
-                std::fs::rename(tmp.path().join(keyfile::PUB_FILE), &pub_path)
-                    .with_context(|| format!("installing {}", pub_path.display()))?;
+                let install = || -> anyhow::Result<()> {
+                    std::fs::rename(&old_path, &retired)
+                        .with_context(|| format!("moving the old key to {}", retired.display()))?;
+                    std::fs::rename(staged.join(keyfile::KEY_FILE), &old_path).with_context(
+                        || format!("installing the new key at {}", old_path.display()),
+                    )?;
+                    std::fs::rename(
+                        staged.join(keyfile::PUB_FILE),
+                        data_dir.join(keyfile::PUB_FILE),
+                    )
+                    .context("installing the new verifier key")?;
+                    fsync_dir(&retired_dir)?;
+                    fsync_dir(&data_dir)?;
+                    std::fs::remove_dir(&staged).ok();
+                    Ok(())
+                };
+                install().map_err(|e| Failure {
+                    hint: Some(format!(
+                        "the log now uses the new key; install it by hand: {} -> {}, and keep the old key {} in {}",
+                        staged.join(keyfile::KEY_FILE).display(),
+                        old_path.display(),
+                        old_path.display(),
+                        retired.display()
+                    )),
+                    error: e,
+                    code: 2,
+                })?;
                 println_safe(&format!(
                     "the old key is kept in {} and cosigns checkpoints until {until}",
                     retired.display()
@@ -649,6 +679,12 @@ fn run_keys(cmd: KeysCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+fn fsync_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
 }
 
 /// Where `keys rotate` keeps retired keys of a data dir (for cosigning during the grace period).

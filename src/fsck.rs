@@ -163,8 +163,18 @@ pub fn fsck(store: &Store, key: Option<&VerifierKey>, progress: bool) -> Result<
         levels: Vec::new(),
         io_error: None,
         key_recorded: false,
-        history: crate::keys::history(store).ok(),
+        history: None,
     };
+    // Checkpoints from before a key rotation verify under the key of their epoch, but only if
+    // the history's chain of transition statements holds: it is data in the same, untrusted dir.
+    match crate::keys::history(store) {
+        Ok(h) => match h.check_chain() {
+            Ok(()) => scan.history = Some(h),
+            Err(e) => scan.problem(Location::Meta, format!("the key history: {e}")),
+        },
+        Err(crate::keys::KeyError::Refused(e)) if e.contains("no log key") => {}
+        Err(e) => scan.problem(Location::Meta, format!("the key history: {e}")),
+    }
     let verifier = scan.meta(key)?;
     let size = scan.walk(verifier.as_ref(), progress)?;
     Ok(Report {

@@ -55,6 +55,38 @@ pub struct KeyHistory {
 }
 
 impl KeyHistory {
+    /// Checks the chain: every key after the first is introduced by a transition statement that
+    /// the key before it and the key itself signed, naming both and the size where it takes over,
+    /// which is where the one before was retired. A history that fails this is not the log's.
+    ///
+    /// # Errors
+    /// The first broken link.
+    pub fn check_chain(&self) -> Result<(), String> {
+        for pair in self.keys.windows(2) {
+            let (before, after) = (&pair[0], &pair[1]);
+            let parse = |k: &str| VerifierKey::parse(k).map_err(|e| format!("key {k}: {e}"));
+            let (old, new) = (parse(&before.key)?, parse(&after.key)?);
+            let statement = after
+                .transition
+                .as_deref()
+                .ok_or_else(|| format!("key {} has no transition statement", after.key))?;
+            let note = parse_note(statement).map_err(|e| e.to_string())?;
+            for key in [&old, &new] {
+                note.verify(key)
+                    .map_err(|e| format!("transition to {}: {e}", after.key))?;
+            }
+            if note.text != transition_text(old.name(), after.from_size, &old, &new)
+                || before.retired_at_size != Some(after.from_size)
+            {
+                return Err(format!(
+                    "transition to {} does not match the history's sizes and keys",
+                    after.key
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The keys that may have signed the checkpoint of `size`: the key of that size's epoch, and at
     /// a rotation size both keys.
     #[must_use]

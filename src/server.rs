@@ -77,6 +77,7 @@ pub async fn serve(
         sequencer,
         credentials: Arc::new(SharedCredentials::new(credentials)),
         admin_lock: Arc::default(),
+        manifest_checks: Arc::new(tokio::sync::Semaphore::new(1)),
         store: Arc::clone(&handle),
         signer,
         limits: config.limits,

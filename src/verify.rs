@@ -329,12 +329,26 @@ struct RowChecks<'a> {
     proof: RowCheck,
     origin: RowCheck,
     origin_keys: Result<std::collections::HashMap<String, Vec<VerifierKey>>, String>,
+    /// Unsigned rows of sources that have keys: count and first indexes.
+    unsigned: (u64, Vec<u64>),
 }
 
 impl RowChecks<'_> {
     /// A signed row's origin signature, against its source's keys.
     fn origin(&mut self, index: u64, leaf: &Leaf, bytes: &[u8]) {
         let Some(sig) = &leaf.origin_signature else {
+            // Unsigned: fine before the source registered a key, which the bundle cannot tell;
+            // reported so an auditor can compare the indexes with the key's registration.
+            if self
+                .origin_keys
+                .as_ref()
+                .is_ok_and(|keys| keys.contains_key(&leaf.source))
+            {
+                self.unsigned.0 += 1;
+                if self.unsigned.1.len() < MAX_REPORTED {
+                    self.unsigned.1.push(index);
+                }
+            }
             return;
         };
         let keys = match &self.origin_keys {
@@ -466,6 +480,7 @@ fn check_rows(
         proof: RowCheck::new("inclusion proofs"),
         origin: RowCheck::new("origin signatures"),
         origin_keys,
+        unsigned: (0, Vec::new()),
     };
     let (from, to) = (parse_micros(&m.period.from), parse_micros(&m.period.to));
     // Sort runs spill under TMPDIR (the bundle may be read-only).
@@ -657,6 +672,12 @@ fn check_rows(
                 d
             ),
         };
+    }
+    if rows.unsigned.0 > 0 {
+        origin.detail.push_str(&format!(
+            "; {} unsigned rows of sources that now have keys (first at {:?}): unsigned is right only before the source's key was registered",
+            rows.unsigned.0, rows.unsigned.1
+        ));
     }
     let mut out = vec![
         rows.leaf.finish(),

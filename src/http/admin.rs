@@ -26,20 +26,28 @@ fn role_named(name: &str, path: &str) -> Result<Role, ApiError> {
     })
 }
 
-/// Runs a credential change under the admin lock, then reloads the table the server checks.
+/// Runs a credential change under the admin lock and reloads the table the server checks, all in
+/// one blocking task: it runs to the end even if the request is dropped (time limit, client gone),
+/// so a stored revocation is always in force, and the lock is held until the reload is done.
 async fn change<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&crate::store::Store) -> Result<T, admin::AdminError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let _guard = state.admin_lock.lock().await;
-    let store = std::sync::Arc::clone(&state.store);
-    let (out, table) = tokio::task::spawn_blocking(move || {
+    let (store, lock, credentials) = (
+        std::sync::Arc::clone(&state.store),
+        std::sync::Arc::clone(&state.admin_lock),
+        std::sync::Arc::clone(&state.credentials),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        let _guard = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let out = f(&store)?;
-        Ok::<_, admin::AdminError>((out, admin::load(&store)?))
+        credentials.replace(admin::load(&store)?);
+        Ok::<_, admin::AdminError>(out)
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
-    state.credentials.replace(table);
     Ok(out)
 }
 

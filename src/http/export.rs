@@ -254,6 +254,7 @@ pub(super) struct ManifestSignature {
         (status = 200, description = "The log key's signature over the body", body = ManifestSignature),
         (status = 400, description = "Not a manifest in canonical form, or one the log's own data does not bear out", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 503, description = "Another manifest check is running; retry (`Retry-After`)", body = ErrorBody),
     ),
 )]
 pub(super) async fn sign_manifest(
@@ -304,7 +305,12 @@ pub(super) async fn sign_manifest(
             )
         })?;
     let checkpoint =
-        open_checkpoint(&stored, verifier).map_err(|e| ApiError::Internal(e.to_string()))?;
+        open_checkpoint(&stored, verifier).map_err(|_| {
+            ApiError::bad_request(
+                "the manifest's checkpoint is not signed by the log's current key (it predates a key rotation): export again",
+                "/checkpoint",
+            )
+        })?;
     if B64.encode(checkpoint.root) != manifest.checkpoint.root
         || checkpoint.origin != manifest.checkpoint.origin
     {
@@ -318,7 +324,13 @@ pub(super) async fn sign_manifest(
     // derived from the summary (report, OSCAL, controls) are recomputed by `ledger verify`.
     let m = manifest.clone();
     let size = checkpoint.size;
+    // One recomputation at a time: it reads the whole period, and runs to its end even if this
+    // request times out, so unbounded concurrent checks would let one auditor exhaust the server.
+    let permit = std::sync::Arc::clone(&state.manifest_checks)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Unavailable("another manifest check is running; retry".into()))?;
     let problem = tokio::task::spawn_blocking(move || -> Result<Option<String>, ExportError> {
+        let _permit = permit;
         let (Some(from), Some(to)) = (parse_micros(&m.period.from), parse_micros(&m.period.to))
         else {
             return Ok(Some("period is not RFC 3339".into()));

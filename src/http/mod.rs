@@ -72,7 +72,9 @@ pub struct AppState {
     /// Who may write and read; replaced whole when an admin changes a credential.
     pub credentials: Arc<SharedCredentials>,
     /// Serializes credential changes (check-then-write).
-    pub admin_lock: Arc<tokio::sync::Mutex<()>>,
+    pub admin_lock: Arc<std::sync::Mutex<()>>,
+    /// One manifest recomputation at a time (`POST /v1/export/manifest-signature`).
+    pub manifest_checks: Arc<tokio::sync::Semaphore>,
     /// The data dir (credential records; the log itself is written only by the sequencer).
     pub store: Arc<crate::store::Store>,
     /// The log key, for signing export manifests (checkpoints are signed by the sequencer).

@@ -222,6 +222,21 @@ async fn admin_api_issues_lists_and_revokes_with_effect_on_the_next_request() {
     assert_eq!(status, 201);
     let rotated = again["token"].as_str().unwrap().to_owned();
     assert_eq!(post_event(s, &rotated, 12).await, 200);
+    // The revoked token stays on record under the name.
+    let (_, list) = call(
+        s,
+        reqwest::Method::GET,
+        &format!("{creds}?role=source"),
+        admin,
+        None,
+    )
+    .await;
+    let edge = &list["credentials"][1];
+    assert_eq!(
+        edge["previous"][0]["token_id"], issued["token_id"],
+        "{list}"
+    );
+    assert!(edge["previous"][0]["revoked_at"].is_string());
 
     // All of it is durable: after a restart the revoked token is still refused.
     let source = s.token.clone();

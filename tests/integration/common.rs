@@ -428,3 +428,64 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// Runs the `ledger` binary, asserting success; returns its stdout.
+pub fn ledger_cmd(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A ledger set up with the command line, as an operator would: `ledger keygen` into `keys/` and
+/// `ledger sources add gateway` on `data/` (not yet served).
+pub struct CliLedger {
+    pub tmp: tempfile::TempDir,
+    pub data: PathBuf,
+    pub key_file: PathBuf,
+    pub key: VerifierKey,
+    pub token: String,
+}
+
+pub fn cli_ledger(origin: &str) -> CliLedger {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let keys = tmp.path().join("keys");
+    ledger_cmd(&[
+        "keygen",
+        "--origin",
+        origin,
+        "--out",
+        keys.to_str().unwrap(),
+    ]);
+    let key = VerifierKey::parse(
+        std::fs::read_to_string(keys.join("ledger.pub"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let token = ledger_cmd(&[
+        "sources",
+        "add",
+        "gateway",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ])
+    .lines()
+    .last()
+    .unwrap()
+    .to_owned();
+    CliLedger {
+        key_file: keys.join("ledger.key"),
+        tmp,
+        data,
+        key,
+        token,
+    }
+}

@@ -22,25 +22,12 @@ use ledger::core::note::{Checkpoint, VerifierKey, open_checkpoint};
 use ledger::core::receipt::Receipt;
 use serde_json::Value;
 
-use crate::common::{Process, event};
+use crate::common::{CliLedger, Process, cli_ledger, event};
 
 const ROUNDS: u64 = 20;
 /// Rounds that must kill the server while a client's request is on the wire (the connection broke
 /// after the request was sent). Load rounds nearly always do; this leaves slack.
 const MIN_ROUNDS_CUTTING_REQUESTS: usize = 5;
-
-fn ledger_cmd(args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// splitmix64: a seeded generator small enough to state here, so a schedule replays exactly.
 struct Rng(u64);
@@ -368,23 +355,13 @@ async fn sigkill_at_random_moments_loses_no_answered_event() {
     println!("kill schedule seed {seed}: rerun with LEDGER_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
 
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let keys = tmp.path().join("keys");
-    let (data_s, keys_s) = (data.to_str().unwrap(), keys.to_str().unwrap());
-    ledger_cmd(&["keygen", "--origin", "test.crash/log", "--out", keys_s]);
-    let key = VerifierKey::parse(
-        std::fs::read_to_string(keys.join("ledger.pub"))
-            .unwrap()
-            .trim(),
-    )
-    .unwrap();
-    let token = ledger_cmd(&["sources", "add", "gateway", "--data-dir", data_s])
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
-    let key_file = keys.join("ledger.key");
+    let CliLedger {
+        tmp: _tmp,
+        data,
+        key_file,
+        key,
+        token,
+    } = cli_ledger("test.crash/log");
     let client = ledger::tls::ClientTls::default().client().build().unwrap();
     let next_event = Arc::new(AtomicU64::new(0));
     let mut told = Told::default();

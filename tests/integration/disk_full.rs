@@ -21,7 +21,7 @@ use ledger::core::note::{Checkpoint, VerifierKey, open_checkpoint};
 use ledger::core::receipt::Receipt;
 use serde_json::{Value, json};
 
-use crate::common::{Process, event};
+use crate::common::{CliLedger, Process, cli_ledger, event};
 
 /// Largest file the limited server may write. Start-up writes an OPTIONS file of ~60 KiB (and an
 /// info LOG whose write errors RocksDB ignores); the WAL reaches the limit after ~100 events.
@@ -54,19 +54,6 @@ fn big_event(n: u64) -> Value {
     let mut e = event(n);
     e["context"]["pad"] = json!("x".repeat(2048));
     e
-}
-
-fn ledger_cmd(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// How a client's requests ended.
@@ -132,23 +119,13 @@ fn fsck(data: &Path, key: &VerifierKey) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_answers_503_loses_nothing_and_resumes_after_a_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let keys = tmp.path().join("keys");
-    let (data_s, keys_s) = (data.to_str().unwrap(), keys.to_str().unwrap());
-    ledger_cmd(&["keygen", "--origin", "test.diskfull/log", "--out", keys_s]);
-    let key = VerifierKey::parse(
-        std::fs::read_to_string(keys.join("ledger.pub"))
-            .unwrap()
-            .trim(),
-    )
-    .unwrap();
-    let token = ledger_cmd(&["sources", "add", "gateway", "--data-dir", data_s])
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
-    let key_file = keys.join("ledger.key");
+    let CliLedger {
+        tmp: _tmp,
+        data,
+        key_file,
+        key,
+        token,
+    } = cli_ledger("test.diskfull/log");
     let client = ledger::tls::ClientTls::default().client().build().unwrap();
 
     // Fill the disk under concurrent load: every client ends on a 503.

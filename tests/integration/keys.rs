@@ -149,4 +149,29 @@ async fn rotation_cosigns_for_the_grace_period_and_keeps_old_signatures_valid() 
     let store = Store::open(&dir).unwrap();
     let report = ledger::fsck::fsck(&store, None, false).unwrap();
     assert!(report.ok, "{:?}", report.problems);
+
+    // A history edited on disk (a transition not signed by the key it replaces) is refused, so
+    // it cannot vouch for forged checkpoints.
+    let mut forged = ledger::keys::history(&store).unwrap();
+    let stranger = SignerKey::from_seed(ORIGIN, &[9; 32]).unwrap();
+    let text = parse_note(forged.keys[1].transition.as_deref().unwrap())
+        .unwrap()
+        .text;
+    forged.keys[1].transition = Some(new.cosign(&stranger.sign_note(&text)).unwrap());
+    assert!(forged.check_chain().is_err());
+    store
+        .put_meta(
+            ledger::store::META_KEY_HISTORY,
+            &serde_json::to_vec(&forged).unwrap(),
+        )
+        .unwrap();
+    let report = ledger::fsck::fsck(&store, None, false).unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.message.contains("key history")),
+        "{:?}",
+        report.problems
+    );
 }

@@ -143,6 +143,17 @@ async fn signed_events_are_checked_kept_in_the_leaf_and_verified_offline() {
     let (_, keys) = s.get_json("/v1/source-keys").await;
     assert_eq!(keys["sources"]["edge-1"].as_array().map(Vec::len), Some(2));
     let (dir, _) = s.stop().await;
+    {
+        // Re-issuing a revoked source keeps its keys: it must still sign, and old rows verify.
+        let store = ledger::store::Store::open(&dir).unwrap();
+        ledger::admin::revoke(&store, CredentialKind::Source, "edge-1").unwrap();
+        let (_, info) = ledger::admin::add(&store, CredentialKind::Source, "edge-1", None).unwrap();
+        assert_eq!(info.origin_keys.len(), 2);
+        assert_eq!(info.previous.len(), 1);
+        // ci-runner posted unsigned before it got a key: verify lists that row.
+        let ci_key = SignerKey::from_seed("ci-runner", &[5; 32]).unwrap();
+        ledger::admin::add_origin_key(&store, "ci-runner", &ci_key.verifier().encode()).unwrap();
+    }
 
     // Offline: the bundle carries the keys and verify checks every signed row.
     let out = tmp.path().join("bundle");
@@ -169,6 +180,12 @@ async fn signed_events_are_checked_kept_in_the_leaf_and_verified_offline() {
         .unwrap();
     assert!(
         origin.detail.starts_with("4 rows signed"),
+        "{}",
+        origin.detail
+    );
+    // ci-runner's row predates its key: listed for the auditor, not failed.
+    assert!(
+        origin.detail.contains("1 unsigned rows"),
         "{}",
         origin.detail
     );
