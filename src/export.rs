@@ -529,24 +529,47 @@ pub fn summary_hash(
         builder.add(&p, true).map_err(fail)?;
         requests.push(p.request_id).map_err(fail)?;
     }
-    let mut context = Sorter::<u64>::new(scratch, DEFAULT_BUDGET).map_err(fail)?;
-    for_each_distinct(requests.finish().map_err(fail)?, |request_id: String| {
-        for_each_request_index(store, &request_id, start, &mut |i| {
-            context.push(i).map_err(fail)
-        })
-    })
-    .map_err(|e| e.into_export(&fail))?;
     let mut count = 0;
-    for_each_distinct(context.finish().map_err(fail)?, |index: u64| {
-        count += 1;
-        builder
-            .add(&project(index, &stored_entry(store, index)?)?, false)
-            .map_err(fail)
-    })
-    .map_err(|e| e.into_export(&fail))?;
+    for_each_context_index(
+        requests,
+        start,
+        scratch,
+        &fail,
+        &mut |request_id, before, f| for_each_request_index(store, request_id, before, f),
+        &mut |index| {
+            count += 1;
+            builder
+                .add(&project(index, &stored_entry(store, index)?)?, false)
+                .map_err(fail)
+        },
+    )?;
     let mut hasher = blake3::Hasher::new();
     builder.finish(&mut hasher).map_err(fail)?;
     Ok((hasher.finalize().to_hex().to_string(), count))
+}
+
+/// How the context rows are found: every index below `before` of a request, page by page.
+type RequestLookup<'a> = dyn FnMut(&str, u64, &mut dyn FnMut(u64) -> Result<(), ExportError>) -> Result<(), ExportError>
+    + 'a;
+
+/// The context rows of a period starting at `start`: every earlier entry of each distinct request
+/// in `requests`, found with `lookup`, given to `f` once each in index order. Two external sorts
+/// (request ids in, indexes out), so memory does not grow with the period.
+fn for_each_context_index(
+    requests: Sorter<String>,
+    start: u64,
+    scratch: Option<&Path>,
+    fail: &dyn Fn(std::io::Error) -> ExportError,
+    lookup: &mut RequestLookup<'_>,
+    f: &mut dyn FnMut(u64) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    let mut indexes = Sorter::<u64>::new(scratch, DEFAULT_BUDGET).map_err(fail)?;
+    for_each_distinct(requests.finish().map_err(fail)?, |request_id: String| {
+        lookup(&request_id, start, &mut |i| indexes.push(i).map_err(fail))
+    })
+    .map_err(|e| e.into_export(fail))?;
+    for_each_distinct(indexes.finish().map_err(fail)?, |index: u64| f(index))
+        .map_err(|e| e.into_export(fail))
 }
 
 /// Either a sort's I/O error or the callback's own.
@@ -733,23 +756,22 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     let boundary_rows = boundaries.finish()?;
 
     // Earlier entries of the period's requests, so each request is judged on its whole lifecycle.
-    let mut context_indexes = Sorter::<u64>::new(scratch, DEFAULT_BUDGET).map_err(fail)?;
-    for_each_distinct(requests.finish().map_err(fail)?, |request_id: String| {
-        log.request_indexes(&request_id, range.start, &mut |index| {
-            context_indexes.push(index).map_err(fail)
-        })
-    })
-    .map_err(|e| e.into_export(&fail))?;
     let mut context = RowWriter::create(&dir.join(files::CONTEXT))?;
-    for_each_distinct(context_indexes.finish().map_err(fail)?, |index: u64| {
-        log.rows(index, index + 1, size, &mut |index, leaf, proof| {
-            let row = make_row(index, leaf, proof, &framework)?;
-            summary.add(&row.projection, false).map_err(fail)?;
-            context.push(row)?;
-            Ok(())
-        })
-    })
-    .map_err(|e| e.into_export(&fail))?;
+    for_each_context_index(
+        requests,
+        range.start,
+        scratch,
+        &fail,
+        &mut |request_id, before, f| log.request_indexes(request_id, before, f),
+        &mut |index| {
+            log.rows(index, index + 1, size, &mut |index, leaf, proof| {
+                let row = make_row(index, leaf, proof, &framework)?;
+                summary.add(&row.projection, false).map_err(fail)?;
+                context.push(row)?;
+                Ok(())
+            })
+        },
+    )?;
     let context_rows = context.finish()?;
 
     let summary_path = dir.join(files::SUMMARY);
