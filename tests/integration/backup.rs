@@ -1,7 +1,6 @@
 //! `ledger backup` makes a consistent copy while the server writes: the copy passes fsck, serves,
 //! holds every event answered before the backup began, and the original's head extends its head.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,44 +11,8 @@ use ledger::core::note::{Checkpoint, VerifierKey, open_checkpoint};
 use ledger::core::receipt::{Receipt, verify_receipt};
 use serde_json::{Value, json};
 
-use crate::common::{Process, event};
+use crate::common::{CliLedger, Process, cli_ledger, event, ledger_cmd};
 use crate::fsck::{fsck_json, ledger};
-
-fn ok_stdout(args: &[&str]) -> String {
-    let out = ledger(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A key made by `ledger keygen` and a data dir with one source; returns (data, key file,
-/// verifier key, token).
-fn setup(tmp: &Path) -> (std::path::PathBuf, std::path::PathBuf, VerifierKey, String) {
-    let keys = tmp.join("keys");
-    let data = tmp.join("data");
-    ok_stdout(&[
-        "keygen",
-        "--origin",
-        "test.backup/log",
-        "--out",
-        keys.to_str().unwrap(),
-    ]);
-    let key = VerifierKey::parse(
-        std::fs::read_to_string(keys.join("ledger.pub"))
-            .unwrap()
-            .trim(),
-    )
-    .unwrap();
-    let token = ok_stdout(&["sources", "add", "gw", "--data-dir", data.to_str().unwrap()])
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
-    (data, keys.join("ledger.key"), key, token)
-}
 
 fn post(client: &reqwest::blocking::Client, base: &str, token: &str, body: &Value) -> Vec<Receipt> {
     let r = client
@@ -83,8 +46,13 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn backup_while_writing_is_a_consistent_prefix_that_passes_fsck_and_serves() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (data, key_file, key, token) = setup(tmp.path());
+    let CliLedger {
+        tmp,
+        data,
+        key_file,
+        key,
+        token,
+    } = cli_ledger("test.backup/log");
     let server = Process::spawn(&data, &key_file);
     let client = reqwest::blocking::Client::new();
     let mut answered: Vec<Receipt> = post(
@@ -121,7 +89,7 @@ fn backup_while_writing_is_a_consistent_prefix_that_passes_fsck_and_serves() {
     answered.extend(written.lock().unwrap().iter().cloned());
 
     let copy = tmp.path().join("copy");
-    let out = ok_stdout(&[
+    let out = ledger_cmd(&[
         "backup",
         "--data-dir",
         data.to_str().unwrap(),
@@ -202,8 +170,13 @@ fn backup_while_writing_is_a_consistent_prefix_that_passes_fsck_and_serves() {
 
 #[test]
 fn backup_offline_and_refusals() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (data, key_file, key, token) = setup(tmp.path());
+    let CliLedger {
+        tmp,
+        data,
+        key_file,
+        key,
+        token,
+    } = cli_ledger("test.backup/log");
     let d = data.to_str().unwrap();
     {
         let server = Process::spawn(&data, &key_file);
@@ -217,7 +190,7 @@ fn backup_offline_and_refusals() {
     } // killed: no graceful shutdown, a stale control socket is left behind
 
     let copy = tmp.path().join("offline");
-    let out = ok_stdout(&["backup", "--data-dir", d, "--out", copy.to_str().unwrap()]);
+    let out = ledger_cmd(&["backup", "--data-dir", d, "--out", copy.to_str().unwrap()]);
     assert!(
         out.contains("made offline") && out.contains("tree size 7"),
         "{out}"

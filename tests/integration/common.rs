@@ -489,3 +489,34 @@ pub fn cli_ledger(origin: &str) -> CliLedger {
         token,
     }
 }
+
+/// Fetches `GET /v1/proofs/consistency?from=size&to=head.size` (public) and checks that `head`
+/// extends the checkpoint `(size, root)`; panics naming both sizes otherwise.
+pub async fn assert_extends(
+    client: &reqwest::Client,
+    base: &str,
+    size: u64,
+    root: &ledger::core::hash::Hash,
+    head: &ledger::core::note::Checkpoint,
+) {
+    use ledger::core::hash::{Blake3, from_hex};
+    let proof: Value = client
+        .get(format!(
+            "{base}/v1/proofs/consistency?from={size}&to={}",
+            head.size
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hashes: Vec<_> = proof["hashes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("consistency proof from {size}: {proof}"))
+        .iter()
+        .map(|h| from_hex(h.as_str().unwrap()).unwrap())
+        .collect();
+    ledger::core::merkle::verify_consistency::<Blake3>(size, head.size, root, &head.root, &hashes)
+        .unwrap_or_else(|e| panic!("head {} does not extend checkpoint {size}: {e}", head.size));
+}

@@ -17,12 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ledger::core::hash::{Blake3, Hash, TreeHasher, from_hex};
-use ledger::core::merkle::{verify_consistency, verify_inclusion};
+use ledger::core::merkle::verify_inclusion;
 use ledger::core::note::{Checkpoint, VerifierKey, open_checkpoint};
 use ledger::core::receipt::Receipt;
 use serde_json::Value;
 
-use crate::common::{CliLedger, Process, cli_ledger, event};
+use crate::common::{CliLedger, Process, assert_extends, cli_ledger, event};
 
 const ROUNDS: u64 = 20;
 /// Rounds that must kill the server while a client's request is on the wire (the connection broke
@@ -228,31 +228,7 @@ async fn check_restart(
             "checkpoint {size} was handed out; the restarted head is {}",
             head.size
         );
-        let proof: Value = client
-            .get(format!(
-                "{}/v1/proofs/consistency?from={size}&to={}",
-                server.base, head.size
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let hashes: Vec<Hash> = proof["hashes"]
-            .as_array()
-            .unwrap_or_else(|| panic!("consistency proof from {size}: {proof}"))
-            .iter()
-            .map(|h| from_hex(h.as_str().unwrap()).unwrap())
-            .collect();
-        verify_consistency::<Blake3>(size, head.size, root, &head.root, &hashes).unwrap_or_else(
-            |e| {
-                panic!(
-                    "restarted head {} does not extend checkpoint {size}: {e}",
-                    head.size
-                )
-            },
-        );
+        assert_extends(client, &server.base, size, root, &head).await;
     }
     told.pending.clear();
     told.record_root(head.size, head.root);

@@ -16,12 +16,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ledger::core::hash::{Blake3, Hash, TreeHasher, from_hex};
 use ledger::core::leaf::Leaf;
-use ledger::core::merkle::{verify_consistency, verify_inclusion};
+use ledger::core::merkle::verify_inclusion;
 use ledger::core::note::{Checkpoint, VerifierKey, open_checkpoint};
 use ledger::core::receipt::Receipt;
 use serde_json::{Value, json};
 
-use crate::common::{CliLedger, Process, cli_ledger, event};
+use crate::common::{CliLedger, Process, assert_extends, cli_ledger, event};
 
 /// Largest file the limited server may write. Start-up writes an OPTIONS file of ~60 KiB (and an
 /// info LOG whose write errors RocksDB ignores); the WAL reaches the limit after ~100 events.
@@ -275,26 +275,7 @@ async fn disk_full_answers_503_loses_nothing_and_resumes_after_a_restart() {
         failed_batch.len()
     );
     for (&size, root) in handed_out.range(1..) {
-        let proof: Value = get(
-            &client,
-            format!(
-                "{}/v1/proofs/consistency?from={size}&to={}",
-                server.base, head.size
-            ),
-            "",
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-        let hashes: Vec<Hash> = proof["hashes"]
-            .as_array()
-            .unwrap_or_else(|| panic!("consistency proof from {size}: {proof}"))
-            .iter()
-            .map(|h| from_hex(h.as_str().unwrap()).unwrap())
-            .collect();
-        verify_consistency::<Blake3>(size, head.size, root, &head.root, &hashes)
-            .unwrap_or_else(|e| panic!("head {} does not extend {size}: {e}", head.size));
+        assert_extends(&client, &server.base, size, root, &head).await;
     }
     let (d, k) = (data.clone(), key.clone());
     let checked = tokio::task::spawn_blocking(move || fsck(&d, &k))
