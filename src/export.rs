@@ -626,46 +626,84 @@ pub struct ExportReport {
     pub digest: Digest,
 }
 
-/// Remembers the last few nodes read at each level: consecutive rows' proofs share all but their
-/// lowest siblings, so export reads each stored node about once, in memory that depends only on
-/// the tree's height.
+/// Reads stored nodes ahead, a run at a time: consecutive rows' proofs need the next siblings at
+/// each level, so export reads each stored node once, by a sequential scan
+/// ([`Store::node_run`], about 20 times cheaper per node than a point read), in memory that
+/// depends only on the tree's height. Two windows per level: one follows the rows' paths, the
+/// other holds the far-right nodes the ragged edge of the tree needs.
 struct MemoReader<'a> {
     store: &'a Store,
-    cache: RefCell<LevelCache>,
+    cache: RefCell<LevelWindows>,
 }
 
-/// Slots per level: a proof needs one sibling per level, and the ragged right edge a few more.
-const WAYS: usize = 4;
+/// Nodes per window.
+const WINDOW: usize = 512;
 
-struct LevelCache {
-    slots: [[Option<(u64, Hash)>; WAYS]; 64],
-    next: [u8; 64],
+#[derive(Default)]
+struct Window {
+    base: u64,
+    hashes: Vec<Hash>,
+    used: u64,
 }
 
-impl Default for LevelCache {
+struct LevelWindows {
+    levels: Vec<[Window; 2]>,
+    tick: u64,
+}
+
+impl Default for LevelWindows {
     fn default() -> Self {
         Self {
-            slots: [[None; WAYS]; 64],
-            next: [0; 64],
+            levels: (0..64).map(|_| Default::default()).collect(),
+            tick: 0,
         }
     }
 }
 
 impl HashReader for MemoReader<'_> {
     fn read_hash(&self, id: NodeId) -> Result<Hash, TreeError> {
-        let level = usize::from(id.level).min(63);
-        if let Some((_, h)) = self.cache.borrow().slots[level]
-            .iter()
-            .flatten()
-            .find(|(index, _)| *index == id.index)
-        {
-            return Ok(*h);
-        }
-        let h = self.store.read_hash(id)?;
         let mut cache = self.cache.borrow_mut();
-        let slot = usize::from(cache.next[level]);
-        cache.slots[level][slot] = Some((id.index, h));
-        cache.next[level] = ((slot + 1) % WAYS) as u8;
+        cache.tick += 1;
+        let tick = cache.tick;
+        let windows = &mut cache.levels[usize::from(id.level).min(63)];
+        for w in windows.iter_mut() {
+            if let Some(h) = id
+                .index
+                .checked_sub(w.base)
+                .and_then(|i| w.hashes.get(i as usize))
+            {
+                w.used = tick;
+                return Ok(*h);
+            }
+        }
+        // Start one back: an odd index's sibling is the even node before it.
+        let base = id.index.saturating_sub(1);
+        let hashes = self
+            .store
+            .node_run(id.level, base, WINDOW)
+            .map_err(|e| TreeError::Read {
+                level: id.level,
+                index: id.index,
+                source: Box::new(e),
+            })?;
+        let Some(h) = id
+            .index
+            .checked_sub(base)
+            .and_then(|i| hashes.get(i as usize))
+            .copied()
+        else {
+            // Not stored: the point read reports it as it always has.
+            return self.store.read_hash(id);
+        };
+        let victim = windows
+            .iter_mut()
+            .min_by_key(|w| w.used)
+            .expect("two windows");
+        *victim = Window {
+            base,
+            hashes,
+            used: tick,
+        };
         Ok(h)
     }
 }

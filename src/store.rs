@@ -466,6 +466,32 @@ impl Store {
             .map(|item| item.map(|(id, hash)| (id.index, hash)))
     }
 
+    /// Up to `max` stored hashes of level `level` from index `from` on, as long as their indexes
+    /// run on without a gap: one sequential scan where point reads would each search the tree.
+    pub fn node_run(&self, level: u8, from: u64, max: usize) -> Result<Vec<Hash>, StoreError> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_NODES));
+        iter.seek(node_key(NodeId { level, index: from }));
+        let mut out = Vec::with_capacity(max);
+        while out.len() < max && iter.valid() {
+            let (Some(key), Some(value)) = (iter.key(), iter.value()) else {
+                break;
+            };
+            let id = decode_node_key(key)?;
+            if id.level != level || id.index != from + out.len() as u64 {
+                break;
+            }
+            out.push(<[u8; 32]>::try_from(value).map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "node level {level} index {} is not 32 bytes",
+                    id.index
+                ))
+            })?);
+            iter.next();
+        }
+        iter.status()?;
+        Ok(out)
+    }
+
     /// Every stored checkpoint in tree-size order, as `(size, note bytes)` (not decoded, so a
     /// damaged note is reported by its size rather than failing the scan).
     pub fn checkpoints(&self) -> impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + '_ {

@@ -16,7 +16,7 @@ use crate::core::controls::Framework;
 use crate::core::findings::Digest;
 use crate::core::hash::{Blake3, Hash, TreeHasher, from_hex, to_hex};
 use crate::core::leaf::{GENESIS_PREV, Leaf, parse_micros};
-use crate::core::merkle::{verify_consistency, verify_inclusion};
+use crate::core::merkle::{PathVerifier, verify_consistency};
 use crate::core::note::{Checkpoint, VerifierKey, open_checkpoint};
 use crate::core::projection::Projection;
 use crate::summary::SummaryBuilder;
@@ -321,8 +321,9 @@ fn manifest_matches(m: &Manifest, c: &Checkpoint, key: &VerifierKey) -> Result<S
 }
 
 /// Per-row state shared by the three row files.
-struct RowChecks<'a> {
-    checkpoint: &'a Checkpoint,
+struct RowChecks {
+    /// Inclusion proofs against the checkpoint, sharing the nodes consecutive rows have in common.
+    paths: PathVerifier<Blake3>,
     framework: Option<Framework>,
     leaf: RowCheck,
     projection: RowCheck,
@@ -333,7 +334,7 @@ struct RowChecks<'a> {
     unsigned: (u64, Vec<u64>),
 }
 
-impl RowChecks<'_> {
+impl RowChecks {
     /// A signed row's origin signature, against its source's keys.
     fn origin(&mut self, index: u64, leaf: &Leaf, bytes: &[u8]) {
         let Some(sig) = &leaf.origin_signature else {
@@ -393,20 +394,16 @@ fn parse_source_keys(
         .collect()
 }
 
-impl RowChecks<'_> {
+impl RowChecks {
     /// Checks one row's own integrity; returns its parsed leaf if it has one.
     fn row(&mut self, row: &Row) -> Option<Leaf> {
         let index = row.projection.index;
         self.leaf
             .record(index, Blake3::leaf(&row.leaf) == row.leaf_hash);
-        let ok = verify_inclusion::<Blake3>(
-            index,
-            self.checkpoint.size,
-            &row.leaf_hash,
-            &row.inclusion_proof,
-            &self.checkpoint.root,
-        )
-        .is_ok();
+        let ok = self
+            .paths
+            .verify(index, &row.leaf_hash, &row.inclusion_proof)
+            .is_ok();
         self.proof.record(index, ok);
         let leaf = match Leaf::parse(&row.leaf) {
             Ok(leaf) => leaf,
@@ -473,7 +470,7 @@ fn check_rows(
         None => bundled().and_then(|k| parse_source_keys(&k)),
     };
     let mut rows = RowChecks {
-        checkpoint,
+        paths: PathVerifier::new(checkpoint.size, checkpoint.root),
         framework: framework.clone(),
         leaf: RowCheck::new("leaf hashes"),
         projection: RowCheck::new("projections"),

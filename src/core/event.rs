@@ -111,7 +111,7 @@ pub fn prepare(json: &StrictJson) -> Result<PreparedEvent, Vec<FieldError>> {
         })
         .collect();
     if let Some(context) = value.get("context") {
-        let size = serde_jcs::to_vec(context).map_or(usize::MAX, |v| v.len());
+        let size = super::jcs::to_vec(context).len();
         if size > MAX_CONTEXT_BYTES {
             errors.push(FieldError {
                 path: "/context".into(),
@@ -125,8 +125,7 @@ pub fn prepare(json: &StrictJson) -> Result<PreparedEvent, Vec<FieldError>> {
         return Err(errors);
     }
     let text = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
-    let jcs = serde_jcs::to_vec(value)
-        .map_err(|e| vec![FieldError::root(format!("cannot canonicalize: {e}"))])?;
+    let jcs = super::jcs::to_vec(value);
     Ok(PreparedEvent {
         event_id: text("event_id"),
         request_id: text("request_id"),

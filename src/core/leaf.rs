@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::hash::{Hash, to_hex};
+use super::jcs::write_string;
 
 /// Leaf format version.
 pub const LEAF_VERSION: u64 = 1;
@@ -45,6 +46,11 @@ pub fn format_micros(micros: i64) -> Option<String> {
 /// seconds). An event the schema admits must always be readable here, or an export of its period
 /// would fail forever.
 pub fn parse_micros(text: &str) -> Option<i64> {
+    parse_utc_micros(text.as_bytes()).or_else(|| parse_rfc3339_micros(text))
+}
+
+/// [`parse_micros`] for every RFC 3339 form.
+fn parse_rfc3339_micros(text: &str) -> Option<i64> {
     let rfc3339 = &time::format_description::well_known::Rfc3339;
     let upper = text.to_ascii_uppercase();
     if let Ok(t) = time::OffsetDateTime::parse(&upper, rfc3339) {
@@ -62,28 +68,44 @@ pub fn parse_micros(text: &str) -> Option<i64> {
     i64::try_from(t.unix_timestamp_nanos().div_euclid(1000) + 999_999).ok()
 }
 
-/// Appends the JCS string literal for `s` (RFC 8785 3.2.2.2: escape `"`, `\`, and controls).
-fn push_json_string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\u{08}' => out.extend_from_slice(b"\\b"),
-            '\u{0C}' => out.extend_from_slice(b"\\f"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => {
-                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
-            }
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
-        }
+/// The common shape `YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z`, as every leaf's `ingested_at` and most events'
+/// `occurred_at` are, read without the general parser (it allocates, and export and verify read
+/// two timestamps per row). `None` sends anything else, leap seconds included, to the general path.
+fn parse_utc_micros(b: &[u8]) -> Option<i64> {
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        b.get(range)?.iter().try_fold(0u32, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
+        return None;
     }
-    out.push(b'"');
+    if b[16] != b':' || b.last() != Some(&b'Z') {
+        return None;
+    }
+    let micros = match b.len() {
+        20 => 0,
+        n @ 22..=27 if b[19] == b'.' => digits(20..n - 1)? * 10u32.pow((27 - n) as u32),
+        _ => return None,
+    };
+    let month = time::Month::try_from(u8::try_from(digits(5..7)?).ok()?).ok()?;
+    let date = time::Date::from_calendar_date(
+        i32::try_from(digits(0..4)?).ok()?,
+        month,
+        u8::try_from(digits(8..10)?).ok()?,
+    )
+    .ok()?;
+    let clock = time::Time::from_hms_micro(
+        u8::try_from(digits(11..13)?).ok()?,
+        u8::try_from(digits(14..16)?).ok()?,
+        u8::try_from(digits(17..19)?).ok()?,
+        micros,
+    )
+    .ok()?;
+    let nanos = time::PrimitiveDateTime::new(date, clock)
+        .assume_utc()
+        .unix_timestamp_nanos();
+    i64::try_from(nanos / 1000).ok()
 }
 
 /// A source's detached Ed25519 signature over the event's canonical (RFC 8785) bytes, kept in the
@@ -152,19 +174,19 @@ pub fn encode_leaf(header: &LeafHeader<'_>, event_jcs: &[u8]) -> Vec<u8> {
     out.extend_from_slice(b",\"index\":");
     out.extend_from_slice(header.index.to_string().as_bytes());
     out.extend_from_slice(b",\"ingested_at\":");
-    push_json_string(&mut out, header.ingested_at);
+    write_string(header.ingested_at, &mut out);
     if let Some(sig) = header.origin_signature {
         // JCS order: "ingested_at" < "origin_signature" < "prev_leaf_hash"; key_id < signature.
         out.extend_from_slice(b",\"origin_signature\":{\"key_id\":");
-        push_json_string(&mut out, &sig.key_id);
+        write_string(&sig.key_id, &mut out);
         out.extend_from_slice(b",\"signature\":");
-        push_json_string(&mut out, &sig.signature);
+        write_string(&sig.signature, &mut out);
         out.push(b'}');
     }
     out.extend_from_slice(b",\"prev_leaf_hash\":\"");
     out.extend_from_slice(to_hex(header.prev_leaf_hash).as_bytes());
     out.extend_from_slice(b"\",\"source\":");
-    push_json_string(&mut out, header.source);
+    write_string(header.source, &mut out);
     out.extend_from_slice(b",\"v\":1}");
     out
 }
@@ -229,8 +251,7 @@ impl Leaf {
         {
             return Err(LeafError::Field("origin_signature"));
         }
-        let event_jcs =
-            serde_jcs::to_vec(&leaf.event).map_err(|e| LeafError::Json(e.to_string()))?;
+        let event_jcs = super::jcs::to_vec(&leaf.event);
         let header = LeafHeader {
             index: leaf.index,
             ingested_at: &leaf.ingested_at,
@@ -364,6 +385,34 @@ mod tests {
     }
 
     #[test]
+    fn odd_timestamps_take_the_general_path() {
+        for text in [
+            "2026-11-21T10:00:60Z",
+            "2026-11-21T10:00:60.5Z",
+            "2026-11-21t10:00:00z",
+            "2026-11-21T10:00:00.1234567Z",
+            "2026-11-21T10:00:00+01:00",
+            "2026-11-21T10:00:00.Z",
+            "2026-02-30T10:00:00Z",
+            "2026-13-01T10:00:00Z",
+            "2026-11-21T24:00:00Z",
+            "+026-11-21T10:00:00Z",
+            "2026-11-21T10:00:00",
+        ] {
+            assert_eq!(parse_utc_micros(text.as_bytes()), None, "{text}");
+        }
+        assert_eq!(
+            parse_micros("2026-11-21T10:00:60Z"),
+            parse_micros("2026-11-21T10:00:59.999999Z")
+        );
+        assert_eq!(
+            parse_micros("2026-11-21T10:00:00.1234567Z"),
+            Some(1_795_255_200_123_456)
+        );
+        assert_eq!(parse_micros("2026-02-30T10:00:00Z"), None);
+    }
+
+    #[test]
     fn non_canonical_leaf_is_rejected() {
         let zeros = "0".repeat(64);
         let spaced = format!(
@@ -430,6 +479,21 @@ mod tests {
                 prop_assert!(Leaf::parse(&ours).is_ok());
             }
             prop_assert_eq!(format_micros(parse_micros(&ingested_at).unwrap()).unwrap(), ingested_at);
+        }
+
+        #[test]
+        fn fast_timestamps_agree_with_rfc3339(
+            micros in 0i64..253_402_300_799_000_000,
+            digits in 0usize..=6,
+        ) {
+            // `YYYY-MM-DDTHH:MM:SS` + a fraction of `digits` digits (none: no dot) + `Z`.
+            let full = format_micros(micros).unwrap();
+            let text = match digits {
+                0 => format!("{}Z", &full[..19]),
+                d => format!("{}Z", &full[..20 + d]),
+            };
+            prop_assert!(parse_utc_micros(text.as_bytes()).is_some(), "{}", text);
+            prop_assert_eq!(parse_micros(&text), parse_rfc3339_micros(&text));
         }
     }
 }

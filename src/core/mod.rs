@@ -9,6 +9,7 @@ pub mod controls;
 pub mod event;
 pub mod findings;
 pub mod hash;
+pub mod jcs;
 pub mod leaf;
 pub mod merkle;
 pub mod note;

@@ -63,17 +63,18 @@ impl Projection {
     pub fn of(leaf: &Leaf) -> Result<Self, ProjectionError> {
         let e = &leaf.event;
         let index = leaf.index;
-        let req = |field: &'static str| -> Result<String, ProjectionError> {
-            e.pointer(field)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or(ProjectionError { index, field })
-        };
-        let opt = |field: &str| e.pointer(field).and_then(Value::as_str).map(str::to_owned);
-        let occurred_at = parse_micros(&req("/occurred_at")?).ok_or(ProjectionError {
-            index,
-            field: "/occurred_at",
-        })?;
+        // Member lookups, not `Value::pointer`: a pointer allocates to unescape each of its
+        // tokens on every call, which was a tenth of export's time. No field here has `~`.
+        let at = |field: &str| field.split('/').skip(1).try_fold(e, |v, key| v.get(key));
+        let opt = |field: &str| at(field).and_then(Value::as_str).map(str::to_owned);
+        let req = |field: &'static str| opt(field).ok_or(ProjectionError { index, field });
+        let occurred_at = at("/occurred_at")
+            .and_then(Value::as_str)
+            .and_then(parse_micros)
+            .ok_or(ProjectionError {
+                index,
+                field: "/occurred_at",
+            })?;
         Ok(Self {
             index,
             event_id: req("/event_id")?,
