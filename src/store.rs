@@ -21,8 +21,8 @@
 use std::path::Path;
 
 use rocksdb::{
-    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options,
-    WriteBatch, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode,
+    Options, WriteBatch, WriteOptions,
 };
 
 use crate::core::hash::Hash;
@@ -222,9 +222,14 @@ impl Store {
         // WALs makes RocksDB flush those families, which bounds recovery time and the memory a
         // secondary (export) spends replaying the WAL at open.
         opts.set_max_total_wal_size(128 << 20);
+        // Memory that does not grow with the log: all memtables share one budget, and index and
+        // filter blocks live in the block cache instead of beside every open table file (where
+        // they grew by about 5 bytes per entry: 40 MB more resident memory per 10 M entries).
+        opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let cfs = ALL_CFS
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache)));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| classify(path, e))?;
         let store = Self { db };
         match store.meta(META_FORMAT)? {
@@ -259,9 +264,10 @@ impl Store {
         let mut opts = Options::default();
         // Secondaries must keep every file open: the primary may delete files they still read.
         opts.set_max_open_files(-1);
+        let cache = Cache::new_lru_cache(SECONDARY_CACHE_BYTES);
         let cfs = ALL_CFS
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache)));
         let db = DB::open_cf_descriptors_as_secondary(&opts, primary, scratch, cfs)?;
         db.try_catch_up_with_primary()?;
         Ok(Self { db })
@@ -611,9 +617,22 @@ impl HashReader for Store {
     }
 }
 
-fn cf_options(name: &str) -> Options {
+/// All memtables together (RocksDB's write buffer manager flushes the largest beyond it).
+const MEMTABLE_BUDGET: usize = 256 << 20;
+
+/// The block cache shared by all column families, index and filter blocks included.
+const BLOCK_CACHE_BYTES: usize = 128 << 20;
+
+/// A secondary's (export's) block cache: it reads each block about once, in order.
+const SECONDARY_CACHE_BYTES: usize = 32 << 20;
+
+fn cf_options(name: &str, cache: &Cache) -> Options {
     let mut opts = Options::default();
     let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_cache_index_and_filter_blocks(true);
+    // Level-0 files are read on every lookup: keep their filters and indexes resident.
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     match name {
         // Point lookups; for `dedup` they mostly miss (new event ids), and a bloom filter answers
         // a miss from memory.
