@@ -334,47 +334,117 @@ struct RowChecks {
     unsigned: (u64, Vec<u64>),
 }
 
+/// What one row's checks found, computed without the order-dependent state, so rows can be
+/// inspected on several threads.
+struct Inspected {
+    leaf_hash_ok: bool,
+    /// The parsed leaf, or why the row has none.
+    leaf: Result<Leaf, String>,
+    /// The projection and controls against the leaf (only when the leaf parsed).
+    projection: Result<(), String>,
+    origin: Origin,
+}
+
+/// A row's origin signature against its source's keys.
+enum Origin {
+    /// Unsigned; `true` if its source has keys (reported, not failed: see [`RowChecks::apply`]).
+    Unsigned(bool),
+    /// Signed: verified, or why not.
+    Signed(Result<(), String>),
+}
+
 impl RowChecks {
     /// A signed row's origin signature, against its source's keys.
-    fn origin(&mut self, index: u64, leaf: &Leaf, bytes: &[u8]) {
+    fn origin(&self, leaf: &Leaf, bytes: &[u8]) -> Origin {
         let Some(sig) = &leaf.origin_signature else {
+            return Origin::Unsigned(
+                self.origin_keys
+                    .as_ref()
+                    .is_ok_and(|keys| keys.contains_key(&leaf.source)),
+            );
+        };
+        let keys = match &self.origin_keys {
+            Ok(keys) => keys,
+            Err(e) => return Origin::Signed(Err(e.clone())),
+        };
+        let key = sig
+            .key_id_bytes()
+            .and_then(|id| keys.get(&leaf.source)?.iter().find(|k| k.id() == id));
+        Origin::Signed(
+            match (key, sig.signature_bytes(), leaf.event_bytes(bytes)) {
+                (None, ..) => Err(format!(
+                    "no origin key {} of source {:?}",
+                    sig.key_id, leaf.source
+                )),
+                (Some(k), Some(s), Some(event)) if k.verify_bytes(event, &s) => Ok(()),
+                _ => Err("signature does not verify over the event's canonical bytes".into()),
+            },
+        )
+    }
+
+    /// The checks of one row that need nothing but the row (and the bundle's keys).
+    fn inspect(&self, row: &Row) -> Inspected {
+        let leaf_hash_ok = Blake3::leaf(&row.leaf) == row.leaf_hash;
+        let leaf = Leaf::parse(&row.leaf).map_err(|e| e.to_string());
+        let (projection, origin) = match &leaf {
+            Err(e) => (Err(e.clone()), Origin::Unsigned(false)),
+            Ok(leaf) => {
+                let projected = Projection::of(leaf);
+                let controls = match (&self.framework, &projected) {
+                    (Some(f), Ok(p)) => f.controls_for(p),
+                    _ => Vec::new(),
+                };
+                let projection = match projected {
+                    Ok(p) if p == row.projection && controls == row.controls => Ok(()),
+                    Ok(p) if p != row.projection => Err("a column differs from the leaf".into()),
+                    Ok(_) => Err("controls differ from the mapping".into()),
+                    Err(e) => Err(e.to_string()),
+                };
+                (projection, self.origin(leaf, &row.leaf))
+            }
+        };
+        Inspected {
+            leaf_hash_ok,
+            leaf,
+            projection,
+            origin,
+        }
+    }
+
+    /// Records one row's results, in index order; returns its parsed leaf if it has one.
+    fn apply(&mut self, row: &Row, inspected: Inspected) -> Option<Leaf> {
+        let index = row.projection.index;
+        self.leaf.record(index, inspected.leaf_hash_ok);
+        let ok = self
+            .paths
+            .verify(index, &row.leaf_hash, &row.inclusion_proof)
+            .is_ok();
+        self.proof.record(index, ok);
+        match inspected.projection {
+            Ok(()) => self.projection.record(index, true),
+            Err(why) => {
+                self.projection.checked += 1;
+                self.projection.fail(index, Some(why));
+            }
+        }
+        match inspected.origin {
             // Unsigned: fine before the source registered a key, which the bundle cannot tell;
             // reported so an auditor can compare the indexes with the key's registration.
-            if self
-                .origin_keys
-                .as_ref()
-                .is_ok_and(|keys| keys.contains_key(&leaf.source))
-            {
+            Origin::Unsigned(true) => {
                 self.unsigned.0 += 1;
                 if self.unsigned.1.len() < MAX_REPORTED {
                     self.unsigned.1.push(index);
                 }
             }
-            return;
-        };
-        let keys = match &self.origin_keys {
-            Ok(keys) => keys,
-            Err(e) => {
+            Origin::Unsigned(false) => {}
+            Origin::Signed(result) => {
                 self.origin.checked += 1;
-                self.origin.fail(index, Some(e.clone()));
-                return;
+                if let Err(why) = result {
+                    self.origin.fail(index, Some(why));
+                }
             }
-        };
-        let key = sig
-            .key_id_bytes()
-            .and_then(|id| keys.get(&leaf.source)?.iter().find(|k| k.id() == id));
-        let verified = match (key, sig.signature_bytes(), leaf.event_bytes(bytes)) {
-            (None, ..) => Err(format!(
-                "no origin key {} of source {:?}",
-                sig.key_id, leaf.source
-            )),
-            (Some(k), Some(s), Some(event)) if k.verify_bytes(event, &s) => Ok(()),
-            _ => Err("signature does not verify over the event's canonical bytes".into()),
-        };
-        self.origin.checked += 1;
-        if let Err(why) = verified {
-            self.origin.fail(index, Some(why));
         }
+        inspected.leaf.ok()
     }
 }
 
@@ -394,52 +464,53 @@ fn parse_source_keys(
         .collect()
 }
 
-impl RowChecks {
-    /// Checks one row's own integrity; returns its parsed leaf if it has one.
-    fn row(&mut self, row: &Row) -> Option<Leaf> {
-        let index = row.projection.index;
-        self.leaf
-            .record(index, Blake3::leaf(&row.leaf) == row.leaf_hash);
-        let ok = self
-            .paths
-            .verify(index, &row.leaf_hash, &row.inclusion_proof)
-            .is_ok();
-        self.proof.record(index, ok);
-        let leaf = match Leaf::parse(&row.leaf) {
-            Ok(leaf) => leaf,
-            Err(e) => {
-                self.projection.checked += 1;
-                self.projection.fail(index, Some(e.to_string()));
-                return None;
-            }
-        };
-        let projected = Projection::of(&leaf);
-        let controls = match (&self.framework, &projected) {
-            (Some(f), Ok(p)) => f.controls_for(p),
-            _ => Vec::new(),
-        };
-        match projected {
-            Ok(p) if p == row.projection && controls == row.controls => {
-                self.projection.record(index, true)
-            }
-            Ok(p) if p != row.projection => {
-                self.projection.checked += 1;
-                self.projection
-                    .fail(index, Some("a column differs from the leaf".into()));
-            }
-            Ok(_) => {
-                self.projection.checked += 1;
-                self.projection
-                    .fail(index, Some("controls differ from the mapping".into()));
-            }
-            Err(e) => {
-                self.projection.checked += 1;
-                self.projection.fail(index, Some(e.to_string()));
-            }
+/// Rows checked per round: inspected in parallel, then applied in order.
+const CHUNK_ROWS: usize = 4_096;
+
+/// Streams a row file through `checks`, calling `f` with each row and its parsed leaf, in order.
+/// The per-row checks that need no order (leaf hash, parse, projections, origin signatures) run on
+/// every core; the rest (proof paths, chain, summary) in order on this thread.
+fn check_file(
+    path: &Path,
+    checks: &mut RowChecks,
+    mut f: impl FnMut(&Row, Option<Leaf>),
+) -> Result<u64, String> {
+    let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+    let mut flush = |chunk: &mut Vec<Row>, checks: &mut RowChecks| {
+        let inspected = par_map(chunk, |row| checks.inspect(row));
+        for (row, inspected) in chunk.iter().zip(inspected) {
+            let leaf = checks.apply(row, inspected);
+            f(row, leaf);
         }
-        self.origin(index, &leaf, &row.leaf);
-        Some(leaf)
+        chunk.clear();
+    };
+    let n = read_all(path, |row| {
+        chunk.push(row);
+        if chunk.len() == CHUNK_ROWS {
+            flush(&mut chunk, checks);
+        }
+    })?;
+    flush(&mut chunk, checks);
+    Ok(n)
+}
+
+/// `items.map(f)` on up to `available_parallelism` scoped threads, results in order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(16));
+    if threads < 2 || items.len() < 256 {
+        return items.iter().map(f).collect();
     }
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("row check thread panicked"))
+            .collect()
+    })
 }
 
 fn read_all(path: &Path, mut f: impl FnMut(Row)) -> Result<u64, String> {
@@ -499,11 +570,10 @@ fn check_rows(
     let mut read_errors = Vec::new();
 
     // Events: every row in order, exactly the manifest's index range.
-    let events = read_all(&dir.join(files::EVENTS), |row| {
+    let events = check_file(&dir.join(files::EVENTS), &mut rows, |row, leaf| {
         let index = row.projection.index;
         contiguous.record(index, index == expected);
         expected = expected.max(index).saturating_add(1);
-        let leaf = rows.row(&row);
         if let Some(leaf) = &leaf {
             match prev {
                 Some((p_index, p_hash)) => {
@@ -537,16 +607,17 @@ fn check_rows(
 
     // Boundaries: the entry just before and just after the period, chained to the first and last rows.
     let mut boundary_rows = Vec::new();
-    match read_all(&dir.join(files::BOUNDARIES), |row| boundary_rows.push(row)) {
+    match check_file(&dir.join(files::BOUNDARIES), &mut rows, |row, leaf| {
+        boundary_rows.push((row.clone(), leaf))
+    }) {
         Ok(_) => {}
         Err(e) => read_errors.push(e),
     }
     let (start, end) = (m.index_range.start, m.index_range.end);
     let mut want_before = start > 0;
     let mut want_after = end < checkpoint.size;
-    for row in &boundary_rows {
+    for (row, leaf) in &boundary_rows {
         let index = row.projection.index;
-        let leaf = rows.row(row);
         let at = row.projection.ingested_at;
         if want_before && index + 1 == start {
             want_before = false;
@@ -567,8 +638,8 @@ fn check_rows(
                 // An empty period: the after-boundary links straight to the before-boundary.
                 (Some(leaf), None) => boundary_rows
                     .iter()
-                    .find(|b| b.projection.index + 1 == index)
-                    .is_some_and(|b| b.leaf_hash == leaf.prev_hash()),
+                    .find(|b| b.0.projection.index + 1 == index)
+                    .is_some_and(|b| b.0.leaf_hash == leaf.prev_hash()),
                 _ => false,
             };
             chain.record(index, linked);
@@ -601,9 +672,8 @@ fn check_rows(
     // Context: earlier entries of the period's requests.
     let mut context = RowCheck::new("context rows");
     let mut last_context: Option<u64> = None;
-    match read_all(&dir.join(files::CONTEXT), |row| {
+    match check_file(&dir.join(files::CONTEXT), &mut rows, |row, _| {
         let index = row.projection.index;
-        rows.row(&row);
         let ordered = last_context.is_none_or(|l| index > l);
         context.record(index, index < start && ordered);
         last_context = Some(index);
@@ -938,4 +1008,18 @@ pub fn print_lines(v: &Verification, out: &mut impl std::io::Write) -> std::io::
             "bundle FAILED verification"
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn par_map_keeps_order_on_every_path() {
+        for n in [0usize, 1, 255, 256, 4_097, 10_000] {
+            let items: Vec<u64> = (0..n as u64).collect();
+            let squares = par_map(&items, |i| i * i);
+            assert_eq!(squares, items.iter().map(|i| i * i).collect::<Vec<_>>(), "{n}");
+        }
+    }
 }
