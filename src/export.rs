@@ -563,6 +563,10 @@ fn for_each_context_index(
     lookup: &mut RequestLookup<'_>,
     f: &mut dyn FnMut(u64) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
+    if start == 0 {
+        // A period from the first entry has no earlier entries to look up.
+        return Ok(());
+    }
     let mut indexes = Sorter::<u64>::new(scratch, DEFAULT_BUDGET).map_err(fail)?;
     for_each_distinct(requests.finish().map_err(fail)?, |request_id: String| {
         lookup(&request_id, start, &mut |i| indexes.push(i).map_err(fail))
@@ -708,6 +712,9 @@ impl HashReader for MemoReader<'_> {
     }
 }
 
+/// Rows made in parallel per round.
+const CHUNK_ROWS: usize = 4_096;
+
 /// Writes a bundle for `config.from..config.to` into `config.out`, all or nothing.
 pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     let framework = Framework::named(&config.framework)
@@ -766,16 +773,33 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     let mut summary = SummaryBuilder::new(scratch).map_err(fail)?;
     let mut requests = Sorter::<String>::new(scratch, DEFAULT_BUDGET).map_err(fail)?;
     let mut writer = RowWriter::create(&dir.join(files::EVENTS))?;
+    // Rows are made (parsed, projected, hashed) a chunk at a time on every core, then written in
+    // order.
+    let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+    let mut flush = |chunk: &mut Vec<(u64, Vec<u8>, Vec<Hash>)>| -> Result<(), ExportError> {
+        let made = crate::par::map(chunk, |(index, leaf, proof)| {
+            make_row(*index, leaf.clone(), proof.clone(), &framework)
+        });
+        chunk.clear();
+        for row in made {
+            let row = row?;
+            summary.add(&row.projection, true).map_err(fail)?;
+            requests
+                .push(row.projection.request_id.clone())
+                .map_err(fail)?;
+            writer.push(row)?;
+            progress.inc(1);
+        }
+        Ok(())
+    };
     log.rows(range.start, range.end, size, &mut |index, leaf, proof| {
-        let row = make_row(index, leaf, proof, &framework)?;
-        summary.add(&row.projection, true).map_err(fail)?;
-        requests
-            .push(row.projection.request_id.clone())
-            .map_err(fail)?;
-        writer.push(row)?;
-        progress.inc(1);
+        chunk.push((index, leaf, proof));
+        if chunk.len() == CHUNK_ROWS {
+            flush(&mut chunk)?;
+        }
         Ok(())
     })?;
+    flush(&mut chunk)?;
     let events = writer.finish()?;
     progress.finish_and_clear();
 

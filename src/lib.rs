@@ -22,6 +22,7 @@
 //! - [`export`]: evidence bundles from a data dir (RocksDB secondary, safe beside a running server),
 //!   with [`bundle`] (Parquet rows, manifest), [`report`] (HTML) and [`oscal`] (FedRAMP).
 //! - [`summary`]: `summary.json` in bounded memory, over [`spill`] (an external merge sort).
+//! - [`par`]: the order-keeping parallel map behind export's and verify's per-row work.
 //! - [`verify`]: offline bundle verification; needs no RocksDB, trusts only the user's key.
 //! - [`bench`]: the load generator and storage floor behind `ledger bench`.
 //! - [`fsck`]: the full `O(n)` audit of a data dir (every leaf, chain link, node, checkpoint).
@@ -48,6 +49,7 @@ pub mod keyfile;
 pub mod keys;
 pub mod net;
 pub mod oscal;
+pub mod par;
 pub mod report;
 pub mod sequencer;
 pub mod server;

@@ -229,7 +229,7 @@ impl Store {
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let cfs = ALL_CFS
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache)));
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache, true)));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| classify(path, e))?;
         let store = Self { db };
         match store.meta(META_FORMAT)? {
@@ -264,10 +264,13 @@ impl Store {
         let mut opts = Options::default();
         // Secondaries must keep every file open: the primary may delete files they still read.
         opts.set_max_open_files(-1);
+        // Index and filter blocks stay with their table readers here (not in the small cache):
+        // export creates an iterator per request id, and each would re-read and decompress the
+        // index blocks the cache had evicted (a 12.5 M-entry export spent 90 % of its time so).
         let cache = Cache::new_lru_cache(SECONDARY_CACHE_BYTES);
         let cfs = ALL_CFS
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache)));
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache, false)));
         let db = DB::open_cf_descriptors_as_secondary(&opts, primary, scratch, cfs)?;
         db.try_catch_up_with_primary()?;
         Ok(Self { db })
@@ -626,25 +629,34 @@ const BLOCK_CACHE_BYTES: usize = 128 << 20;
 /// A secondary's (export's) block cache: it reads each block about once, in order.
 const SECONDARY_CACHE_BYTES: usize = 32 << 20;
 
-fn cf_options(name: &str, cache: &Cache) -> Options {
+/// Column family options; `index_in_cache`: see [`table_options`].
+fn cf_options(name: &str, cache: &Cache, index_in_cache: bool) -> Options {
     let mut opts = Options::default();
+    opts.set_block_based_table_factory(&table_options(name, cache, index_in_cache));
+    if name == CF_ENTRIES {
+        // Leaves are JSON: LZ4 is cheap and roughly halves them on disk.
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    }
+    opts
+}
+
+/// Table options; `index_in_cache`: index and filter blocks live in `cache` (a long-running
+/// server: memory bounded) rather than beside each open table (a short export: no re-reads).
+fn table_options(name: &str, cache: &Cache, index_in_cache: bool) -> BlockBasedOptions {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
-    table.set_cache_index_and_filter_blocks(true);
-    // Level-0 files are read on every lookup: keep their filters and indexes resident.
-    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    if index_in_cache {
+        table.set_cache_index_and_filter_blocks(true);
+        // Level-0 files are read on every lookup: keep their filters and indexes resident.
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    }
     match name {
         // Point lookups; for `dedup` they mostly miss (new event ids), and a bloom filter answers
         // a miss from memory.
         CF_DEDUP | CF_NODES | CF_ENTRIES => table.set_bloom_filter(10.0, false),
         _ => {}
     }
-    opts.set_block_based_table_factory(&table);
-    if name == CF_ENTRIES {
-        // Leaves are JSON: LZ4 is cheap and roughly halves them on disk.
-        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    }
-    opts
+    table
 }
 
 fn classify(path: &Path, e: rocksdb::Error) -> StoreError {

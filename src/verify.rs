@@ -477,7 +477,7 @@ fn check_file(
 ) -> Result<u64, String> {
     let mut chunk = Vec::with_capacity(CHUNK_ROWS);
     let mut flush = |chunk: &mut Vec<Row>, checks: &mut RowChecks| {
-        let inspected = par_map(chunk, |row| checks.inspect(row));
+        let inspected = crate::par::map(chunk, |row| checks.inspect(row));
         for (row, inspected) in chunk.iter().zip(inspected) {
             let leaf = checks.apply(row, inspected);
             f(row, leaf);
@@ -492,25 +492,6 @@ fn check_file(
     })?;
     flush(&mut chunk, checks);
     Ok(n)
-}
-
-/// `items.map(f)` on up to `available_parallelism` scoped threads, results in order.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(16));
-    if threads < 2 || items.len() < 256 {
-        return items.iter().map(f).collect();
-    }
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(items.len().div_ceil(threads))
-            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("row check thread panicked"))
-            .collect()
-    })
 }
 
 fn read_all(path: &Path, mut f: impl FnMut(Row)) -> Result<u64, String> {
@@ -1008,18 +989,4 @@ pub fn print_lines(v: &Verification, out: &mut impl std::io::Write) -> std::io::
             "bundle FAILED verification"
         }
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn par_map_keeps_order_on_every_path() {
-        for n in [0usize, 1, 255, 256, 4_097, 10_000] {
-            let items: Vec<u64> = (0..n as u64).collect();
-            let squares = par_map(&items, |i| i * i);
-            assert_eq!(squares, items.iter().map(|i| i * i).collect::<Vec<_>>(), "{n}");
-        }
-    }
 }
