@@ -42,8 +42,11 @@ fn events(c: &mut Criterion) {
     g.bench_function("parse_strict", |b| b.iter(|| parse_strict(&body).unwrap()));
     let json = parse_strict(&body).unwrap();
     g.bench_function("validate_and_jcs", |b| b.iter(|| prepare(&json).unwrap()));
-    g.bench_function("jcs_only", |b| {
+    g.bench_function("jcs_serde_jcs", |b| {
         b.iter(|| serde_jcs::to_vec(json.value()).unwrap())
+    });
+    g.bench_function("jcs_core", |b| {
+        b.iter(|| ledger::core::jcs::to_vec(json.value()))
     });
     let prepared = prepare_bytes(&body).unwrap();
     let at = format_micros(1_795_251_960_123_456).unwrap();

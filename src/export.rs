@@ -37,6 +37,9 @@ pub enum ExportError {
     /// `--from` is not before `--to`.
     #[error("empty period: --from must be before --to")]
     EmptyPeriod,
+    /// A period end outside years 0000-9999 (it could not be written in the manifest).
+    #[error("period ends must be in years 0000-9999")]
+    PeriodOutOfRange,
     /// `--out` already exists.
     #[error("{0} already exists; refusing to overwrite a bundle")]
     OutExists(PathBuf),
@@ -722,6 +725,9 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     if config.from >= config.to {
         return Err(ExportError::EmptyPeriod);
     }
+    if format_micros(config.from).is_none() || format_micros(config.to).is_none() {
+        return Err(ExportError::PeriodOutOfRange);
+    }
     if config.out.exists() {
         return Err(ExportError::OutExists(config.out.clone()));
     }
@@ -1113,4 +1119,32 @@ fn fsync_dir(dir: &Path) -> Result<(), ExportError> {
     fs::File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(io(dir))
+}
+
+#[cfg(test)]
+mod period_tests {
+    use super::*;
+
+    #[test]
+    fn a_period_end_past_year_9999_is_refused_before_anything_is_opened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = ExportConfig {
+            framework: "soc2".into(),
+            from: 0,
+            to: i64::MAX / 2,
+            out: tmp.path().join("bundle"),
+            source: Source::DataDir {
+                path: tmp.path().join("no-such-data-dir"),
+                key: Box::new(SignerKey::from_seed("t.example/log", &[1; 32]).unwrap()),
+            },
+            since: None,
+            now: 0,
+            progress: false,
+        };
+        assert!(matches!(
+            export(&config),
+            Err(ExportError::PeriodOutOfRange)
+        ));
+        assert!(!config.out.exists());
+    }
 }
