@@ -5,7 +5,7 @@
 //! verifier reads bundles on machines without it), findings logic (that is `core::findings`).
 
 use std::collections::BTreeMap;
-use std::fs::File;
+use std::fs::{self, File};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,6 +24,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
+use crate::core::controls::Framework;
 use crate::core::hash::Hash;
 use crate::core::projection::Projection;
 
@@ -423,7 +424,8 @@ pub fn read_rows(
 }
 
 /// The period and index range a bundle covers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Period {
     /// Start, inclusive (RFC 3339 UTC).
     pub from: String,
@@ -432,7 +434,8 @@ pub struct Period {
 }
 
 /// `[start, end)` of entry indexes in the period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct IndexRange {
     /// First index in the period.
     pub start: u64,
@@ -441,7 +444,8 @@ pub struct IndexRange {
 }
 
 /// Row counts per file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct RowCounts {
     /// `events.parquet`.
     pub events: u64,
@@ -452,7 +456,8 @@ pub struct RowCounts {
 }
 
 /// The checkpoint as the manifest records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ManifestCheckpoint {
     /// Origin.
     pub origin: String,
@@ -463,7 +468,8 @@ pub struct ManifestCheckpoint {
 }
 
 /// The signing key as the manifest records it (for matching; trust comes from the user's key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ManifestKey {
     /// Key name.
     pub name: String,
@@ -472,7 +478,8 @@ pub struct ManifestKey {
 }
 
 /// The producing tool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Tool {
     /// `ledger`.
     pub name: String,
@@ -481,7 +488,8 @@ pub struct Tool {
 }
 
 /// `manifest.json` (contract).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// [`FORMAT_NAME`].
@@ -538,4 +546,98 @@ pub struct ConsistencyFile {
 pub struct SourceKeys {
     /// Source name -> its keys.
     pub sources: BTreeMap<String, Vec<String>>,
+}
+
+/// The exact bytes export writes for a JSON file (pretty, trailing newline).
+#[must_use]
+pub fn json_bytes(value: &impl serde::Serialize) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("value serializes");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// `controls.json`: the mapping applied, with each control's row count in the period.
+pub fn controls_json(
+    framework_name: &str,
+    framework: &Framework,
+    dir: &Path,
+) -> Result<serde_json::Value, BundleError> {
+    let mut counts: BTreeMap<String, u64> = framework
+        .controls
+        .iter()
+        .map(|c| (c.id.clone(), 0))
+        .collect();
+    read_rows(&dir.join(files::EVENTS), |row| {
+        for c in &row.controls {
+            *counts.entry(c.clone()).or_default() += 1;
+        }
+        Ok(())
+    })?;
+    let controls: Vec<serde_json::Value> = framework
+        .controls
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.id,
+                "title": c.title,
+                "evidence": c.evidence,
+                "selects": {"types": c.types, "categories": c.categories},
+                "rows_in_period": counts.get(&c.id).copied().unwrap_or(0),
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "framework": framework_name,
+        "title": framework.title,
+        "mapping": "schemas/controls.v1.json",
+        "row_column": "controls",
+        "controls": controls,
+    }))
+}
+
+/// BLAKE3 of every file under `dir` except the manifest and its signature, by relative path.
+pub fn hash_files(dir: &Path) -> Result<BTreeMap<String, String>, BundleError> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let entries = fs::read_dir(&d).map_err(|source| BundleError::Io {
+            path: d.display().to_string(),
+            source,
+        })?;
+        for entry in entries {
+            let path = entry
+                .map_err(|source| BundleError::Io {
+                    path: d.display().to_string(),
+                    source,
+                })?
+                .path();
+            // symlink_metadata: never follow links out of an (untrusted) bundle.
+            let kind = fs::symlink_metadata(&path)
+                .map_err(|source| BundleError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?
+                .file_type();
+            if kind.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if !kind.is_file() {
+                return Err(BundleError::Format {
+                    path: path.display().to_string(),
+                    message: "not a regular file (links and devices are refused)".into(),
+                });
+            }
+            let rel = path
+                .strip_prefix(dir)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            if rel == files::MANIFEST || rel == files::MANIFEST_SIG {
+                continue;
+            }
+            out.insert(rel, file_hash(&path)?);
+        }
+    }
+    Ok(out)
 }

@@ -258,7 +258,7 @@ const ROW_CHECKS: [&str; 11] = [
 ];
 
 fn file_hashes(dir: &Path, manifest: &Manifest) -> Result<String, String> {
-    let actual = crate::export::hash_files(dir).map_err(|e| e.to_string())?;
+    let actual = bundle::hash_files(dir).map_err(|e| e.to_string())?;
     let mut problems = Vec::new();
     for (name, want) in &manifest.files {
         match actual.get(name) {
@@ -643,7 +643,7 @@ fn check_rows(
         (_, Err(e)) => Err(e),
         (Some(f), Ok(bytes)) => {
             let stored: Result<serde_json::Value, _> = serde_json::from_slice(&bytes);
-            match (stored, crate::export::controls_json(&m.framework, f, dir)) {
+            match (stored, bundle::controls_json(&m.framework, f, dir)) {
                 (Ok(s), Ok(recomputed)) if s == recomputed => {
                     Ok(format!("{} controls", f.controls.len()))
                 }
@@ -728,7 +728,7 @@ fn derived_files(
             checkpoint,
             &m.generated_at,
         );
-        if read(dir, files::OSCAL)? != crate::export::json_bytes(&oscal) {
+        if read(dir, files::OSCAL)? != bundle::json_bytes(&oscal) {
             return Err(
                 "oscal/assessment-results.json differs from the assessment of the rows".into(),
             );
