@@ -509,9 +509,10 @@ fn check_rows(
         let leaf = rows.row(&row);
         if let Some(leaf) = &leaf {
             match prev {
-                Some((p_index, p_hash)) => {
-                    chain.record(index, p_index + 1 == index && leaf.prev_hash() == p_hash)
-                }
+                Some((p_index, p_hash)) => chain.record(
+                    index,
+                    p_index.checked_add(1) == Some(index) && leaf.prev_hash() == p_hash,
+                ),
                 None => first_event = Some((index, leaf.prev_hash())),
             }
         }
@@ -551,7 +552,7 @@ fn check_rows(
         let index = row.projection.index;
         let leaf = rows.row(row);
         let at = row.projection.ingested_at;
-        if want_before && index + 1 == start {
+        if want_before && index.checked_add(1) == Some(start) {
             want_before = false;
             period.record(index, from.is_some_and(|f| at < f));
             // The first event's prev_leaf_hash must be this row's hash.
@@ -563,14 +564,14 @@ fn check_rows(
             period.record(index, to.is_some_and(|t| at >= t));
             let linked = match (&leaf, prev) {
                 (Some(leaf), Some((p_index, p_hash))) => {
-                    p_index + 1 == index && leaf.prev_hash() == p_hash
+                    p_index.checked_add(1) == Some(index) && leaf.prev_hash() == p_hash
                 }
                 // An empty period at the very start: entry 0 chains to zeros.
                 (Some(leaf), None) if index == 0 => leaf.prev_hash() == GENESIS_PREV,
                 // An empty period: the after-boundary links straight to the before-boundary.
                 (Some(leaf), None) => boundary_rows
                     .iter()
-                    .find(|b| b.projection.index + 1 == index)
+                    .find(|b| b.projection.index.checked_add(1) == Some(index))
                     .is_some_and(|b| b.leaf_hash == leaf.prev_hash()),
                 _ => false,
             };
