@@ -5,7 +5,7 @@
 //! verifier reads bundles on machines without it), findings logic (that is `core::findings`).
 
 use std::collections::BTreeMap;
-use std::fs::File;
+use std::fs::{self, File};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,11 +19,16 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::WriterProperties;
+use parquet::file::reader::ChunkReader;
 use serde::{Deserialize, Serialize};
 
+use crate::core::controls::Framework;
 use crate::core::hash::Hash;
 use crate::core::projection::Projection;
 
@@ -316,11 +321,232 @@ fn hash_at(a: &FixedSizeBinaryArray, i: usize) -> Hash {
     a.value(i).try_into().unwrap_or([0; 32])
 }
 
+/// Requires every column chunk the footer names to lie inside the file. The parquet crate asserts
+/// this when it reads a chunk (a panic, found by fuzz/fuzz_targets/rows.rs), so it is checked first.
+fn check_chunks(metadata: &ParquetMetaData, file_len: u64) -> Result<(), String> {
+    for (g, group) in metadata.row_groups().iter().enumerate() {
+        for column in group.columns() {
+            let start = column
+                .dictionary_page_offset()
+                .unwrap_or(column.data_page_offset());
+            let end = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(column.compressed_size()).ok())
+                .and_then(|(start, len)| start.checked_add(len));
+            if end.is_none_or(|end| end > file_len) {
+                return Err(format!(
+                    "row group {g}: column chunk {} is not within the file",
+                    column.column_path()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// First bytes of a page read to find its header; more only if the header is longer.
+const HEADER_WINDOW: u64 = 1024;
+/// Deepest Thrift nesting a page header may have (the parquet crate's own limit).
+const THRIFT_DEPTH: u8 = 64;
+
+/// Requires every page header of every column chunk to be well-formed Thrift whose lengths and
+/// element counts fit in the bytes that are left. The parquet crate parses page headers from a
+/// reader that returns nothing past the end instead of failing, so a header claiming a list of 2^31
+/// doubles or a 2^40-byte string makes it loop for hours or allocate without bound (found by
+/// fuzz/fuzz_targets/rows.rs); this walk is linear in the header bytes and allocates nothing
+/// beyond a small window per page.
+fn check_page_headers<R: ChunkReader>(
+    source: &R,
+    metadata: &ParquetMetaData,
+) -> Result<(), String> {
+    for (g, group) in metadata.row_groups().iter().enumerate() {
+        for column in group.columns() {
+            // Within the file and not negative: `check_chunks` ran first.
+            let (start, len) = column.byte_range();
+            let end = start + len;
+            let mut at = start;
+            while at < end {
+                let bad = |why: &str| {
+                    format!(
+                        "row group {g}: column chunk {}: page header at byte {at}: {why}",
+                        column.column_path()
+                    )
+                };
+                let mut window = (end - at).min(HEADER_WINDOW);
+                let (header_len, page_len) = loop {
+                    let usize_window = usize::try_from(window).map_err(|_| bad("too long"))?;
+                    let bytes = source
+                        .get_bytes(at, usize_window)
+                        .map_err(|e| bad(&e.to_string()))?;
+                    match page_header(&bytes) {
+                        Ok(lengths) => break lengths,
+                        Err(ThriftError::Eof) if window < end - at => {
+                            window = (end - at).min(window.saturating_mul(8));
+                        }
+                        Err(ThriftError::Eof) => {
+                            return Err(bad("truncated, or a size larger than the bytes left"));
+                        }
+                        Err(ThriftError::Malformed(why)) => return Err(bad(why)),
+                    }
+                };
+                at = at
+                    .checked_add(header_len)
+                    .and_then(|a| a.checked_add(page_len))
+                    .filter(|a| *a <= end)
+                    .ok_or_else(|| bad("its page runs past the column chunk"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why bytes are not a Thrift page header.
+#[derive(Debug, PartialEq, Eq)]
+enum ThriftError {
+    /// The bytes end inside it.
+    Eof,
+    /// Not Thrift's compact protocol, or a size that cannot fit.
+    Malformed(&'static str),
+}
+
+/// A bounded walk over Thrift compact-protocol bytes (thrift-compact-protocol.md).
+struct Thrift<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Thrift<'_> {
+    fn remaining(&self) -> u64 {
+        (self.buf.len() - self.at) as u64
+    }
+
+    fn byte(&mut self) -> Result<u8, ThriftError> {
+        let b = *self.buf.get(self.at).ok_or(ThriftError::Eof)?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn varint(&mut self) -> Result<u64, ThriftError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(ThriftError::Malformed("varint longer than 10 bytes"))
+    }
+
+    fn skip(&mut self, n: u64) -> Result<(), ThriftError> {
+        if n > self.remaining() {
+            return Err(ThriftError::Eof);
+        }
+        self.at += n as usize;
+        Ok(())
+    }
+
+    /// An element count: each element takes at least a byte, so more than the bytes left cannot
+    /// fit (here, or at all if this is the whole column chunk).
+    fn count(&self, n: u64) -> Result<u64, ThriftError> {
+        if n > self.remaining() {
+            return Err(ThriftError::Eof);
+        }
+        Ok(n)
+    }
+
+    /// Skips a value of compact type `ty`; `element` for list, set and map elements (where a
+    /// boolean takes a byte, unlike a boolean field). Each value takes at least one byte.
+    fn value(&mut self, ty: u8, element: bool, depth: u8) -> Result<(), ThriftError> {
+        let depth = depth
+            .checked_sub(1)
+            .ok_or(ThriftError::Malformed("nested too deeply"))?;
+        match ty {
+            1 | 2 if !element => Ok(()),
+            1..=3 => self.byte().map(|_| ()),
+            4..=6 => self.varint().map(|_| ()),
+            7 => self.skip(8),
+            8 => {
+                let n = self.varint()?;
+                self.skip(n)
+            }
+            9 | 10 => {
+                let header = self.byte()?;
+                let n = match header >> 4 {
+                    15 => self.varint()?,
+                    n => u64::from(n),
+                };
+                for _ in 0..self.count(n)? {
+                    self.value(header & 0x0f, true, depth)?;
+                }
+                Ok(())
+            }
+            11 => {
+                let n = self.varint()?;
+                if n > 0 {
+                    let types = self.byte()?;
+                    for _ in 0..self.count(n)? {
+                        self.value(types >> 4, true, depth)?;
+                        self.value(types & 0x0f, true, depth)?;
+                    }
+                }
+                Ok(())
+            }
+            12 => self.structure(depth, None).map(|_| ()),
+            13 => self.skip(16),
+            _ => Err(ThriftError::Malformed("unknown Thrift type")),
+        }
+    }
+
+    /// Walks a struct to its stop byte; returns the raw varint of field `want` if it is an i32.
+    fn structure(&mut self, depth: u8, want: Option<i16>) -> Result<Option<u64>, ThriftError> {
+        let mut id = 0i16;
+        let mut found = None;
+        loop {
+            let header = self.byte()?;
+            if header == 0 {
+                return Ok(found);
+            }
+            id = match header >> 4 {
+                0 => i16::try_from(zigzag(self.varint()?))
+                    .map_err(|_| ThriftError::Malformed("field id out of range"))?,
+                delta => id
+                    .checked_add(i16::from(delta))
+                    .ok_or(ThriftError::Malformed("field id out of range"))?,
+            };
+            let ty = header & 0x0f;
+            if want == Some(id) && ty == 5 {
+                found = Some(self.varint()?);
+            } else {
+                self.value(ty, false, depth)?;
+            }
+        }
+    }
+}
+
+fn zigzag(n: u64) -> i64 {
+    ((n >> 1) as i64) ^ -((n & 1) as i64)
+}
+
+/// The length of the page header at the start of `bytes`, and its `compressed_page_size` (field 3,
+/// an i32): where the next page header starts.
+fn page_header(bytes: &[u8]) -> Result<(u64, u64), ThriftError> {
+    let mut t = Thrift { buf: bytes, at: 0 };
+    let size = t
+        .structure(THRIFT_DEPTH, Some(3))?
+        .ok_or(ThriftError::Malformed("no compressed_page_size"))?;
+    let size = i32::try_from(zigzag(size))
+        .ok()
+        .and_then(|s| u64::try_from(s).ok())
+        .ok_or(ThriftError::Malformed("compressed_page_size out of range"))?;
+    Ok((t.at as u64, size))
+}
+
 /// Reads every row of a bundle Parquet file in order, a batch at a time, calling `f` per row.
 /// The file's schema must be the bundle schema exactly.
 pub fn read_rows(
     path: &Path,
-    mut f: impl FnMut(Row) -> Result<(), BundleError>,
+    f: impl FnMut(Row) -> Result<(), BundleError>,
 ) -> Result<u64, BundleError> {
     if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) {
         return Err(format_err(path, "missing or not a regular file"));
@@ -329,8 +555,21 @@ pub fn read_rows(
         path: path.display().to_string(),
         source,
     })?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| format_err(path, e))?;
+    read_rows_from(file, path, f)
+}
+
+/// As [`read_rows`], from any Parquet source: an open file, or the file's bytes in memory
+/// (`bytes::Bytes`). `path` names it in errors.
+pub fn read_rows_from<R: ChunkReader + 'static>(
+    source: R,
+    path: &Path,
+    mut f: impl FnMut(Row) -> Result<(), BundleError>,
+) -> Result<u64, BundleError> {
+    let metadata = ArrowReaderMetadata::load(&source, ArrowReaderOptions::default())
+        .map_err(|e| format_err(path, e))?;
+    check_chunks(metadata.metadata(), source.len()).map_err(|e| format_err(path, e))?;
+    check_page_headers(&source, metadata.metadata()).map_err(|e| format_err(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(source, metadata);
     if builder.schema().fields() != schema().fields() {
         return Err(format_err(
             path,
@@ -423,7 +662,8 @@ pub fn read_rows(
 }
 
 /// The period and index range a bundle covers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Period {
     /// Start, inclusive (RFC 3339 UTC).
     pub from: String,
@@ -432,7 +672,8 @@ pub struct Period {
 }
 
 /// `[start, end)` of entry indexes in the period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct IndexRange {
     /// First index in the period.
     pub start: u64,
@@ -441,7 +682,8 @@ pub struct IndexRange {
 }
 
 /// Row counts per file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct RowCounts {
     /// `events.parquet`.
     pub events: u64,
@@ -452,7 +694,8 @@ pub struct RowCounts {
 }
 
 /// The checkpoint as the manifest records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ManifestCheckpoint {
     /// Origin.
     pub origin: String,
@@ -463,7 +706,8 @@ pub struct ManifestCheckpoint {
 }
 
 /// The signing key as the manifest records it (for matching; trust comes from the user's key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ManifestKey {
     /// Key name.
     pub name: String,
@@ -472,7 +716,8 @@ pub struct ManifestKey {
 }
 
 /// The producing tool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Tool {
     /// `ledger`.
     pub name: String,
@@ -481,7 +726,8 @@ pub struct Tool {
 }
 
 /// `manifest.json` (contract).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// [`FORMAT_NAME`].
@@ -538,4 +784,209 @@ pub struct ConsistencyFile {
 pub struct SourceKeys {
     /// Source name -> its keys.
     pub sources: BTreeMap<String, Vec<String>>,
+}
+
+/// The exact bytes export writes for a JSON file (pretty, trailing newline).
+#[must_use]
+pub fn json_bytes(value: &impl serde::Serialize) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("value serializes");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// `controls.json`: the mapping applied, with each control's row count in the period.
+pub fn controls_json(
+    framework_name: &str,
+    framework: &Framework,
+    dir: &Path,
+) -> Result<serde_json::Value, BundleError> {
+    let mut counts: BTreeMap<String, u64> = framework
+        .controls
+        .iter()
+        .map(|c| (c.id.clone(), 0))
+        .collect();
+    read_rows(&dir.join(files::EVENTS), |row| {
+        for c in &row.controls {
+            *counts.entry(c.clone()).or_default() += 1;
+        }
+        Ok(())
+    })?;
+    let controls: Vec<serde_json::Value> = framework
+        .controls
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.id,
+                "title": c.title,
+                "evidence": c.evidence,
+                "selects": {"types": c.types, "categories": c.categories},
+                "rows_in_period": counts.get(&c.id).copied().unwrap_or(0),
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "framework": framework_name,
+        "title": framework.title,
+        "mapping": "schemas/controls.v1.json",
+        "row_column": "controls",
+        "controls": controls,
+    }))
+}
+
+/// BLAKE3 of every file under `dir` except the manifest and its signature, by relative path.
+pub fn hash_files(dir: &Path) -> Result<BTreeMap<String, String>, BundleError> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let entries = fs::read_dir(&d).map_err(|source| BundleError::Io {
+            path: d.display().to_string(),
+            source,
+        })?;
+        for entry in entries {
+            let path = entry
+                .map_err(|source| BundleError::Io {
+                    path: d.display().to_string(),
+                    source,
+                })?
+                .path();
+            // symlink_metadata: never follow links out of an (untrusted) bundle.
+            let kind = fs::symlink_metadata(&path)
+                .map_err(|source| BundleError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?
+                .file_type();
+            if kind.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if !kind.is_file() {
+                return Err(BundleError::Format {
+                    path: path.display().to_string(),
+                    message: "not a regular file (links and devices are refused)".into(),
+                });
+            }
+            let rel = path
+                .strip_prefix(dir)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            if rel == files::MANIFEST || rel == files::MANIFEST_SIG {
+                continue;
+            }
+            out.insert(rel, file_hash(&path)?);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzz/fuzz_targets/rows.rs: a footer whose column chunk starts at a negative offset
+    /// made the parquet crate panic ("column start and length should not be negative").
+    #[test]
+    fn a_column_chunk_outside_the_file_is_an_error_not_a_panic() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/column-chunk-outside-file.parquet");
+        let err = read_rows(&path, |_| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("is not within the file"), "{err}");
+    }
+
+    /// Found by fuzz/fuzz_targets/rows.rs: a page header holding a list that claims far more
+    /// elements than there are bytes made the parquet crate loop for minutes (hours, with a larger
+    /// count) skipping elements past the end of the data.
+    #[test]
+    fn a_page_header_larger_than_its_bytes_is_an_error_not_a_hang() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/page-header-huge-list.parquet");
+        let started = std::time::Instant::now();
+        let err = read_rows(&path, |_| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("page header at byte"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    }
+
+    #[test]
+    fn page_headers_are_walked_within_their_bytes() {
+        // type, uncompressed_page_size 10, compressed_page_size 10 (i32 fields 1-3), stop.
+        let fields = [0x15, 0x00, 0x15, 0x14, 0x15, 0x14];
+        let header = |extra: &[u8]| [&fields[..], extra, &[0x00]].concat();
+        assert_eq!(page_header(&header(&[])), Ok((7, 10)));
+        // Field 4 a list of 2^31 doubles; a string of 2^40 bytes: sizes past the bytes left.
+        let huge_list = header(&[0x19, 0xf7, 0x80, 0x80, 0x80, 0x80, 0x08]);
+        assert_eq!(page_header(&huge_list), Err(ThriftError::Eof));
+        let huge_string = header(&[0x18, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20]);
+        assert_eq!(page_header(&huge_string), Err(ThriftError::Eof));
+        // A list of 3 booleans takes a byte each; a struct field holding a boolean takes none.
+        assert_eq!(page_header(&header(&[0x19, 0x31, 1, 2, 1])), Ok((12, 10)));
+        assert_eq!(page_header(&header(&[0x1c, 0x11, 0x00])), Ok((10, 10)));
+        // Structs nested past the limit; a negative compressed size; no compressed size.
+        let deep = header(
+            &[
+                [0x1c].repeat(usize::from(THRIFT_DEPTH) + 1),
+                [0x00].repeat(66),
+            ]
+            .concat(),
+        );
+        assert_eq!(
+            page_header(&deep),
+            Err(ThriftError::Malformed("nested too deeply"))
+        );
+        assert!(matches!(
+            page_header(&[0x15, 0x00, 0x15, 0x14, 0x15, 0x01, 0x00]),
+            Err(ThriftError::Malformed(_))
+        ));
+        assert!(matches!(
+            page_header(&[0x15, 0x00, 0x00]),
+            Err(ThriftError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn rows_written_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(files::EVENTS);
+        let row = Row {
+            leaf: b"{}".to_vec(),
+            leaf_hash: [7; 32],
+            inclusion_proof: vec![[1; 32], [2; 32]],
+            projection: Projection {
+                index: 3,
+                event_id: "evt-1".into(),
+                event_type: "approval.requested".into(),
+                request_id: "req-1".into(),
+                source: "gateway".into(),
+                occurred_at: 1,
+                ingested_at: 2,
+                actor_id: "agent-7".into(),
+                actor_kind: "agent".into(),
+                on_behalf_of: None,
+                reviewer_id: Some("bob".into()),
+                action_name: "grant admin".into(),
+                action_category: "privilege_escalation".into(),
+                resource_id: "iam://prod".into(),
+                environment: "prod".into(),
+                channel: None,
+                reason: None,
+                emergency: Some(true),
+            },
+            controls: vec!["CC6.1".into()],
+        };
+        let mut writer = RowWriter::create(&path).unwrap();
+        writer.push(row.clone()).unwrap();
+        assert_eq!(writer.finish().unwrap(), 1);
+        let mut read = Vec::new();
+        read_rows(&path, |r| {
+            read.push(r);
+            Ok(())
+        })
+        .unwrap();
+        read_rows_from(File::open(&path).unwrap(), &path, |r| {
+            read.push(r);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(read, [row.clone(), row]);
+    }
 }

@@ -17,6 +17,7 @@ use crate::bundle::{
     self, BundleError, ConsistencyFile, IndexRange, Manifest, ManifestCheckpoint, ManifestKey,
     Period, Row, RowCounts, RowWriter, SourceKeys, Tool, files,
 };
+pub use crate::bundle::{controls_json, hash_files, json_bytes};
 use crate::core::controls::Framework;
 use crate::core::findings::Digest;
 use crate::core::hash::{Blake3, Hash, TreeHasher, from_hex, to_hex};
@@ -616,14 +617,6 @@ fn for_each_distinct<T: PartialEq + Clone>(
     Ok(())
 }
 
-/// The exact bytes export writes for a JSON file (pretty, trailing newline).
-#[must_use]
-pub fn json_bytes(value: &impl serde::Serialize) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec_pretty(value).expect("value serializes");
-    bytes.push(b'\n');
-    bytes
-}
-
 /// What was exported.
 #[derive(Debug, Clone)]
 pub struct ExportReport {
@@ -1017,45 +1010,6 @@ pub fn first_at_or_after(store: &Store, size: u64, micros: i64) -> Result<u64, E
     Ok(lo)
 }
 
-/// `controls.json`: the mapping applied, with each control's row count in the period.
-pub fn controls_json(
-    framework_name: &str,
-    framework: &Framework,
-    dir: &Path,
-) -> Result<serde_json::Value, BundleError> {
-    let mut counts: BTreeMap<String, u64> = framework
-        .controls
-        .iter()
-        .map(|c| (c.id.clone(), 0))
-        .collect();
-    bundle::read_rows(&dir.join(files::EVENTS), |row| {
-        for c in &row.controls {
-            *counts.entry(c.clone()).or_default() += 1;
-        }
-        Ok(())
-    })?;
-    let controls: Vec<serde_json::Value> = framework
-        .controls
-        .iter()
-        .map(|c| {
-            serde_json::json!({
-                "id": c.id,
-                "title": c.title,
-                "evidence": c.evidence,
-                "selects": {"types": c.types, "categories": c.categories},
-                "rows_in_period": counts.get(&c.id).copied().unwrap_or(0),
-            })
-        })
-        .collect();
-    Ok(serde_json::json!({
-        "framework": framework_name,
-        "title": framework.title,
-        "mapping": "schemas/controls.v1.json",
-        "row_column": "controls",
-        "controls": controls,
-    }))
-}
-
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
     use std::io::Write as _;
     let mut f = fs::File::create(path).map_err(io(path))?;
@@ -1066,53 +1020,6 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), ExportError> {
     write_file(path, &json_bytes(value))
-}
-
-/// BLAKE3 of every file under `dir` except the manifest and its signature, by relative path.
-pub fn hash_files(dir: &Path) -> Result<BTreeMap<String, String>, BundleError> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let entries = fs::read_dir(&d).map_err(|source| BundleError::Io {
-            path: d.display().to_string(),
-            source,
-        })?;
-        for entry in entries {
-            let path = entry
-                .map_err(|source| BundleError::Io {
-                    path: d.display().to_string(),
-                    source,
-                })?
-                .path();
-            // symlink_metadata: never follow links out of an (untrusted) bundle.
-            let kind = fs::symlink_metadata(&path)
-                .map_err(|source| BundleError::Io {
-                    path: path.display().to_string(),
-                    source,
-                })?
-                .file_type();
-            if kind.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            if !kind.is_file() {
-                return Err(BundleError::Format {
-                    path: path.display().to_string(),
-                    message: "not a regular file (links and devices are refused)".into(),
-                });
-            }
-            let rel = path
-                .strip_prefix(dir)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .replace('\\', "/");
-            if rel == files::MANIFEST || rel == files::MANIFEST_SIG {
-                continue;
-            }
-            out.insert(rel, bundle::file_hash(&path)?);
-        }
-    }
-    Ok(out)
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), ExportError> {

@@ -35,26 +35,41 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "server")]
 pub mod admin;
+#[cfg(feature = "server")]
 pub mod auth;
+#[cfg(feature = "server")]
 pub mod backup;
+#[cfg(feature = "server")]
 pub mod bench;
 pub mod bundle;
+#[cfg(feature = "server")]
 pub mod cli;
 pub mod core;
+#[cfg(feature = "server")]
 pub mod export;
+#[cfg(feature = "server")]
 pub mod fsck;
+#[cfg(feature = "server")]
 pub mod http;
+#[cfg(feature = "server")]
 pub mod keyfile;
+#[cfg(feature = "server")]
 pub mod keys;
+#[cfg(feature = "server")]
 pub mod net;
 pub mod oscal;
 pub mod par;
 pub mod report;
+#[cfg(feature = "server")]
 pub mod sequencer;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod spill;
+#[cfg(feature = "server")]
 pub mod store;
 pub mod summary;
+#[cfg(feature = "server")]
 pub mod tls;
 pub mod verify;

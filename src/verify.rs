@@ -258,7 +258,7 @@ const ROW_CHECKS: [&str; 11] = [
 ];
 
 fn file_hashes(dir: &Path, manifest: &Manifest) -> Result<String, String> {
-    let actual = crate::export::hash_files(dir).map_err(|e| e.to_string())?;
+    let actual = bundle::hash_files(dir).map_err(|e| e.to_string())?;
     let mut problems = Vec::new();
     for (name, want) in &manifest.files {
         match actual.get(name) {
@@ -557,9 +557,10 @@ fn check_rows(
         expected = expected.max(index).saturating_add(1);
         if let Some(leaf) = &leaf {
             match prev {
-                Some((p_index, p_hash)) => {
-                    chain.record(index, p_index + 1 == index && leaf.prev_hash() == p_hash)
-                }
+                Some((p_index, p_hash)) => chain.record(
+                    index,
+                    p_index.checked_add(1) == Some(index) && leaf.prev_hash() == p_hash,
+                ),
                 None => first_event = Some((index, leaf.prev_hash())),
             }
         }
@@ -600,7 +601,7 @@ fn check_rows(
     for (row, leaf) in &boundary_rows {
         let index = row.projection.index;
         let at = row.projection.ingested_at;
-        if want_before && index + 1 == start {
+        if want_before && index.checked_add(1) == Some(start) {
             want_before = false;
             period.record(index, from.is_some_and(|f| at < f));
             // The first event's prev_leaf_hash must be this row's hash.
@@ -612,14 +613,14 @@ fn check_rows(
             period.record(index, to.is_some_and(|t| at >= t));
             let linked = match (&leaf, prev) {
                 (Some(leaf), Some((p_index, p_hash))) => {
-                    p_index + 1 == index && leaf.prev_hash() == p_hash
+                    p_index.checked_add(1) == Some(index) && leaf.prev_hash() == p_hash
                 }
                 // An empty period at the very start: entry 0 chains to zeros.
                 (Some(leaf), None) if index == 0 => leaf.prev_hash() == GENESIS_PREV,
                 // An empty period: the after-boundary links straight to the before-boundary.
                 (Some(leaf), None) => boundary_rows
                     .iter()
-                    .find(|b| b.0.projection.index + 1 == index)
+                    .find(|b| b.0.projection.index.checked_add(1) == Some(index))
                     .is_some_and(|b| b.0.leaf_hash == leaf.prev_hash()),
                 _ => false,
             };
@@ -691,7 +692,7 @@ fn check_rows(
         (_, Err(e)) => Err(e),
         (Some(f), Ok(bytes)) => {
             let stored: Result<serde_json::Value, _> = serde_json::from_slice(&bytes);
-            match (stored, crate::export::controls_json(&m.framework, f, dir)) {
+            match (stored, bundle::controls_json(&m.framework, f, dir)) {
                 (Ok(s), Ok(recomputed)) if s == recomputed => {
                     Ok(format!("{} controls", f.controls.len()))
                 }
@@ -776,7 +777,7 @@ fn derived_files(
             checkpoint,
             &m.generated_at,
         );
-        if read(dir, files::OSCAL)? != crate::export::json_bytes(&oscal) {
+        if read(dir, files::OSCAL)? != bundle::json_bytes(&oscal) {
             return Err(
                 "oscal/assessment-results.json differs from the assessment of the rows".into(),
             );

@@ -580,7 +580,7 @@ impl Judge {
                 for x in std::mem::take(&mut self.pending_executions) {
                     let idx = vec![x.index, e.index];
                     if x.emergency {
-                        let delay = seconds(e.occurred_at - x.occurred_at);
+                        let delay = seconds(e.occurred_at.saturating_sub(x.occurred_at));
                         out.finding(
                             Rule::EmergencyLateApproval,
                             finding(
@@ -625,7 +625,7 @@ impl Judge {
                 if let Some(r) = &self.requested
                     && e.in_period
                 {
-                    out.latency(e.occurred_at - r.occurred_at);
+                    out.latency(e.occurred_at.saturating_sub(r.occurred_at));
                 }
             }
             self.last_decision = Some((e.kind, e.index));

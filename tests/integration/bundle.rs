@@ -379,6 +379,36 @@ async fn round_trip_findings_and_every_tamper_is_caught_by_name() {
         std::fs::write(&path, html).unwrap();
     });
     assert!(has(&t, "report and OSCAL recomputed"), "{t:?}");
+    // Indexes and times at the ends of their ranges fail checks; they must not overflow the
+    // verifier's arithmetic (a panic in a debug build, wrapped sums in a release one).
+    let t = tampered(&day2, "extreme-index", |d| {
+        let mut r = rows(&events(d));
+        r[2].projection.index = u64::MAX;
+        write_rows(&events(d), r);
+        let path = d.join(files::BOUNDARIES);
+        let mut r = rows(&path);
+        r[0].projection.index = u64::MAX;
+        write_rows(&path, r);
+    });
+    assert!(
+        has(&t, "indexes contiguous") && has(&t, "period boundaries"),
+        "{t:?}"
+    );
+    let t = tampered(&day2, "extreme-time", |d| {
+        let mut r = rows(&events(d));
+        r.iter_mut()
+            .for_each(|r| r.projection.occurred_at = i64::MAX);
+        write_rows(&events(d), r);
+        let path = d.join(files::CONTEXT);
+        let mut r = rows(&path);
+        r.iter_mut()
+            .for_each(|r| r.projection.occurred_at = i64::MIN);
+        write_rows(&path, r);
+    });
+    assert!(
+        has(&t, "projections") && has(&t, "summary recomputed"),
+        "{t:?}"
+    );
     let other = f.export("soc2-day3", NOV1 + 2 * DAY, NOV1 + 3 * DAY, "soc2", None);
     assert_passes(&other);
     let t = tampered(&day2, "swapped-file", |d| {
