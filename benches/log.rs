@@ -18,8 +18,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ledger::core::event::prepare_bytes;
 use ledger::core::hash::{Blake3, Hash, TreeHasher};
 use ledger::core::merkle::{
-    Frontier, HashReader, NodeId, TreeError, consistency_proof, inclusion_proof, tree_hash,
-    verify_consistency, verify_inclusion,
+    Frontier, HashReader, NodeId, TreeError, consistency_proof, inclusion_proof,
+    root_from_inclusion, tree_hash, verify_consistency, verify_inclusion,
 };
 use ledger::core::note::SignerKey;
 use ledger::export::{ExportConfig, Source, export};
@@ -88,26 +88,6 @@ impl HashReader for Positional {
     }
 }
 
-/// The root an inclusion proof implies for `leaf` at `index` of `size` (RFC 9162 2.1.3.2).
-fn implied_root(index: u64, size: u64, leaf: &Hash, proof: &[Hash]) -> Hash {
-    let (mut f, mut s) = (index, size - 1);
-    let mut r = *leaf;
-    for p in proof {
-        if f & 1 == 1 || f == s {
-            r = Blake3::node(p, &r);
-            while f & 1 == 0 && f != 0 {
-                f >>= 1;
-                s >>= 1;
-            }
-        } else {
-            r = Blake3::node(&r, p);
-        }
-        f >>= 1;
-        s >>= 1;
-    }
-    r
-}
-
 fn proof_100m(c: &mut Criterion) {
     const N: u64 = 100_000_000;
     let mut g = c.benchmark_group("proof_100m");
@@ -122,7 +102,7 @@ fn proof_100m(c: &mut Criterion) {
     let at = 77_777_777;
     let proof = inclusion_proof::<Blake3>(at, N, &Positional).unwrap();
     let leaf = Positional.read_hash(NodeId::covering(0, at)).unwrap();
-    let root = implied_root(at, N, &leaf, &proof);
+    let root = root_from_inclusion::<Blake3>(at, N, &leaf, &proof).unwrap();
     g.bench_function("inclusion_verify", |b| {
         b.iter(|| verify_inclusion::<Blake3>(at, N, &leaf, &proof, &root).unwrap())
     });

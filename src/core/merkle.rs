@@ -316,6 +316,20 @@ pub fn verify_inclusion<H: TreeHasher>(
     proof: &[Hash],
     root: &Hash,
 ) -> Result<(), TreeError> {
+    if &root_from_inclusion::<H>(index, size, leaf_hash, proof)? != root {
+        return Err(TreeError::Verification("computed root does not match"));
+    }
+    Ok(())
+}
+
+/// The root that an inclusion proof of `leaf_hash` at `index` in a tree of `size` leads to (RFC 9162
+/// 2.1.3.2 without the final comparison), or why the proof's shape is wrong for that tree.
+pub fn root_from_inclusion<H: TreeHasher>(
+    index: u64,
+    size: u64,
+    leaf_hash: &Hash,
+    proof: &[Hash],
+) -> Result<Hash, TreeError> {
     if index >= size {
         return Err(TreeError::Verification("leaf index not below tree size"));
     }
@@ -346,10 +360,7 @@ pub fn verify_inclusion<H: TreeHasher>(
             "proof shorter than the tree is deep",
         ));
     }
-    if &r != root {
-        return Err(TreeError::Verification("computed root does not match"));
-    }
-    Ok(())
+    Ok(r)
 }
 
 /// Verifies a consistency proof between trees of `from` and `to` leaves, RFC 9162 2.1.4.2.
