@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the load figures in docs/performance.md: a fresh ledger, one release server, then
-# `ledger bench` in each mode, then array mode at 10 and 100 events per POST (each run also
-# measures the RocksDB floor in the same run).
+# `ledger bench` in each mode, each batch mode again with batch receipts (`?receipts=batch`), then
+# array mode at 10 and 100 events per POST (each run also measures the RocksDB floor in the same
+# run).
 # Usage: benches/load.sh [seconds per run, default 20]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,8 @@ until curl -sf http://127.0.0.1:18080/readyz >/dev/null; do sleep 0.1; done
 run() { echo "== ledger bench $*"; $bin bench --server http://127.0.0.1:18080 --token "$token" --floor-dir "$work" --duration "$secs" "$@"; }
 run --mode array --batch 1000 --connections 4 --events 4000000
 run --mode ndjson --batch 1000 --connections 4 --events 4000000
+run --mode array --batch 1000 --connections 4 --events 4000000 --receipts batch
+run --mode ndjson --batch 1000 --connections 4 --events 4000000 --receipts batch
 run --mode single --connections 64 --events 1000000
 # How the cost grows with batch size (array mode, same connections).
 run --mode array --batch 10 --connections 4 --events 1000000

@@ -14,10 +14,11 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use crate::core::event::prepare_bytes;
+use crate::core::hash::from_hex;
 use crate::core::hash::{Blake3, TreeHasher};
 use crate::core::leaf::{LeafHeader, encode_leaf, format_micros};
 use crate::core::note::VerifierKey;
-use crate::core::receipt::{Receipt, verify_receipt};
+use crate::core::receipt::{BatchReceipt, Receipt, verify_batch_receipt, verify_receipt};
 use crate::store::{Commit, Store};
 
 /// How requests carry events.
@@ -29,6 +30,15 @@ pub enum Mode {
     Array,
     /// `batch` events per POST as NDJSON.
     NdJson,
+}
+
+/// Which answer form the run asks `POST /v1/events` for (its `receipts` query parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ReceiptForm {
+    /// One full receipt per event (the default form).
+    Each,
+    /// One batch receipt per request (`?receipts=batch`).
+    Batch,
 }
 
 /// A load run.
@@ -46,6 +56,8 @@ pub struct BenchConfig {
     pub connections: usize,
     /// Events per request (1 in single mode).
     pub batch: usize,
+    /// The answer form asked for.
+    pub receipts: ReceiptForm,
     /// Stop after this many events.
     pub events: u64,
     /// Stop after this long.
@@ -78,6 +90,8 @@ pub struct BenchReport {
     pub connections: usize,
     /// Events per request.
     pub batch: usize,
+    /// The answer form asked for.
+    pub receipts: ReceiptForm,
     /// Events acknowledged with a receipt.
     pub events: u64,
     /// Requests acknowledged.
@@ -90,7 +104,7 @@ pub struct BenchReport {
     pub events_per_sec: f64,
     /// Request latency to a durable receipt.
     pub latency: Latency,
-    /// Receipts checked against the checkpoint and the stored leaf.
+    /// Receipts checked against the checkpoint and the stored leaf (a batch receipt counts once).
     pub receipts_verified: usize,
     /// Floor: synced batches of the same leaves straight into RocksDB, events/s.
     pub floor_events_per_sec: Option<f64>,
@@ -187,12 +201,16 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     let next = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let pushbacks = Arc::new(AtomicU64::new(0));
-    let sample: Arc<Mutex<Vec<Receipt>>> = Arc::default();
+    let sample: Arc<Mutex<Vec<Sampled>>> = Arc::default();
+    let path = match config.receipts {
+        ReceiptForm::Each => format!("{}/v1/events", config.url),
+        ReceiptForm::Batch => format!("{}/v1/events?receipts=batch", config.url),
+    };
     let sample_every = (config.events / config.sample.max(1) as u64).max(1);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..config.connections.max(1) {
-        let (client, next, stop, pushbacks, sample, run, config) = (
+        let (client, next, stop, pushbacks, sample, run, config, path) = (
             client.clone(),
             next.clone(),
             stop.clone(),
@@ -200,6 +218,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
             sample.clone(),
             run.clone(),
             config.clone(),
+            path.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -229,7 +248,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
                 loop {
                     let t = Instant::now();
                     let response = client
-                        .post(format!("{}/v1/events", config.url))
+                        .post(&path)
                         .bearer_auth(&config.token)
                         .header("content-type", content_type)
                         .body(body.clone())
@@ -253,15 +272,8 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
                     latencies.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
                     done += last - first;
                     if (first..last).any(|n| n % sample_every == 0) {
-                        #[derive(serde::Deserialize)]
-                        struct Body {
-                            receipts: Vec<Receipt>,
-                        }
-                        let parsed: Body = serde_json::from_slice(&bytes).map_err(http)?;
-                        sample
-                            .lock()
-                            .await
-                            .extend(parsed.receipts.into_iter().take(1));
+                        let sampled = Sampled::parse(config.receipts, &bytes, &run, first..last)?;
+                        sample.lock().await.push(sampled);
                     }
                     break;
                 }
@@ -279,11 +291,13 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     let seconds = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
 
-    // Every sampled receipt: checkpoint signature, inclusion proof, and the stored leaf's hash.
-    let receipts = sample.lock().await.clone();
+    // Every sampled receipt: checkpoint signature, inclusion proof (or multi-proof of the whole
+    // request), and the stored leaf's hash (of the first event, for a batch receipt).
+    let receipts = std::mem::take(&mut *sample.lock().await);
     for r in &receipts {
+        let index = r.first_index();
         let leaf = client
-            .get(format!("{}/v1/entries/{}", config.url, r.index))
+            .get(format!("{}/v1/entries/{index}", config.url))
             .bearer_auth(&config.token)
             .send()
             .await
@@ -291,10 +305,8 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
             .bytes()
             .await
             .map_err(http)?;
-        verify_receipt(r, &key, Some(&leaf)).map_err(|e| BenchError::BadReceipt {
-            index: r.index,
-            message: e.to_string(),
-        })?;
+        r.verify(&key, &leaf)
+            .map_err(|message| BenchError::BadReceipt { index, message })?;
     }
 
     let events_per_sec = events as f64 / seconds;
@@ -315,6 +327,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         mode: config.mode,
         connections: config.connections,
         batch: batch as usize,
+        receipts: config.receipts,
         events,
         requests: latencies.len() as u64,
         pushbacks: pushbacks.load(Ordering::Relaxed),
@@ -330,6 +343,75 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         floor_events_per_sec: floor,
         ratio: floor.map(|f| events_per_sec / f),
     })
+}
+
+/// A sampled answer, kept for checking after the run.
+enum Sampled {
+    /// The first receipt of a default-form answer.
+    Each(Receipt),
+    /// A whole batch receipt.
+    Batch(BatchReceipt),
+}
+
+impl Sampled {
+    /// Parses an answer to the request of events `numbers`; a batch receipt must list exactly
+    /// those events, in order, each new.
+    fn parse(
+        form: ReceiptForm,
+        body: &[u8],
+        run: &str,
+        numbers: std::ops::Range<u64>,
+    ) -> Result<Self, BenchError> {
+        match form {
+            ReceiptForm::Each => {
+                #[derive(serde::Deserialize)]
+                struct Body {
+                    receipts: Vec<Receipt>,
+                }
+                let parsed: Body = serde_json::from_slice(body).map_err(http)?;
+                let first = parsed.receipts.into_iter().next();
+                first
+                    .map(Self::Each)
+                    .ok_or_else(|| http("an answer without receipts"))
+            }
+            ReceiptForm::Batch => {
+                let parsed: BatchReceipt = serde_json::from_slice(body).map_err(http)?;
+                let listed = parsed.entries.iter().map(|e| e.event_id.as_str());
+                let posted = numbers.map(|n| format!("{run}-{n}"));
+                if !listed.eq(posted.collect::<Vec<_>>().iter().map(String::as_str))
+                    || parsed.entries.iter().any(|e| e.duplicate)
+                {
+                    return Err(http("a batch receipt does not list the posted events"));
+                }
+                Ok(Self::Batch(parsed))
+            }
+        }
+    }
+
+    /// The index of the (first) event it proves.
+    fn first_index(&self) -> u64 {
+        match self {
+            Self::Each(r) => r.index,
+            Self::Batch(b) => b.entries.first().map_or(0, |e| e.index),
+        }
+    }
+
+    /// Checks it with the log's key and the stored leaf of [`Sampled::first_index`].
+    fn verify(&self, key: &VerifierKey, leaf: &[u8]) -> Result<(), String> {
+        match self {
+            Self::Each(r) => verify_receipt(r, key, Some(leaf))
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Self::Batch(b) => {
+                verify_batch_receipt(b, key, None).map_err(|e| e.to_string())?;
+                let first = b.entries.first().ok_or("an empty batch receipt")?;
+                if from_hex(&first.leaf_hash) != Some(Blake3::leaf(leaf)) {
+                    return Err("the stored leaf does not hash to the receipt's leaf_hash".into());
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Writes `n` leaves of the same shape as the run's into a fresh RocksDB under `dir`, `batch` per

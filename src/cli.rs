@@ -78,6 +78,14 @@ enum ModeArg {
     Ndjson,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ReceiptsArg {
+    /// A full receipt per event (the default answer).
+    Each,
+    /// One batch receipt per request: one checkpoint and one multi-leaf proof.
+    Batch,
+}
+
 #[derive(Debug, Args)]
 struct BenchArgs {
     /// Server base URL (http:// or https://).
@@ -104,6 +112,10 @@ struct BenchArgs {
     /// Events per request in array and ndjson modes.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Answer form to ask for: a receipt per event, or one batch receipt per request
+    /// (`POST /v1/events?receipts=batch`).
+    #[arg(long, value_enum, default_value = "each")]
+    receipts: ReceiptsArg,
     /// Stop after this many events.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
@@ -482,7 +494,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn run_bench(args: BenchArgs) -> Result<(), Failure> {
-    use crate::bench::{BenchConfig, Mode, run};
+    use crate::bench::{BenchConfig, Mode, ReceiptForm, run};
     let config = BenchConfig {
         url: args.server.trim_end_matches('/').to_owned(),
         tls: client_tls(args.ca_cert.as_deref())?,
@@ -494,6 +506,10 @@ fn run_bench(args: BenchArgs) -> Result<(), Failure> {
         },
         connections: args.connections.max(1),
         batch: args.batch.max(1),
+        receipts: match args.receipts {
+            ReceiptsArg::Each => ReceiptForm::Each,
+            ReceiptsArg::Batch => ReceiptForm::Batch,
+        },
         events: args.events,
         duration: Duration::from_secs(args.duration.max(1)),
         sample: args.sample,
@@ -521,8 +537,8 @@ fn run_bench(args: BenchArgs) -> Result<(), Failure> {
     }
     let r = &report;
     println_safe(&format!(
-        "mode {:?}, {} connections, {} events/request: {} events in {} requests, {:.2} s",
-        r.mode, r.connections, r.batch, r.events, r.requests, r.seconds
+        "mode {:?}, {} connections, {} events/request, receipts {:?}: {} events in {} requests, {:.2} s",
+        r.mode, r.connections, r.batch, r.receipts, r.events, r.requests, r.seconds
     ));
     println_safe(&format!(
         "throughput {:.0} events/s durable with receipts",

@@ -20,11 +20,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::core::event::PreparedEvent;
-use crate::core::hash::{Blake3, Hash, TreeHasher};
+use crate::core::hash::{Blake3, Hash, TreeHasher, to_hex};
 use crate::core::leaf::{GENESIS_PREV, Leaf, LeafHeader, encode_leaf, format_micros};
-use crate::core::merkle::{Frontier, HashReader, NodeId, TreeError, inclusion_proof};
+use crate::core::merkle::{Frontier, HashReader, NodeId, TreeError, inclusion_proof, multi_proof};
 use crate::core::note::{Checkpoint, NoteError, SignerKey, checkpoint_body, open_checkpoint};
-use crate::core::receipt::Receipt;
+use crate::core::receipt::{BatchEntry, BatchReceipt, Receipt, batch_leaves};
 use crate::store::{Commit, DedupRecord, META_LOG_KEY, Store, StoreError, dedup_key};
 
 /// A clock in microseconds since the Unix epoch (injectable so tests can step it backwards).
@@ -276,6 +276,48 @@ impl Sequencer {
         source: &str,
         events: Vec<PreparedEvent>,
     ) -> Result<Vec<Receipt>, SequencerError> {
+        let (event_ids, committed) = self.commit(source, events).await?;
+        self.receipts(event_ids, committed)
+    }
+
+    /// [`Sequencer::append`] with the compact answer: one [`BatchReceipt`] proving every event
+    /// against this commit's checkpoint with one multi-leaf proof (same durability contract).
+    pub async fn append_batch(
+        &self,
+        source: &str,
+        events: Vec<PreparedEvent>,
+    ) -> Result<BatchReceipt, SequencerError> {
+        let (event_ids, committed) = self.commit(source, events).await?;
+        let leaves = batch_leaves(committed.placed.iter().map(|p| (p.index, p.leaf_hash)))
+            .map_err(|_| {
+                // The writer placed one index with two leaf hashes: cannot happen; never answer.
+                TreeError::Verification("a commit placed one index with two leaf hashes")
+            })?;
+        let indexes: Vec<u64> = leaves.iter().map(|&(index, _)| index).collect();
+        let proof = multi_proof::<Blake3>(&indexes, committed.checkpoint.size, &*committed.view)?;
+        Ok(BatchReceipt {
+            tree_size: committed.checkpoint.size,
+            checkpoint: committed.checkpoint.note.clone(),
+            entries: event_ids
+                .into_iter()
+                .zip(&committed.placed)
+                .map(|(event_id, placed)| BatchEntry {
+                    index: placed.index,
+                    event_id,
+                    leaf_hash: to_hex(&placed.leaf_hash),
+                    duplicate: placed.duplicate,
+                })
+                .collect(),
+            multi_proof: proof.iter().map(to_hex).collect(),
+        })
+    }
+
+    /// Queues `events` and waits for the commit that holds them (or for why none will).
+    async fn commit(
+        &self,
+        source: &str,
+        events: Vec<PreparedEvent>,
+    ) -> Result<(Vec<String>, Committed), SequencerError> {
         let n = events.len();
         if n > self.max_request_events {
             return Err(SequencerError::TooManyEvents(n, self.max_request_events));
@@ -300,7 +342,7 @@ impl Sequencer {
             mpsc::error::TrySendError::Closed(_) => SequencerError::ShuttingDown,
         })?;
         let committed = response.await.map_err(|_| SequencerError::ShuttingDown)??;
-        self.receipts(event_ids, committed)
+        Ok((event_ids, committed))
     }
 
     /// Builds receipts: new entries against this commit's checkpoint from the batch's nodes;

@@ -102,14 +102,20 @@ pub fn prepare_bytes(bytes: &[u8]) -> Result<PreparedEvent, Vec<FieldError>> {
 /// Validates an event against the v1 schema and the `context` size cap, then canonicalizes it.
 pub fn prepare(json: &StrictJson) -> Result<PreparedEvent, Vec<FieldError>> {
     let value = &json.0;
-    let mut errors: Vec<FieldError> = VALIDATOR
-        .iter_errors(value)
-        .take(MAX_DETAILS_PER_EVENT)
-        .map(|e| FieldError {
-            path: e.instance_path().as_str().to_owned(),
-            message: e.masked().to_string(),
-        })
-        .collect();
+    // `is_valid` stops at the first failure and builds no error values; the errors are collected
+    // only for an invalid event.
+    let mut errors: Vec<FieldError> = if VALIDATOR.is_valid(value) {
+        Vec::new()
+    } else {
+        VALIDATOR
+            .iter_errors(value)
+            .take(MAX_DETAILS_PER_EVENT)
+            .map(|e| FieldError {
+                path: e.instance_path().as_str().to_owned(),
+                message: e.masked().to_string(),
+            })
+            .collect()
+    };
     if let Some(context) = value.get("context") {
         let size = super::jcs::to_vec(context).len();
         if size > MAX_CONTEXT_BYTES {

@@ -436,6 +436,107 @@ pub fn verify_consistency<H: TreeHasher>(
     Ok(())
 }
 
+/// A multi-leaf inclusion proof: the hashes that, together with the leaf hashes at `indexes`,
+/// determine the root of the tree of `size` leaves.
+///
+/// The proof follows RFC 9162's recursion MTH(D[n]) = HASH(0x01 || MTH(D[0:k]) || MTH(D[k:n])):
+/// walking the tree left to right, every maximal subtree that holds none of `indexes` contributes
+/// its hash, in that order; subtrees holding a proven leaf are recursed into, and a proven leaf
+/// contributes nothing. For a contiguous run of `m` leaves that is at most about `2 log2(size)`
+/// hashes whatever `m` is, where `m` separate proofs carry `m log2(size)`. `indexes` must be
+/// strictly increasing and below `size`. The verifier is [`root_from_multi_proof`].
+pub fn multi_proof<H: TreeHasher>(
+    indexes: &[u64],
+    size: u64,
+    reader: &impl HashReader,
+) -> Result<Vec<Hash>, TreeError> {
+    if let Some(&last) = indexes.last()
+        && last >= size
+    {
+        return Err(TreeError::IndexOutOfRange { index: last, size });
+    }
+    if indexes.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(TreeError::Verification("indexes not strictly increasing"));
+    }
+    let mut out = Vec::new();
+    multi_path::<H>(0, size, indexes, reader, &mut out)?;
+    Ok(out)
+}
+
+fn multi_path<H: TreeHasher>(
+    lo: u64,
+    hi: u64,
+    indexes: &[u64],
+    reader: &impl HashReader,
+    out: &mut Vec<Hash>,
+) -> Result<(), TreeError> {
+    if indexes.is_empty() {
+        out.push(subtree_hash::<H>(lo, hi, reader)?);
+        return Ok(());
+    }
+    let n = hi - lo;
+    if n == 1 {
+        return Ok(());
+    }
+    let mid = lo + split(n);
+    let cut = indexes.partition_point(|&i| i < mid);
+    multi_path::<H>(lo, mid, &indexes[..cut], reader, out)?;
+    multi_path::<H>(mid, hi, &indexes[cut..], reader, out)
+}
+
+/// The root that a [`multi_proof`] of `leaves` (`(index, leaf hash)`, strictly increasing by
+/// index) in a tree of `size` leads to, or why the proof does not fit that tree: no leaves, an
+/// index out of order or not below `size`, or a proof with too few or too many hashes.
+pub fn root_from_multi_proof<H: TreeHasher>(
+    size: u64,
+    leaves: &[(u64, Hash)],
+    proof: &[Hash],
+) -> Result<Hash, TreeError> {
+    let Some(&(last, _)) = leaves.last() else {
+        return Err(TreeError::Verification(
+            "a multi-proof needs at least one leaf",
+        ));
+    };
+    if last >= size {
+        return Err(TreeError::Verification("leaf index not below tree size"));
+    }
+    if leaves.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err(TreeError::Verification(
+            "leaf indexes not strictly increasing",
+        ));
+    }
+    let mut rest = proof;
+    let root = multi_root::<H>(0, size, leaves, &mut rest)?;
+    if !rest.is_empty() {
+        return Err(TreeError::Verification("multi-proof has hashes left over"));
+    }
+    Ok(root)
+}
+
+fn multi_root<H: TreeHasher>(
+    lo: u64,
+    hi: u64,
+    leaves: &[(u64, Hash)],
+    proof: &mut &[Hash],
+) -> Result<Hash, TreeError> {
+    if leaves.is_empty() {
+        let (first, rest) = proof
+            .split_first()
+            .ok_or(TreeError::Verification("multi-proof too short"))?;
+        *proof = rest;
+        return Ok(*first);
+    }
+    let n = hi - lo;
+    if n == 1 {
+        return Ok(leaves[0].1);
+    }
+    let mid = lo + split(n);
+    let cut = leaves.partition_point(|&(i, _)| i < mid);
+    let left = multi_root::<H>(lo, mid, &leaves[..cut], proof)?;
+    let right = multi_root::<H>(mid, hi, &leaves[cut..], proof)?;
+    Ok(H::node(&left, &right))
+}
+
 /// Verifies many inclusion proofs against one tree head, sharing the work of proofs whose paths
 /// meet: the answer for every proof is exactly [`verify_inclusion`]'s, but consecutive leaves of a
 /// range cost about two node hashes each instead of `log2(size)`.
@@ -782,6 +883,100 @@ mod tests {
                 let alone = verify_inclusion::<Blake3>(at, size, &leaf, &proof, &root).is_ok();
                 let shared = v.verify(at, &leaf, &proof).is_ok();
                 prop_assert_eq!(alone, shared, "index {} {:?}", index, tamper);
+            }
+        }
+    }
+
+    #[test]
+    fn multi_proof_of_a_run_is_logarithmic() {
+        let (leaves, store, roots) = build::<Blake3>(1000);
+        let run: Vec<u64> = (300..700).collect();
+        let proof = multi_proof::<Blake3>(&run, 1000, &store).unwrap();
+        assert!(proof.len() <= 2 * 10, "{} hashes", proof.len());
+        let claimed: Vec<_> = run.iter().map(|&i| (i, leaves[i as usize])).collect();
+        assert_eq!(
+            root_from_multi_proof::<Blake3>(1000, &claimed, &proof).unwrap(),
+            roots[1000]
+        );
+        // Every leaf proven: nothing to send.
+        let all: Vec<u64> = (0..1000).collect();
+        assert!(
+            multi_proof::<Blake3>(&all, 1000, &store)
+                .unwrap()
+                .is_empty()
+        );
+        // A single leaf: the multi-proof is the RFC 9162 path, in root-to-leaf order.
+        let mut path = inclusion_proof::<Blake3>(417, 1000, &store).unwrap();
+        path.reverse();
+        let one = multi_proof::<Blake3>(&[417], 1000, &store).unwrap();
+        let mut sorted_one = one.clone();
+        sorted_one.sort_unstable();
+        path.sort_unstable();
+        assert_eq!(sorted_one, path);
+    }
+
+    #[test]
+    fn multi_proof_rejects_bad_claims() {
+        let (leaves, store, roots) = build::<Blake3>(20);
+        let at = |i: u64| (i, leaves[i as usize]);
+        assert!(matches!(
+            multi_proof::<Blake3>(&[3, 20], 20, &store),
+            Err(TreeError::IndexOutOfRange {
+                index: 20,
+                size: 20
+            })
+        ));
+        assert!(multi_proof::<Blake3>(&[5, 5], 20, &store).is_err());
+        let proof = multi_proof::<Blake3>(&[2, 9], 20, &store).unwrap();
+        assert!(root_from_multi_proof::<Blake3>(20, &[], &proof).is_err());
+        assert!(root_from_multi_proof::<Blake3>(20, &[at(9), at(2)], &proof).is_err());
+        assert!(root_from_multi_proof::<Blake3>(9, &[at(2), at(9)], &proof).is_err());
+        assert!(root_from_multi_proof::<Blake3>(20, &[at(2), at(9)], &proof[1..]).is_err());
+        let mut long = proof.clone();
+        long.push(roots[20]);
+        assert!(root_from_multi_proof::<Blake3>(20, &[at(2), at(9)], &long).is_err());
+        assert_eq!(
+            root_from_multi_proof::<Blake3>(20, &[at(2), at(9)], &proof).unwrap(),
+            roots[20]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn multi_proofs_prove_exactly_their_leaves(
+            size in 1u64..300,
+            picks in prop::collection::btree_set(0u64..300, 1..40),
+            run in (0u64..300, 0u64..120),
+            flip in any::<u64>(),
+        ) {
+            let (leaves, store, roots) = build::<Blake3>(300);
+            let root = roots[size as usize];
+            // Scattered leaves plus a contiguous run, as a batch of new events plus duplicates.
+            let mut set: std::collections::BTreeSet<u64> = picks.into_iter().map(|i| i % size).collect();
+            set.extend((run.0 % size..size).take(run.1 as usize));
+            let indexes: Vec<u64> = set.into_iter().collect();
+            let proof = multi_proof::<Blake3>(&indexes, size, &store).unwrap();
+            let claimed: Vec<_> = indexes.iter().map(|&i| (i, leaves[i as usize])).collect();
+            prop_assert_eq!(root_from_multi_proof::<Blake3>(size, &claimed, &proof).unwrap(), root);
+            // Each proven leaf alone agrees with its RFC 9162 proof.
+            for &(i, leaf) in &claimed {
+                let single = inclusion_proof::<Blake3>(i, size, &store).unwrap();
+                prop_assert!(verify_inclusion::<Blake3>(i, size, &leaf, &single, &root).is_ok());
+            }
+            // A changed leaf hash, proof hash or index does not lead to the root.
+            let mut bad = claimed.clone();
+            let k = (flip % bad.len() as u64) as usize;
+            bad[k].1[(flip >> 8) as usize % 32] ^= 1;
+            prop_assert_ne!(root_from_multi_proof::<Blake3>(size, &bad, &proof).ok(), Some(root));
+            if !proof.is_empty() {
+                let mut bad = proof.clone();
+                let k = (flip % bad.len() as u64) as usize;
+                bad[k][(flip >> 16) as usize % 32] ^= 1;
+                prop_assert_ne!(root_from_multi_proof::<Blake3>(size, &claimed, &bad).ok(), Some(root));
+            }
+            let moved: Vec<_> = claimed.iter().map(|&(i, h)| (i + 1, h)).collect();
+            if moved.last().unwrap().0 < size {
+                prop_assert_ne!(root_from_multi_proof::<Blake3>(size, &moved, &proof).ok(), Some(root));
             }
         }
     }

@@ -31,7 +31,9 @@ use utoipa::ToSchema;
 pub use self::error::ApiError;
 use self::error::ErrorBody;
 use self::limit::SourceLimiter;
-use self::openapi::{EventsBody, NdjsonBody, ReceiptSchema, RequestEntries, hex_hash, hex_hashes};
+use self::openapi::{
+    BatchReceiptSchema, EventsBody, NdjsonBody, ReceiptSchema, RequestEntries, hex_hash, hex_hashes,
+};
 pub use crate::auth::Role;
 use crate::auth::SharedCredentials;
 use crate::core::event::{PreparedEvent, parse_strict, prepare_item};
@@ -251,6 +253,39 @@ fn too_many(max: usize) -> ApiError {
     ApiError::TooLarge(format!("more than {max} events in one request"))
 }
 
+/// `POST /v1/events` query: which answer form the client wants.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    receipts: Option<String>,
+}
+
+/// The answer forms of `POST /v1/events`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReceiptForm {
+    /// One full receipt per event (the default, docs/formats.md section 5).
+    Each,
+    /// One [`crate::core::receipt::BatchReceipt`] for the request.
+    Batch,
+}
+
+fn receipt_form(
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<ReceiptForm, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text(), ""))?;
+    match q.receipts.as_deref() {
+        None | Some("each") => Ok(ReceiptForm::Each),
+        Some("batch") => Ok(ReceiptForm::Batch),
+        Some(other) => Err(ApiError::bad_request(
+            format!(
+                "receipts must be \"each\" or \"batch\", not {:?}",
+                other.chars().take(40).collect::<String>()
+            ),
+            "receipts",
+        )),
+    }
+}
+
 /// `POST /v1/events` answer: one receipt per event, in input order.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -258,6 +293,19 @@ struct Receipts {
     /// One per event, in input order.
     #[schema(value_type = Vec<ReceiptSchema>)]
     receipts: Vec<crate::core::receipt::Receipt>,
+}
+
+// Never built: the schema of the two answer forms (each is `deny_unknown_fields`, so a body
+// matches exactly one).
+/// The answer of `POST /v1/events`: receipts, or with `receipts=batch` a batch receipt.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum EventsAnswer {
+    /// One receipt per event (the default).
+    Each(Receipts),
+    /// One batch receipt (`receipts=batch`).
+    Batch(BatchReceiptSchema),
 }
 
 /// `POST /v1/events`: append one event (JSON object), many (JSON array) or NDJSON lines.
@@ -269,6 +317,12 @@ struct Receipts {
     path = "/v1/events",
     tag = "events",
     security(("bearer" = [])),
+    params(
+        ("receipts" = Option<String>, Query, description = "`each` (default): one receipt per \
+            event. `batch`: one compact batch receipt for the request, every event proven against \
+            one checkpoint by one multi-leaf proof (docs/formats.md section 5)",
+            example = "batch", pattern = "^(each|batch)$"),
+    ),
     request_body(
         description = "One event (a JSON object), an array of events, or NDJSON: one event per \
             line, blank lines ignored. At most 8 MiB and 10,000 events (server limits).",
@@ -279,8 +333,10 @@ struct Receipts {
         ),
     ),
     responses(
-        (status = 200, description = "Appended (or already there): one receipt per event", body = Receipts),
-        (status = 400, description = "Invalid JSON or an invalid event (`details` name each); nothing appended", body = ErrorBody),
+        (status = 200, description = "Appended (or already there): one receipt per event, or with \
+            `receipts=batch` one batch receipt", body = EventsAnswer),
+        (status = 400, description = "Invalid JSON, an invalid event (`details` name each) or a \
+            bad `receipts` value; nothing appended", body = ErrorBody),
         (status = 409, description = "An `event_id` reused with a different body; nothing appended", body = ErrorBody),
         (status = 413, description = "Body over the size limit, or too many events", body = ErrorBody),
         (status = 415, description = "Not `application/json` or `application/x-ndjson`", body = ErrorBody),
@@ -292,11 +348,13 @@ struct Receipts {
 )]
 async fn post_events(
     State(state): State<AppState>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     // Credentials, content type and the source's limits first: an unauthenticated or limited
     // client never gets a body buffered.
     let source = authorize(&state, request.headers(), &[Role::Source])?;
+    let form = receipt_form(query)?;
     let framing = framing(request.headers())?;
     // Held until the response is built: the source's in-flight slot.
     let admission = state.limiter.admit(&source)?;
@@ -318,6 +376,10 @@ async fn post_events(
         &origin_keys,
     )?;
     admission.spend(events.len());
+    if form == ReceiptForm::Batch {
+        let receipt = state.sequencer.append_batch(&source, events).await?;
+        return Ok(Json(receipt).into_response());
+    }
     let receipts = state.sequencer.append(&source, events).await?;
     // Serialized straight from the structs: no intermediate `Value` tree (it was ~20 % of the
     // server's time in batch mode, mostly malloc/free).

@@ -374,6 +374,42 @@ pub(super) struct ReceiptSchema {
     duplicate: bool,
 }
 
+// The schema of `core::receipt::BatchReceipt`, never built (as `ReceiptSchema`).
+/// The answer to `POST /v1/events?receipts=batch` (docs/formats.md section 5): every event of the
+/// request proven against one checkpoint by one multi-leaf proof.
+#[derive(ToSchema)]
+#[schema(as = BatchReceipt)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(super) struct BatchReceiptSchema {
+    /// Size of the tree the proof and checkpoint are for.
+    tree_size: u64,
+    /// The signed checkpoint (C2SP signed note) of size `tree_size`.
+    checkpoint: String,
+    /// One per event, in input order.
+    entries: Vec<BatchEntrySchema>,
+    /// Hex hashes of the multi-leaf proof of the entries' distinct indexes.
+    #[schema(schema_with = hex_hashes)]
+    multi_proof: Vec<String>,
+}
+
+/// One event of a batch receipt.
+#[derive(ToSchema)]
+#[schema(as = BatchEntry)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(super) struct BatchEntrySchema {
+    /// The entry's position.
+    index: u64,
+    /// The event's `event_id`.
+    event_id: String,
+    /// Hex BLAKE3 leaf hash of the entry.
+    #[schema(schema_with = hex_hash)]
+    leaf_hash: String,
+    /// True when the event had been appended before (an earlier commit or earlier in the request).
+    duplicate: bool,
+}
+
 // Never built: the server returns stored bytes; the tests validate them against this.
 /// A leaf (docs/formats.md section 2): the entry's bytes exactly as hashed, RFC 8785 canonical JSON.
 #[derive(ToSchema)]

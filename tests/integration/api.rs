@@ -5,7 +5,7 @@ use ledger::core::hash::{Blake3, from_hex};
 use ledger::core::leaf::Leaf;
 use ledger::core::merkle::{verify_consistency, verify_inclusion};
 use ledger::core::note::open_checkpoint;
-use ledger::core::receipt::{Receipt, verify_receipt};
+use ledger::core::receipt::{BatchReceipt, Receipt, verify_batch_receipt, verify_receipt};
 use serde_json::{Value, json};
 
 use crate::common::{TestServer, event, gated_clock, verifier};
@@ -171,6 +171,100 @@ async fn idempotent_repost_returns_the_original_receipt_and_conflict_is_409() {
     let (status, _) = server.post_json(&json!([event(30), other])).await;
     assert_eq!(status, 409);
     assert_eq!(server.tree_size().await, 4);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_receipts_prove_every_event_against_one_checkpoint() {
+    let server = TestServer::start().await;
+    let (_, first) = server.post_json(&json!([event(1), event(2)])).await;
+    let original = receipts(&first);
+    let batch = "/v1/events?receipts=batch";
+    let body = json!([event(3), event(2), event(4), event(3), event(5)]).to_string();
+    let (status, answer) = server.post_to(batch, "application/json", body).await;
+    assert_eq!(status, 200, "{answer}");
+    let receipt: BatchReceipt = serde_json::from_value(answer.clone()).unwrap();
+    let listed: Vec<_> = receipt
+        .entries
+        .iter()
+        .map(|e| (e.event_id.as_str(), e.index, e.duplicate))
+        .collect();
+    // New events take the next indexes in request order; a repeat inside the request and a
+    // duplicate of an earlier commit keep their index.
+    assert_eq!(
+        listed,
+        [
+            ("evt-3", 2, false),
+            ("evt-2", 1, true),
+            ("evt-4", 3, false),
+            ("evt-3", 2, true),
+            ("evt-5", 4, false),
+        ]
+    );
+    assert_eq!(receipt.entries[1].leaf_hash, original[1].leaf_hash);
+    assert_eq!(receipt.tree_size, 5);
+    // One checkpoint, one multi-proof of indexes 1..=4, checked with the stored leaves.
+    let mut leaves = Vec::new();
+    for e in &receipt.entries {
+        let (status, text) = server.get_text(&format!("/v1/entries/{}", e.index)).await;
+        assert_eq!(status, 200);
+        leaves.push(text.into_bytes());
+    }
+    let leaf_refs: Vec<&[u8]> = leaves.iter().map(Vec::as_slice).collect();
+    let checkpoint = verify_batch_receipt(&receipt, &verifier(), Some(&leaf_refs)).unwrap();
+    assert_eq!(checkpoint.size, 5);
+    assert!(receipt.multi_proof.len() <= 3, "{:?}", receipt.multi_proof);
+
+    // Anything changed fails: a leaf hash, an index, a proof hash, a dropped or added hash, a
+    // leaf, and one index claimed with two leaf hashes.
+    let mut tampered = Vec::new();
+    let mut t = receipt.clone();
+    t.entries[2].leaf_hash = original[0].leaf_hash.clone();
+    tampered.push(t);
+    let mut t = receipt.clone();
+    t.entries[4].index = 0;
+    tampered.push(t);
+    let mut t = receipt.clone();
+    t.multi_proof[0] = original[1].leaf_hash.clone();
+    tampered.push(t);
+    let mut t = receipt.clone();
+    t.multi_proof.pop();
+    tampered.push(t);
+    let mut t = receipt.clone();
+    t.multi_proof.push(original[0].leaf_hash.clone());
+    tampered.push(t);
+    let mut t = receipt.clone();
+    t.entries[3].leaf_hash = t.entries[2].leaf_hash.clone();
+    tampered.push(t);
+    for t in &tampered {
+        assert!(verify_batch_receipt(t, &verifier(), None).is_err(), "{t:?}");
+    }
+    let mut swapped = leaf_refs.clone();
+    swapped.swap(0, 2);
+    assert!(verify_batch_receipt(&receipt, &verifier(), Some(&swapped)).is_err());
+
+    // `each` is the default form; any other value is a 400 that appends nothing.
+    let (status, each) = server
+        .post_to(
+            "/v1/events?receipts=each",
+            "application/json",
+            event(6).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    verify_receipt(&receipts(&each)[0], &verifier(), None).unwrap();
+    for query in ["?receipts=compact", "?receipts=", "?receipt=batch"] {
+        let path = format!("/v1/events{query}");
+        let (status, body) = server
+            .post_to(&path, "application/json", event(7).to_string())
+            .await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("receipt"),
+            "{body}"
+        );
+    }
+    assert_eq!(server.tree_size().await, 6);
     server.stop().await;
 }
 

@@ -250,9 +250,19 @@ impl TestServer {
     }
 
     pub async fn post(&self, content_type: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        self.post_to("/v1/events", content_type, body).await
+    }
+
+    /// POSTs to `path` (with its query) as the source.
+    pub async fn post_to(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
         let r = self
             .client
-            .post(format!("{}/v1/events", self.base))
+            .post(format!("{}{path}", self.base))
             .bearer_auth(&self.token)
             .header("content-type", content_type)
             .body(body)

@@ -319,6 +319,19 @@ async fn real_answers_match_the_openapi_document() {
         200
     );
     assert_eq!(c.post_events(src, json, body(event(0))).await, 200);
+    // The batch form (of duplicates only, so the sizes below hold), and a bad form.
+    for (query, status) in [("?receipts=batch", 200), ("?receipts=all", 400)] {
+        let answer = c
+            .call(
+                "post",
+                "/v1/events",
+                &format!("/v1/events{query}"),
+                src,
+                Some((json, body(json!([event(1), event(0), event(1)])))),
+            )
+            .await;
+        assert_eq!(answer.0, status, "{query}");
+    }
     let mut changed = event(0);
     changed["reason"] = json!("edited");
     assert_eq!(c.post_events(src, json, body(changed)).await, 409);
@@ -518,6 +531,27 @@ async fn the_document_rejects_answers_that_break_the_contract() {
     negative["receipts"][0]["index"] = json!(-1);
     for bad in [extra, not_hex, missing, negative] {
         assert!(!receipts.is_valid(&bad), "{bad}");
+    }
+    // The batch form: its schema, and the answer's schema takes either form but not a mix.
+    let (status, batch) = server
+        .post_to(
+            "/v1/events?receipts=batch",
+            "application/json",
+            json!([event(1), event(0)]).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let batches = doc.validator("/components/schemas/BatchReceipt");
+    let answers = doc.validator("/components/schemas/EventsAnswer");
+    assert!(batches.is_valid(&batch) && answers.is_valid(&batch) && answers.is_valid(&good));
+    let mut mixed = batch.clone();
+    mixed["receipts"] = good["receipts"].clone();
+    let mut bad_entry = batch.clone();
+    bad_entry["entries"][0]["leaf_hash"] = json!("x");
+    let mut no_proof = batch.clone();
+    no_proof.as_object_mut().unwrap().remove("multi_proof");
+    for bad in [mixed, bad_entry, no_proof] {
+        assert!(!answers.is_valid(&bad), "{bad}");
     }
     let (_, leaf) = server.get_json("/v1/entries/0").await;
     let leaves = doc.validator("/components/schemas/Leaf");
