@@ -10,6 +10,11 @@
 //!   tree with `Frontier`, checks every root it gives against the RFC 9162 definition and the stored
 //!   nodes, makes an inclusion and a consistency proof the selectors choose, requires both to verify,
 //!   and requires one flipped bit (in a proof hash, the leaf or either root) to make them fail.
+//!   It also makes a multi-leaf proof (batch receipts) of a run of leaves plus one more, requires
+//!   it to lead to the root, and a flipped bit, a dropped or an added hash to make it fail.
+//! - `3`: `size u64`, a count byte, that many `index u64, leaf_hash` claims, then a proof:
+//!   `root_from_multi_proof` on untrusted claims must not panic, and a proof it accepts must stop
+//!   being accepted with one hash more.
 //!
 //! Integers are little-endian.
 
@@ -19,8 +24,9 @@ use std::collections::HashMap;
 
 use ledger::core::hash::{Blake3, Hash, Sha256, TreeHasher};
 use ledger::core::merkle::{
-    Frontier, NodeId, consistency_proof, inclusion_proof, tree_hash, verify_consistency,
-    verify_consistency_bytes, verify_inclusion, verify_inclusion_bytes,
+    Frontier, NodeId, consistency_proof, inclusion_proof, multi_proof, root_from_multi_proof,
+    tree_hash, verify_consistency, verify_consistency_bytes, verify_inclusion,
+    verify_inclusion_bytes,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -40,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
 
 fn run<H: TreeHasher>(op: u8, data: &[u8]) {
     let mut input = Input(data);
-    match op % 3 {
+    match op % 4 {
         0 => {
             let (index, size) = (input.u64(), input.u64());
             let (leaf, root) = (input.hash(), input.hash());
@@ -79,7 +85,18 @@ fn run<H: TreeHasher>(op: u8, data: &[u8]) {
                 assert!(verify_consistency_bytes::<H>(from, to, &old, &new, &raw).is_err());
             }
         }
-        _ => tree::<H>(&mut input),
+        2 => tree::<H>(&mut input),
+        _ => {
+            let size = input.u64();
+            let count = usize::from(input.byte() % 17);
+            let claims: Vec<(u64, Hash)> =
+                (0..count).map(|_| (input.u64(), input.hash())).collect();
+            let (mut proof, _) = input.proof();
+            if root_from_multi_proof::<H>(size, &claims, &proof).is_ok() {
+                proof.push([0; 32]);
+                assert!(root_from_multi_proof::<H>(size, &claims, &proof).is_err());
+            }
+        }
     }
 }
 
@@ -165,6 +182,46 @@ fn tree<H: TreeHasher>(input: &mut Input<'_>) {
     assert!(verify_consistency::<H>(from, to, &old2, &new2, &proof2).is_err());
     assert!(consistency_proof::<H>(0, to, &store).is_err());
     assert!(consistency_proof::<H>(to + 1, to, &store).is_err());
+
+    // A multi-leaf proof of the run [index, index + b % 64) in the tree of `size`, plus leaf c.
+    let size = index + 1 + u64::from(b) % (n - index);
+    let root = roots[size as usize];
+    let mut set: Vec<u64> = (index..size).take(usize::from(b % 64) + 1).collect();
+    set.push(u64::from(c) % size);
+    set.sort_unstable();
+    set.dedup();
+    let proof = multi_proof::<H>(&set, size, &store).expect("in range");
+    let claims: Vec<(u64, Hash)> = set.iter().map(|&i| (i, leaves[i as usize])).collect();
+    assert_eq!(
+        root_from_multi_proof::<H>(size, &claims, &proof).ok(),
+        Some(root)
+    );
+    if set.len() == 1 {
+        let mut path = inclusion_proof::<H>(set[0], size, &store).expect("in range");
+        let mut ours = proof.clone();
+        path.sort_unstable();
+        ours.sort_unstable();
+        assert_eq!(ours, path, "one leaf: the inclusion proof's hashes");
+    }
+    let (mut claims2, mut proof2) = (claims.clone(), proof.clone());
+    let slots = proof.len() + claims.len();
+    let bit = usize::from(flip) % (slots * 256);
+    let target = match bit / 256 {
+        i if i < claims.len() => &mut claims2[i].1,
+        i => &mut proof2[i - claims.len()],
+    };
+    target[bit % 256 / 8] ^= 1 << (bit % 8);
+    assert_ne!(
+        root_from_multi_proof::<H>(size, &claims2, &proof2).ok(),
+        Some(root)
+    );
+    let mut short = proof.clone();
+    if short.pop().is_some() {
+        assert!(root_from_multi_proof::<H>(size, &claims, &short).is_err());
+    }
+    let mut long = proof;
+    long.push(root);
+    assert!(root_from_multi_proof::<H>(size, &claims, &long).is_err());
 }
 
 /// MTH(D[n]) straight from RFC 9162 2.1.1.

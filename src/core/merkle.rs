@@ -905,7 +905,7 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        // A single leaf: the multi-proof is the RFC 9162 path, in root-to-leaf order.
+        // A single leaf: the multi-proof holds the RFC 9162 path's hashes, ordered left to right.
         let mut path = inclusion_proof::<Blake3>(417, 1000, &store).unwrap();
         path.reverse();
         let one = multi_proof::<Blake3>(&[417], 1000, &store).unwrap();
