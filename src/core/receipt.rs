@@ -77,6 +77,18 @@ pub enum ReceiptError {
     IndexConflict(u64),
 }
 
+/// Opens a receipt's checkpoint with `key` and requires it to be of the receipt's `tree_size`.
+fn open_sized(note: &str, tree_size: u64, key: &VerifierKey) -> Result<Checkpoint, ReceiptError> {
+    let checkpoint = open_checkpoint(note, key)?;
+    if checkpoint.size != tree_size {
+        return Err(ReceiptError::SizeMismatch {
+            receipt: tree_size,
+            checkpoint: checkpoint.size,
+        });
+    }
+    Ok(checkpoint)
+}
+
 /// Checks a receipt offline: checkpoint signature by `key`, sizes, and the inclusion proof; with
 /// `leaf`, also that those bytes are the entry. Returns the verified checkpoint.
 pub fn verify_receipt(
@@ -84,13 +96,7 @@ pub fn verify_receipt(
     key: &VerifierKey,
     leaf: Option<&[u8]>,
 ) -> Result<Checkpoint, ReceiptError> {
-    let checkpoint = open_checkpoint(&receipt.checkpoint, key)?;
-    if checkpoint.size != receipt.tree_size {
-        return Err(ReceiptError::SizeMismatch {
-            receipt: receipt.tree_size,
-            checkpoint: checkpoint.size,
-        });
-    }
+    let checkpoint = open_sized(&receipt.checkpoint, receipt.tree_size, key)?;
     let leaf_hash = from_hex(&receipt.leaf_hash).ok_or(ReceiptError::MalformedHash("leaf_hash"))?;
     if leaf.is_some_and(|bytes| Blake3::leaf(bytes) != leaf_hash) {
         return Err(ReceiptError::LeafMismatch);
@@ -172,13 +178,7 @@ pub fn verify_batch_receipt(
     key: &VerifierKey,
     leaves: Option<&[&[u8]]>,
 ) -> Result<Checkpoint, ReceiptError> {
-    let checkpoint = open_checkpoint(&receipt.checkpoint, key)?;
-    if checkpoint.size != receipt.tree_size {
-        return Err(ReceiptError::SizeMismatch {
-            receipt: receipt.tree_size,
-            checkpoint: checkpoint.size,
-        });
-    }
+    let checkpoint = open_sized(&receipt.checkpoint, receipt.tree_size, key)?;
     if leaves.is_some_and(|l| l.len() != receipt.entries.len()) {
         return Err(ReceiptError::LeafMismatch);
     }
