@@ -444,15 +444,19 @@ pub fn verify_consistency<H: TreeHasher>(
 /// its hash, in that order; subtrees holding a proven leaf are recursed into, and a proven leaf
 /// contributes nothing. For a contiguous run of `m` leaves that is at most about `2 log2(size)`
 /// hashes whatever `m` is, where `m` separate proofs carry `m log2(size)`. `indexes` must be
-/// strictly increasing and below `size`. The verifier is [`root_from_multi_proof`].
+/// non-empty, strictly increasing and below `size`. The verifier is [`root_from_multi_proof`].
 pub fn multi_proof<H: TreeHasher>(
     indexes: &[u64],
     size: u64,
     reader: &impl HashReader,
 ) -> Result<Vec<Hash>, TreeError> {
-    if let Some(&last) = indexes.last()
-        && last >= size
-    {
+    let Some(&last) = indexes.last() else {
+        // Nothing to prove; `root_from_multi_proof` rejects it too.
+        return Err(TreeError::Verification(
+            "a multi-proof needs at least one index",
+        ));
+    };
+    if last >= size {
         return Err(TreeError::IndexOutOfRange { index: last, size });
     }
     if indexes.windows(2).any(|w| w[0] >= w[1]) {
@@ -927,6 +931,7 @@ mod tests {
             })
         ));
         assert!(multi_proof::<Blake3>(&[5, 5], 20, &store).is_err());
+        assert!(multi_proof::<Blake3>(&[], 20, &store).is_err());
         let proof = multi_proof::<Blake3>(&[2, 9], 20, &store).unwrap();
         assert!(root_from_multi_proof::<Blake3>(20, &[], &proof).is_err());
         assert!(root_from_multi_proof::<Blake3>(20, &[at(9), at(2)], &proof).is_err());

@@ -335,8 +335,8 @@ enum EventsAnswer {
     responses(
         (status = 200, description = "Appended (or already there): one receipt per event, or with \
             `receipts=batch` one batch receipt", body = EventsAnswer),
-        (status = 400, description = "Invalid JSON, an invalid event (`details` name each) or a \
-            bad `receipts` value; nothing appended", body = ErrorBody),
+        (status = 400, description = "Invalid JSON, an invalid event (`details` name each), a \
+            bad `receipts` value or an unknown query parameter; nothing appended", body = ErrorBody),
         (status = 409, description = "An `event_id` reused with a different body; nothing appended", body = ErrorBody),
         (status = 413, description = "Body over the size limit, or too many events", body = ErrorBody),
         (status = 415, description = "Not `application/json` or `application/x-ndjson`", body = ErrorBody),
