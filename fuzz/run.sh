@@ -7,7 +7,8 @@
 #   fuzz/run.sh --cmin [TARGET...]   minimize the committed corpora in place (after a long run)
 #
 # Targets: event (the event parser and validator), note (signed notes, checkpoints, keys), proof
-# (inclusion and consistency proofs), rows (the bundle's Parquet reader), bundle (`ledger verify`
+# (inclusion and consistency proofs), rows (the bundle's Parquet reader), jcs (the one-pass
+# canonical-JSON and leaf checks against parse-and-re-encode), bundle (`ledger verify`
 # on a whole bundle directory). A run reads the committed corpus and writes what it discovers to
 # a temp dir, so the repository is left as it was. Exit status 0 if no target crashed: a panic or
 # failed assertion, a sanitizer report, an input slower than FUZZ_TIMEOUT seconds (default 10) or

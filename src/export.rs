@@ -1000,7 +1000,7 @@ pub fn first_at_or_after(store: &Store, size: u64, micros: i64) -> Result<u64, E
                 index: mid,
                 message: e.to_string(),
             })?
-            .ingested_micros();
+            .ingested_micros;
         if at < micros {
             lo = mid + 1;
         } else {

@@ -478,13 +478,13 @@ impl<'a> Scan<'a> {
     }
 
     /// Checks entry `index`'s own fields and chain link; returns the parsed leaf if it parses.
-    fn check_fields(
+    fn check_fields<'b>(
         &mut self,
         index: u64,
-        bytes: &[u8],
+        bytes: &'b [u8],
         prev_hash: &Hash,
         prev_micros: &mut i64,
-    ) -> Option<Leaf> {
+    ) -> Option<Leaf<'b>> {
         let at = Location::Entry { index };
         let leaf = match Leaf::parse(bytes) {
             Ok(leaf) => leaf,
@@ -502,7 +502,7 @@ impl<'a> Scan<'a> {
                 ),
             );
         }
-        if leaf.prev_hash() != *prev_hash {
+        if leaf.prev_leaf_hash != *prev_hash {
             let before = index.checked_sub(1).map_or_else(
                 || "32 zero bytes (entry 0)".to_owned(),
                 |i| format!("the leaf hash of entry {i}, {}", to_hex(prev_hash)),
@@ -511,11 +511,11 @@ impl<'a> Scan<'a> {
                 at.clone(),
                 format!(
                     "its prev_leaf_hash {} is not {before}: the hash chain is broken",
-                    leaf.prev_leaf_hash
+                    to_hex(&leaf.prev_leaf_hash)
                 ),
             );
         }
-        let micros = leaf.ingested_micros();
+        let micros = leaf.ingested_micros;
         if micros < *prev_micros {
             self.problem(
                 at.clone(),
@@ -531,23 +531,17 @@ impl<'a> Scan<'a> {
 
     /// Checks entry `index`'s idempotency record and request-index key; returns the size of its
     /// commit according to the record, if the record is usable.
-    fn check_records(
-        &mut self,
-        index: u64,
-        leaf: &Leaf,
-        bytes: &[u8],
-    ) -> Result<Option<u64>, FsckError> {
+    fn check_records(&mut self, index: u64, leaf: &Leaf<'_>) -> Result<Option<u64>, FsckError> {
         let at = Location::Entry { index };
-        let event_id = leaf.event.get("event_id").and_then(|v| v.as_str());
-        let request_id = leaf.event.get("request_id").and_then(|v| v.as_str());
-        let (Some(event_id), Some(request_id), Some(event)) =
-            (event_id, request_id, leaf.event_bytes(bytes))
+        let event = leaf.event;
+        let (Some(event_id), Some(request_id)) =
+            (leaf.fields.str("/event_id"), leaf.fields.str("/request_id"))
         else {
             self.problem(at, "its event has no event_id or request_id");
             return Ok(None);
         };
         self.counts.index_records += 2;
-        match self.store.request_has(request_id, index) {
+        match self.store.request_has(&request_id, index) {
             Ok(true) => {}
             Ok(false) => self.problem(
                 at.clone(),
@@ -555,7 +549,7 @@ impl<'a> Scan<'a> {
             ),
             Err(e) => self.damage(at.clone(), e)?,
         }
-        let record = match self.store.dedup_get(&dedup_key(&leaf.source, event_id)) {
+        let record = match self.store.dedup_get(&dedup_key(&leaf.source, &event_id)) {
             Ok(record) => record,
             Err(e) => {
                 self.damage(at, e)?;
@@ -666,7 +660,7 @@ impl<'a> Scan<'a> {
                 return Err(e.into());
             }
             let committed_at = match &leaf {
-                Some(leaf) => self.check_records(index, leaf, &bytes)?,
+                Some(leaf) => self.check_records(index, leaf)?,
                 None => None,
             };
             // Which commit the entry is in, by the records: it continues the commit in progress,

@@ -7,7 +7,7 @@
 
 /// `items.iter().map(f)` on up to `available_parallelism` (at most 16) scoped threads, results in
 /// input order. Small inputs run on the calling thread.
-pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub fn map<'a, T: Sync, R: Send>(items: &'a [T], f: impl Fn(&'a T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(16));
     if threads < 2 || items.len() < 256 {
         return items.iter().map(f).collect();

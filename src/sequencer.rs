@@ -487,7 +487,7 @@ impl State {
                 }
                 let leaf = Leaf::parse(&bytes)
                     .map_err(|e| SequencerError::Startup(format!("entry {}: {e}", size - 1)))?;
-                (hash, leaf.ingested_micros())
+                (hash, leaf.ingested_micros)
             }
         };
         Ok(Self {

@@ -336,10 +336,10 @@ struct RowChecks {
 
 /// What one row's checks found, computed without the order-dependent state, so rows can be
 /// inspected on several threads.
-struct Inspected {
+struct Inspected<'r> {
     leaf_hash_ok: bool,
     /// The parsed leaf, or why the row has none.
-    leaf: Result<Leaf, String>,
+    leaf: Result<Leaf<'r>, String>,
     /// The projection and controls against the leaf (only when the leaf parsed).
     projection: Result<(), String>,
     origin: Origin,
@@ -355,35 +355,35 @@ enum Origin {
 
 impl RowChecks {
     /// A signed row's origin signature, against its source's keys.
-    fn origin(&self, leaf: &Leaf, bytes: &[u8]) -> Origin {
+    fn origin(&self, leaf: &Leaf<'_>) -> Origin {
         let Some(sig) = &leaf.origin_signature else {
             return Origin::Unsigned(
                 self.origin_keys
                     .as_ref()
-                    .is_ok_and(|keys| keys.contains_key(&leaf.source)),
+                    .is_ok_and(|keys| keys.contains_key(leaf.source.as_ref())),
             );
         };
         let keys = match &self.origin_keys {
             Ok(keys) => keys,
             Err(e) => return Origin::Signed(Err(e.clone())),
         };
-        let key = sig
-            .key_id_bytes()
-            .and_then(|id| keys.get(&leaf.source)?.iter().find(|k| k.id() == id));
-        Origin::Signed(
-            match (key, sig.signature_bytes(), leaf.event_bytes(bytes)) {
-                (None, ..) => Err(format!(
-                    "no origin key {} of source {:?}",
-                    sig.key_id, leaf.source
-                )),
-                (Some(k), Some(s), Some(event)) if k.verify_bytes(event, &s) => Ok(()),
-                _ => Err("signature does not verify over the event's canonical bytes".into()),
-            },
-        )
+        let key = sig.key_id_bytes().and_then(|id| {
+            keys.get(leaf.source.as_ref())?
+                .iter()
+                .find(|k| k.id() == id)
+        });
+        Origin::Signed(match (key, sig.signature_bytes()) {
+            (None, _) => Err(format!(
+                "no origin key {} of source {:?}",
+                sig.key_id, leaf.source
+            )),
+            (Some(k), Some(s)) if k.verify_bytes(leaf.event, &s) => Ok(()),
+            _ => Err("signature does not verify over the event's canonical bytes".into()),
+        })
     }
 
     /// The checks of one row that need nothing but the row (and the bundle's keys).
-    fn inspect(&self, row: &Row) -> Inspected {
+    fn inspect<'r>(&self, row: &'r Row) -> Inspected<'r> {
         let leaf_hash_ok = Blake3::leaf(&row.leaf) == row.leaf_hash;
         let leaf = Leaf::parse(&row.leaf).map_err(|e| e.to_string());
         let (projection, origin) = match &leaf {
@@ -400,7 +400,7 @@ impl RowChecks {
                     Ok(_) => Err("controls differ from the mapping".into()),
                     Err(e) => Err(e.to_string()),
                 };
-                (projection, self.origin(leaf, &row.leaf))
+                (projection, self.origin(leaf))
             }
         };
         Inspected {
@@ -411,8 +411,9 @@ impl RowChecks {
         }
     }
 
-    /// Records one row's results, in index order; returns its parsed leaf if it has one.
-    fn apply(&mut self, row: &Row, inspected: Inspected) -> Option<Leaf> {
+    /// Records one row's results, in index order; returns its leaf's `prev_leaf_hash` if the
+    /// leaf parsed.
+    fn apply(&mut self, row: &Row, inspected: Inspected<'_>) -> Option<Hash> {
         let index = row.projection.index;
         self.leaf.record(index, inspected.leaf_hash_ok);
         let ok = self
@@ -444,7 +445,7 @@ impl RowChecks {
                 }
             }
         }
-        inspected.leaf.ok()
+        inspected.leaf.ok().map(|leaf| leaf.prev_leaf_hash)
     }
 }
 
@@ -467,20 +468,21 @@ fn parse_source_keys(
 /// Rows checked per round: inspected in parallel, then applied in order.
 const CHUNK_ROWS: usize = 4_096;
 
-/// Streams a row file through `checks`, calling `f` with each row and its parsed leaf, in order.
+/// Streams a row file through `checks`, calling `f` with each row and, if its leaf parsed, the
+/// leaf's `prev_leaf_hash`, in order.
 /// The per-row checks that need no order (leaf hash, parse, projections, origin signatures) run on
 /// every core; the rest (proof paths, chain, summary) in order on this thread.
 fn check_file(
     path: &Path,
     checks: &mut RowChecks,
-    mut f: impl FnMut(&Row, Option<Leaf>),
+    mut f: impl FnMut(&Row, Option<Hash>),
 ) -> Result<u64, String> {
     let mut chunk = Vec::with_capacity(CHUNK_ROWS);
     let mut flush = |chunk: &mut Vec<Row>, checks: &mut RowChecks| {
         let inspected = crate::par::map(chunk, |row| checks.inspect(row));
         for (row, inspected) in chunk.iter().zip(inspected) {
-            let leaf = checks.apply(row, inspected);
-            f(row, leaf);
+            let prev_hash = checks.apply(row, inspected);
+            f(row, prev_hash);
         }
         chunk.clear();
     };
@@ -551,17 +553,17 @@ fn check_rows(
     let mut read_errors = Vec::new();
 
     // Events: every row in order, exactly the manifest's index range.
-    let events = check_file(&dir.join(files::EVENTS), &mut rows, |row, leaf| {
+    let events = check_file(&dir.join(files::EVENTS), &mut rows, |row, prev_hash| {
         let index = row.projection.index;
         contiguous.record(index, index == expected);
         expected = expected.max(index).saturating_add(1);
-        if let Some(leaf) = &leaf {
+        if let Some(prev_hash) = prev_hash {
             match prev {
                 Some((p_index, p_hash)) => chain.record(
                     index,
-                    p_index.checked_add(1) == Some(index) && leaf.prev_hash() == p_hash,
+                    p_index.checked_add(1) == Some(index) && prev_hash == p_hash,
                 ),
-                None => first_event = Some((index, leaf.prev_hash())),
+                None => first_event = Some((index, prev_hash)),
             }
         }
         let at = row.projection.ingested_at;
@@ -589,8 +591,8 @@ fn check_rows(
 
     // Boundaries: the entry just before and just after the period, chained to the first and last rows.
     let mut boundary_rows = Vec::new();
-    match check_file(&dir.join(files::BOUNDARIES), &mut rows, |row, leaf| {
-        boundary_rows.push((row.clone(), leaf))
+    match check_file(&dir.join(files::BOUNDARIES), &mut rows, |row, prev_hash| {
+        boundary_rows.push((row.clone(), prev_hash))
     }) {
         Ok(_) => {}
         Err(e) => read_errors.push(e),
@@ -598,7 +600,7 @@ fn check_rows(
     let (start, end) = (m.index_range.start, m.index_range.end);
     let mut want_before = start > 0;
     let mut want_after = end < checkpoint.size;
-    for (row, leaf) in &boundary_rows {
+    for (row, prev_hash) in &boundary_rows {
         let index = row.projection.index;
         let at = row.projection.ingested_at;
         if want_before && index.checked_add(1) == Some(start) {
@@ -611,17 +613,17 @@ fn check_rows(
         } else if want_after && index == end {
             want_after = false;
             period.record(index, to.is_some_and(|t| at >= t));
-            let linked = match (&leaf, prev) {
-                (Some(leaf), Some((p_index, p_hash))) => {
-                    p_index.checked_add(1) == Some(index) && leaf.prev_hash() == p_hash
+            let linked = match (prev_hash, prev) {
+                (Some(prev_hash), Some((p_index, p_hash))) => {
+                    p_index.checked_add(1) == Some(index) && *prev_hash == p_hash
                 }
                 // An empty period at the very start: entry 0 chains to zeros.
-                (Some(leaf), None) if index == 0 => leaf.prev_hash() == GENESIS_PREV,
+                (Some(prev_hash), None) if index == 0 => *prev_hash == GENESIS_PREV,
                 // An empty period: the after-boundary links straight to the before-boundary.
-                (Some(leaf), None) => boundary_rows
+                (Some(prev_hash), None) => boundary_rows
                     .iter()
                     .find(|b| b.0.projection.index.checked_add(1) == Some(index))
-                    .is_some_and(|b| b.0.leaf_hash == leaf.prev_hash()),
+                    .is_some_and(|b| b.0.leaf_hash == *prev_hash),
                 _ => false,
             };
             chain.record(index, linked);

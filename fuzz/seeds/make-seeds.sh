@@ -5,6 +5,7 @@
 #   fuzz/seeds/make-seeds.sh [path/to/ledger]
 #
 # - event: the test suite's event shapes, a batch, a signed envelope, and a few invalid ones.
+# - jcs:   those events in canonical form, and a leaf around each.
 # - note:  tests/vectors/signed-note, the seed bundles' checkpoints, key texts.
 # - proof: tests/vectors (RFC 6962 SHA-256 and BLAKE3 tree8) in the proof target's binary form,
 #          and a few trees to build.
@@ -34,7 +35,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-mkdir -p "$corpus"/{event,note,proof,rows,bundle}
+mkdir -p "$corpus"/{event,note,proof,rows,bundle,jcs}
 
 # --- a ledger with two sources, one of which signs ---------------------------------------------
 data=$work/data
@@ -241,6 +242,47 @@ for hasher in (BLAKE3, SHA256):
     for sel in ((0, 0, 8, 0), (5, 2, 3, 300), (7, 1, 5, 777)):
         save(bytes([hasher | 2]) + struct.pack("<HHHH", *sel) + leaves)
     save(bytes([hasher | 2]) + struct.pack("<HHHH", 41, 99, 17, 5) + leaves * 9)
+EOF
+
+# --- jcs: the event seeds' canonical forms and leaves around them ------------------------------
+# ASCII only and no fractions, so Python's sorted compact dump is exactly their RFC 8785 form.
+python3 - "$corpus" <<'EOF'
+import hashlib, json, os, sys
+corpus = sys.argv[1]
+
+def save(b):
+    open(os.path.join(corpus, "jcs", hashlib.sha1(b).hexdigest()), "wb").write(b)
+
+def jcs(v):
+    return json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+def plain(v):
+    if isinstance(v, float):
+        return False
+    if isinstance(v, dict):
+        return all(plain(x) for x in v.values())
+    if isinstance(v, list):
+        return all(plain(x) for x in v)
+    return True
+
+for name in sorted(os.listdir(f"{corpus}/event")):
+    try:
+        v = json.loads(open(f"{corpus}/event/{name}", "rb").read())
+    except ValueError:
+        continue
+    for e in v if isinstance(v, list) else [v]:
+        if not isinstance(e, dict) or not plain(e):
+            continue
+        sig = e.get("origin_signature") if "event" in e else None
+        e = e["event"] if "event" in e else e
+        if not jcs(e).isascii():
+            continue
+        save(jcs(e))
+        leaf = {"event": e, "index": 7, "ingested_at": "2026-11-21T09:06:00.123456Z",
+                "prev_leaf_hash": "ab" * 32, "source": "edge-1", "v": 1}
+        if isinstance(sig, dict):
+            leaf["origin_signature"] = sig
+        save(jcs(leaf))
 EOF
 
 echo "make-seeds: wrote $(find "$corpus" -type f | wc -l) seeds under fuzz/corpus/"

@@ -1,7 +1,8 @@
-//! RFC 8785 (JSON Canonicalization Scheme) bytes of a parsed JSON value, in one pass.
+//! RFC 8785 (JSON Canonicalization Scheme): the canonical bytes of a parsed JSON value, and the
+//! check that bytes already are canonical, each in one pass.
 //!
 //! Owns: the canonical form of events (the leaf's `event` member) and the check that stored leaves
-//! are canonical. Must not touch: anything but `serde_json::Value`.
+//! are canonical. Must not touch: anything but JSON values and bytes.
 //!
 //! Why not `serde_jcs` (it stays, as the reference a property test and the fuzzer compare against):
 //! it serializes every object by collecting its members into a fresh map keyed by UTF-16 and every
@@ -11,6 +12,15 @@
 //! object's keys re-sorted. Numbers follow RFC 8785 3.2.2.3 (ECMAScript `Number::toString` of the
 //! IEEE double): integers of magnitude up to 2^53 are exact in a double and print as their digits;
 //! every other number goes through `ryu-js`, the formatter `serde_jcs` uses.
+//!
+//! Why [`check`] rather than parse-and-re-encode: export and verify read every stored leaf, and
+//! parsing one into a `serde_json::Value` tree, writing it back and dropping the tree was nearly
+//! half of verify's time. Canonical bytes have one spelling per value, so checking them needs no
+//! tree: no whitespace, members in UTF-16 order with no name twice, only the escapes JCS writes,
+//! and numbers as [`write_number`] prints them (the rare number that is not a short integer is
+//! parsed and printed to compare).
+
+use std::borrow::Cow;
 
 use serde_json::{Map, Number, Value};
 
@@ -117,6 +127,404 @@ pub(crate) fn write_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
+/// Why bytes are not one canonical JSON value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    /// Not JSON, or nested deeper than `serde_json` reads, at this byte offset.
+    #[error("not valid JSON at byte {0}")]
+    Syntax(usize),
+    /// JSON, but not its canonical (RFC 8785) encoding, at this byte offset.
+    #[error("not in canonical (RFC 8785) form at byte {0}")]
+    NotCanonical(usize),
+}
+
+/// Arrays and objects `serde_json` nests at most (its recursion limit of 128, less the level it
+/// keeps in hand), so [`check`] accepts exactly the values [`to_vec`] can be given by a parse.
+pub const MAX_NESTING: usize = 127;
+
+/// A string or boolean member value noted by [`check`]; a string is its raw (escaped) body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scalar<'a> {
+    Str(&'a str),
+    Bool(bool),
+}
+
+/// The string and boolean members of a checked object and of the objects that are its members'
+/// values, noted during the one pass of [`check`]: enough to read fields such as `/actor/id`
+/// without building a JSON tree. Empty if the value is not an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outline<'a> {
+    /// (parent member, member, value), in byte order.
+    members: Vec<(Option<&'a str>, &'a str, Scalar<'a>)>,
+}
+
+impl<'a> Outline<'a> {
+    /// The member at `pointer`, a JSON Pointer of one or two member names (`/type`, `/actor/id`;
+    /// names holding `/` or `~`, which a pointer escapes, are not looked up).
+    fn get(&self, pointer: &str) -> Option<Scalar<'a>> {
+        // A raw name equals a name if it is the same text, or decodes to it (escaped names only).
+        let is =
+            |raw: &str, name: &str| raw == name || (raw.contains('\\') && unescape(raw) == name);
+        let path = pointer.strip_prefix('/')?;
+        let (parent, key) = match path.split_once('/') {
+            Some((parent, key)) => (Some(parent), key),
+            None => (None, path),
+        };
+        if key.contains(['/', '~']) || parent.is_some_and(|p| p.contains('~')) {
+            return None;
+        }
+        self.members
+            .iter()
+            .find(|(p, k, _)| {
+                is(k, key)
+                    && match (p, parent) {
+                        (None, None) => true,
+                        (Some(p), Some(parent)) => is(p, parent),
+                        _ => false,
+                    }
+            })
+            .map(|m| m.2)
+    }
+
+    /// The string at `pointer` (see [`Outline::get`]), unescaped; `None` if absent or not a string.
+    #[must_use]
+    pub fn str(&self, pointer: &str) -> Option<Cow<'a, str>> {
+        match self.get(pointer)? {
+            Scalar::Str(raw) => Some(unescape(raw)),
+            Scalar::Bool(_) => None,
+        }
+    }
+
+    /// The boolean at `pointer` (see [`Outline::get`]); `None` if absent or not a boolean.
+    #[must_use]
+    pub fn bool(&self, pointer: &str) -> Option<bool> {
+        match self.get(pointer)? {
+            Scalar::Bool(b) => Some(b),
+            Scalar::Str(_) => None,
+        }
+    }
+}
+
+/// Checks that `bytes` are exactly the canonical encoding of the JSON value they parse to (what
+/// [`to_vec`] writes for it), in one pass and without building a tree, and outlines the value
+/// ([`Outline`]). The differential property tests and the `jcs` fuzz target hold this equal to
+/// "`serde_json` parses it and [`to_vec`] gives the same bytes back".
+pub fn check(bytes: &[u8]) -> Result<Outline<'_>, CheckError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| CheckError::Syntax(e.valid_up_to()))?;
+    let (end, outline) = check_at(text, 0, MAX_NESTING)?;
+    if end == bytes.len() {
+        Ok(outline)
+    } else {
+        Err(Checker::new(text, end, 0).unexpected())
+    }
+}
+
+/// Checks the one canonical value starting at byte `from` of `text`, nested at most `max_nesting`
+/// deep; returns where it ends and its outline. What follows it is the caller's.
+pub fn check_at(
+    text: &str,
+    from: usize,
+    max_nesting: usize,
+) -> Result<(usize, Outline<'_>), CheckError> {
+    let mut checker = Checker::new(text, from, max_nesting);
+    checker.value(Note::Top)?;
+    Ok((checker.pos, checker.outline))
+}
+
+/// Checks the canonical string starting at byte `from` of `text` (its opening quote); returns
+/// where it ends and its raw body, which [`unescape`] decodes.
+pub fn check_string_at(text: &str, from: usize) -> Result<(usize, &str), CheckError> {
+    let mut checker = Checker::new(text, from, 0);
+    let raw = checker.string()?;
+    Ok((checker.pos, raw))
+}
+
+/// The text of a raw string body that [`check`] accepted: its (canonical) escapes decoded. Other
+/// input is decoded as far as it makes sense, never a panic.
+#[must_use]
+pub fn unescape(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('\\') {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (c, used) = match after.as_bytes().first() {
+            Some(b'b') => ('\u{8}', 1),
+            Some(b'f') => ('\u{c}', 1),
+            Some(b'n') => ('\n', 1),
+            Some(b'r') => ('\r', 1),
+            Some(b't') => ('\t', 1),
+            Some(b'u') => match after
+                .get(1..5)
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+            {
+                Some(code) => (char::from_u32(code).unwrap_or('\u{fffd}'), 5),
+                None => ('\\', 0),
+            },
+            Some(&b) if b.is_ascii() => (char::from(b), 1),
+            _ => ('\\', 0),
+        };
+        out.push(c);
+        rest = &after[used..];
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// What to note of an object's members in the outline.
+#[derive(Clone, Copy)]
+enum Note<'a> {
+    Nothing,
+    /// The checked value itself.
+    Top,
+    /// The value of the checked object's member with this (raw) name.
+    Under(&'a str),
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    pos: usize,
+    depth_left: usize,
+    outline: Outline<'a>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(text: &'a str, pos: usize, max_nesting: usize) -> Self {
+        Self {
+            text,
+            pos,
+            depth_left: max_nesting,
+            outline: Outline::default(),
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.pos).copied()
+    }
+
+    /// The error for the byte at `pos`: JSON whitespace is valid JSON but never canonical.
+    fn unexpected(&self) -> CheckError {
+        match self.peek() {
+            Some(b' ' | b'\t' | b'\n' | b'\r') => CheckError::NotCanonical(self.pos),
+            _ => CheckError::Syntax(self.pos),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), CheckError> {
+        if self.text.as_bytes()[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(CheckError::Syntax(self.pos))
+        }
+    }
+
+    /// One value; its scalar, if a string or boolean.
+    fn value(&mut self, note: Note<'a>) -> Result<Option<Scalar<'a>>, CheckError> {
+        match self.peek() {
+            Some(b'{') => self.object(note).map(|()| None),
+            Some(b'[') => self.array().map(|()| None),
+            Some(b'"') => self.string().map(|raw| Some(Scalar::Str(raw))),
+            Some(b't') => self.literal(b"true").map(|()| Some(Scalar::Bool(true))),
+            Some(b'f') => self.literal(b"false").map(|()| Some(Scalar::Bool(false))),
+            Some(b'n') => self.literal(b"null").map(|()| None),
+            Some(b'-' | b'0'..=b'9') => self.number().map(|()| None),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    /// Steps into an array or object (at its opening bracket).
+    fn enter(&mut self) -> Result<(), CheckError> {
+        self.depth_left = self
+            .depth_left
+            .checked_sub(1)
+            .ok_or(CheckError::Syntax(self.pos))?;
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// After an item: a comma (`Ok(true)`, more follow) or the closing bracket (`Ok(false)`).
+    fn next_item(&mut self, close: u8) -> Result<bool, CheckError> {
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(true)
+            }
+            Some(b) if b == close => {
+                self.pos += 1;
+                self.depth_left += 1;
+                Ok(false)
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    fn array(&mut self) -> Result<(), CheckError> {
+        self.enter()?;
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            self.depth_left += 1;
+            return Ok(());
+        }
+        loop {
+            self.value(Note::Nothing)?;
+            if !self.next_item(b']')? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn object(&mut self, note: Note<'a>) -> Result<(), CheckError> {
+        self.enter()?;
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            self.depth_left += 1;
+            return Ok(());
+        }
+        let mut prev: Option<&'a str> = None;
+        loop {
+            let at = self.pos;
+            if self.peek() != Some(b'"') {
+                return Err(self.unexpected());
+            }
+            let key = self.string()?;
+            // Strictly increasing: sorted, and no name twice (a parse keeps the last, so the
+            // bytes of a repeated name never come back).
+            if prev.is_some_and(|prev| !sorts_after(key, prev)) {
+                return Err(CheckError::NotCanonical(at));
+            }
+            prev = Some(key);
+            if self.peek() != Some(b':') {
+                return Err(self.unexpected());
+            }
+            self.pos += 1;
+            let child = match note {
+                Note::Top => Note::Under(key),
+                _ => Note::Nothing,
+            };
+            let scalar = self.value(child)?;
+            match (note, scalar) {
+                (Note::Top, Some(s)) => self.outline.members.push((None, key, s)),
+                (Note::Under(parent), Some(s)) => self.outline.members.push((Some(parent), key, s)),
+                _ => {}
+            }
+            if !self.next_item(b'}')? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A string at its opening quote; its raw body. Canonical escapes only: `\"`, `\\`, the five
+    /// short control escapes, and `\u00xx` (lowercase) for the other controls.
+    fn string(&mut self) -> Result<&'a str, CheckError> {
+        let b = self.text.as_bytes();
+        if b.get(self.pos) != Some(&b'"') {
+            return Err(self.unexpected());
+        }
+        let start = self.pos + 1;
+        let mut i = start;
+        loop {
+            match b.get(i) {
+                None => return Err(CheckError::Syntax(i)),
+                Some(b'"') => break,
+                Some(b'\\') => i += escape_len(b, i)?,
+                Some(0x00..=0x1F) => return Err(CheckError::Syntax(i)),
+                Some(_) => i += 1,
+            }
+        }
+        self.pos = i + 1;
+        // Both ends are ASCII quotes, so on character boundaries.
+        Ok(&self.text[start..i])
+    }
+
+    /// A number; canonical if it is what [`write_number`] writes for the number it parses to.
+    fn number(&mut self) -> Result<(), CheckError> {
+        let b = self.text.as_bytes();
+        let start = self.pos;
+        let digits = |mut i: usize| {
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            i
+        };
+        let mut i = start + usize::from(b[start] == b'-');
+        i = match b.get(i) {
+            Some(b'0') => i + 1,
+            Some(b'1'..=b'9') => digits(i),
+            _ => return Err(CheckError::Syntax(i)),
+        };
+        let int_end = i;
+        if b.get(i) == Some(&b'.') {
+            i = match digits(i + 1) {
+                end if end > i + 1 => end,
+                end => return Err(CheckError::Syntax(end)),
+            };
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            i = match digits(i) {
+                end if end > i => end,
+                end => return Err(CheckError::Syntax(end)),
+            };
+        }
+        self.pos = i;
+        let token = &b[start..i];
+        // An integer of up to 15 digits (below 2^53) without a leading zero prints as itself;
+        // `-0` does not (it is the double -0, printed `0`).
+        let magnitude = &b[start + usize::from(b[start] == b'-')..int_end];
+        if int_end == i && magnitude.len() <= 15 && token != b"-0" {
+            return Ok(());
+        }
+        let number: Number =
+            serde_json::from_slice(token).map_err(|_| CheckError::Syntax(start))?;
+        let mut canonical = Vec::with_capacity(token.len());
+        write_number(&number, &mut canonical);
+        if canonical == token {
+            Ok(())
+        } else {
+            Err(CheckError::NotCanonical(start))
+        }
+    }
+}
+
+/// The length of the escape at `b[i]` (a backslash), if it is a canonical one.
+fn escape_len(b: &[u8], i: usize) -> Result<usize, CheckError> {
+    match b.get(i + 1) {
+        Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(2),
+        Some(b'/') => Err(CheckError::NotCanonical(i)),
+        Some(b'u') => match b.get(i + 2..i + 6) {
+            // A control character without a short form (not 08, 09, 0a, 0c, 0d), lowercase.
+            Some(
+                [b'0', b'0', b'0', b'0'..=b'7' | b'b' | b'e' | b'f']
+                | [b'0', b'0', b'1', b'0'..=b'9' | b'a'..=b'f'],
+            ) => Ok(6),
+            Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => Err(CheckError::NotCanonical(i)),
+            _ => Err(CheckError::Syntax(i)),
+        },
+        _ => Err(CheckError::Syntax(i)),
+    }
+}
+
+/// Whether member name `key` sorts strictly after `prev` in UTF-16 code units (RFC 8785 3.2.3),
+/// both raw bodies. Without escapes or characters at or above U+E000 (UTF-8 lead byte 0xEE) the
+/// UTF-8 bytes sort in that order already.
+fn sorts_after(key: &str, prev: &str) -> bool {
+    let plain = |s: &str| !s.bytes().any(|b| b == b'\\' || b >= 0xEE);
+    if plain(key) && plain(prev) {
+        return key.as_bytes() > prev.as_bytes();
+    }
+    unescape(key)
+        .encode_utf16()
+        .cmp(unescape(prev).encode_utf16())
+        .is_gt()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,11 +594,167 @@ mod tests {
         );
     }
 
+    /// The reference for [`check`]: `serde_json` parses the bytes and `serde_jcs` writes them back.
+    fn reparses_to_itself(bytes: &[u8]) -> bool {
+        serde_json::from_slice::<Value>(bytes)
+            .is_ok_and(|v| serde_jcs::to_vec(&v).is_ok_and(|c| c == bytes))
+    }
+
+    /// Small edits that keep bytes close to canonical JSON: the cases a checker gets wrong.
+    fn mutate(bytes: &[u8], op: u8, at: usize, with: u8) -> Vec<u8> {
+        const BYTES: &[u8] = b" \"\\,:{}[]0-e.Eua/\x1f\x7f\xc3\xa9";
+        let mut out = bytes.to_vec();
+        if out.is_empty() {
+            return out;
+        }
+        let at = at % out.len();
+        let with = BYTES[usize::from(with) % BYTES.len()];
+        match op % 4 {
+            0 => out.insert(at, with),
+            1 => {
+                out.remove(at);
+            }
+            2 => out[at] = with,
+            _ => out.swap(at, (at + 1) % bytes.len()),
+        }
+        out
+    }
+
+    #[test]
+    fn check_cases() {
+        for ok in [
+            "0",
+            "-1",
+            "100",
+            "1e+21",
+            "1e-7",
+            "0.5",
+            "-0.5",
+            "9007199254740992",
+            "999999999999999",
+            "\"\\u0000\\u001f\\b\\t\\n\\f\\r\\\"\\\\\"",
+            "\"\u{7f}\u{2028}\"",
+            "{\"\\r\":1,\"1\":2,\"\u{80}\":3,\"\u{1F600}\":4,\"\u{fb33}\":5}",
+            "[]",
+            "{}",
+            "[[],{}]",
+            "true",
+            "null",
+        ] {
+            assert!(check(ok.as_bytes()).is_ok(), "{ok}");
+            assert!(reparses_to_itself(ok.as_bytes()), "{ok}");
+        }
+        for (bad, why) in [
+            ("-0", CheckError::NotCanonical(0)),
+            ("1.0", CheckError::NotCanonical(0)),
+            ("1E+21", CheckError::NotCanonical(0)),
+            ("1e21", CheckError::NotCanonical(0)),
+            ("9007199254740993", CheckError::NotCanonical(0)),
+            ("01", CheckError::Syntax(1)),
+            ("1.", CheckError::Syntax(2)),
+            ("\"\\u0041\"", CheckError::NotCanonical(1)),
+            ("\"\\u000A\"", CheckError::NotCanonical(1)),
+            ("\"\\u000a\"", CheckError::NotCanonical(1)),
+            ("\"\\/\"", CheckError::NotCanonical(1)),
+            ("\"\\x\"", CheckError::Syntax(1)),
+            ("\"\u{1}\"", CheckError::Syntax(1)),
+            ("[1, 2]", CheckError::NotCanonical(3)),
+            ("[1,]", CheckError::Syntax(3)),
+            (" 1", CheckError::NotCanonical(0)),
+            ("1 ", CheckError::NotCanonical(1)),
+            ("{\"b\":1,\"a\":2}", CheckError::NotCanonical(7)),
+            ("{\"a\":1,\"a\":2}", CheckError::NotCanonical(7)),
+            (
+                "{\"\u{fb33}\":1,\"\u{1F600}\":2}",
+                CheckError::NotCanonical(9),
+            ),
+            ("tru", CheckError::Syntax(0)),
+            ("\"abc", CheckError::Syntax(4)),
+        ] {
+            assert_eq!(check(bad.as_bytes()), Err(why), "{bad}");
+            assert!(!reparses_to_itself(bad.as_bytes()), "{bad}");
+        }
+        assert!(check(b"\"\xff\"").is_err());
+    }
+
+    #[test]
+    fn nesting_stops_where_serde_json_stops() {
+        for depth in [MAX_NESTING - 1, MAX_NESTING, MAX_NESTING + 1] {
+            let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            assert_eq!(
+                check(text.as_bytes()).is_ok(),
+                reparses_to_itself(text.as_bytes()),
+                "{depth}"
+            );
+            assert_eq!(
+                check(text.as_bytes()).is_ok(),
+                depth <= MAX_NESTING,
+                "{depth}"
+            );
+        }
+    }
+
+    #[test]
+    fn outline_reads_two_levels_of_objects() {
+        let bytes = br#"{"a":"x\ny","b":true,"c":{"d":"e","f":false,"g":{"h":"i"}},"j":[{"k":"l"}],"k\"":"q","m":1}"#;
+        let o = check(bytes).unwrap();
+        assert_eq!(o.str("/a").as_deref(), Some("x\ny"));
+        assert_eq!(o.bool("/b"), Some(true));
+        assert_eq!(o.str("/b"), None);
+        assert_eq!(o.str("/c/d").as_deref(), Some("e"));
+        assert_eq!(o.bool("/c/f"), Some(false));
+        assert_eq!(o.str("/c/g/h"), None);
+        assert_eq!(o.str("/g/h"), None);
+        assert_eq!(o.str("/j/k"), None);
+        assert_eq!(o.str("/m"), None);
+        assert_eq!(o.str("/k\"").as_deref(), Some("q"));
+        assert_eq!(o.str("a"), None);
+        assert_eq!(check(b"[\"a\"]").unwrap(), Outline::default());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
         #[test]
         fn equals_serde_jcs(value in arb_json()) {
             prop_assert_eq!(to_vec(&value), serde_jcs::to_vec(&value).unwrap());
+        }
+
+        /// `check` accepts exactly the bytes that parse and write back to themselves.
+        #[test]
+        fn check_agrees_with_reparsing(
+            value in arb_json(),
+            edits in prop::collection::vec((any::<u8>(), any::<usize>(), any::<u8>()), 0..3),
+        ) {
+            let canonical = to_vec(&value);
+            prop_assert!(check(&canonical).is_ok());
+            let edited = edits.iter().fold(canonical, |b, &(op, at, with)| mutate(&b, op, at, with));
+            prop_assert_eq!(check(&edited).is_ok(), reparses_to_itself(&edited), "{:?}", String::from_utf8_lossy(&edited));
+        }
+
+        /// The outline gives what member lookups on the parsed tree give.
+        #[test]
+        fn outline_agrees_with_the_tree(value in arb_json()) {
+            let bytes = to_vec(&value);
+            let outline = check(&bytes).unwrap();
+            let Value::Object(top) = &value else {
+                prop_assert_eq!(outline, Outline::default());
+                return Ok(());
+            };
+            for (k, v) in top {
+                let pointer = format!("/{k}");
+                if k.contains(['/', '~']) { continue; }
+                let got = outline.str(&pointer);
+                prop_assert_eq!(got.as_deref(), v.as_str());
+                prop_assert_eq!(outline.bool(&pointer), v.as_bool());
+                let Value::Object(inner) = v else { continue };
+                for (k2, v2) in inner {
+                    if k2.contains(['/', '~']) { continue; }
+                    let pointer = format!("/{k}/{k2}");
+                    let got = outline.str(&pointer);
+                    prop_assert_eq!(got.as_deref(), v2.as_str());
+                    prop_assert_eq!(outline.bool(&pointer), v2.as_bool());
+                }
+            }
         }
     }
 }

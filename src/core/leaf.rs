@@ -7,11 +7,12 @@
 //! their UTF-16 code units, which for these six ASCII keys is the order above, and the event is
 //! already canonical, so the leaf is a concatenation. A property test holds it equal to full JCS.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::hash::{Hash, to_hex};
-use super::jcs::write_string;
+use super::jcs::{self, CheckError, MAX_NESTING, Outline, unescape, write_string};
 
 /// Leaf format version.
 pub const LEAF_VERSION: u64 = 1;
@@ -191,26 +192,27 @@ pub fn encode_leaf(header: &LeafHeader<'_>, event_jcs: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A leaf read back from its bytes. Parsing does not prove the bytes canonical; [`Leaf::parse`] does
-/// that by re-encoding, so a reader of stored data learns of any leaf that is not in contract form.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Leaf {
-    /// Format version (1).
-    pub v: u64,
+/// A leaf read back from its bytes, borrowing them. [`Leaf::parse`] proves the bytes are the
+/// contract's canonical encoding, so every field here is in its contract form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaf<'a> {
     /// Position in the log.
     pub index: u64,
-    /// Ingestion time, RFC 3339 UTC microseconds.
-    pub ingested_at: String,
+    /// Ingestion time, RFC 3339 UTC microseconds (as [`format_micros`] writes it).
+    pub ingested_at: &'a str,
+    /// `ingested_at` in microseconds since the epoch.
+    pub ingested_micros: i64,
     /// Authenticated source name.
-    pub source: String,
-    /// Hex leaf hash of the previous entry.
-    pub prev_leaf_hash: String,
-    /// The event as posted.
-    pub event: Value,
+    pub source: Cow<'a, str>,
+    /// Leaf hash of the previous entry ([`GENESIS_PREV`] for entry 0).
+    pub prev_leaf_hash: Hash,
     /// The source's signature over the event's canonical bytes, if it signs.
-    #[serde(default)]
     pub origin_signature: Option<OriginSignature>,
+    /// The event's canonical (RFC 8785) bytes: the slice of the leaf between `{"event":` and the
+    /// header fields, which is what a source signs.
+    pub event: &'a [u8],
+    /// The event's string and boolean fields, top level and one level down.
+    pub fields: Outline<'a>,
 }
 
 /// Why bytes are not a contract leaf.
@@ -227,74 +229,132 @@ pub enum LeafError {
     Field(&'static str),
 }
 
-impl Leaf {
-    /// Parses leaf bytes, requiring the exact canonical encoding of the contract.
-    pub fn parse(bytes: &[u8]) -> Result<Self, LeafError> {
-        let leaf: Leaf =
-            serde_json::from_slice(bytes).map_err(|e| LeafError::Json(e.to_string()))?;
-        if leaf.v != LEAF_VERSION {
+impl From<CheckError> for LeafError {
+    fn from(e: CheckError) -> Self {
+        match e {
+            CheckError::Syntax(_) => Self::Json(e.to_string()),
+            CheckError::NotCanonical(_) => Self::NotCanonical,
+        }
+    }
+}
+
+/// Nesting allowed inside `event`: `serde_json`'s limit less the leaf object around it, so a
+/// leaf parses here exactly when it parses as JSON.
+const EVENT_NESTING: usize = MAX_NESTING - 1;
+
+/// Reads a leaf's fixed members in their one canonical order.
+struct Members<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Members<'a> {
+    /// Consumes `lit` if the text continues with it.
+    fn take(&mut self, lit: &str) -> bool {
+        let found = self.text[self.pos..].starts_with(lit);
+        if found {
+            self.pos += lit.len();
+        }
+        found
+    }
+
+    /// Consumes the member name `lit` (with its punctuation) or says which member was expected.
+    fn expect(&mut self, lit: &str) -> Result<(), LeafError> {
+        if self.take(lit) {
+            Ok(())
+        } else if self.text.as_bytes()[self.pos..]
+            .iter()
+            .filter(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+            .take(lit.len())
+            .eq(lit.as_bytes())
+        {
+            // The member is there, spaced out: JSON, but not canonical.
+            Err(LeafError::NotCanonical)
+        } else {
+            Err(LeafError::Json(format!(
+                "expected {lit} at byte {} (members in canonical order, no others)",
+                self.pos
+            )))
+        }
+    }
+
+    /// A canonical string's raw body.
+    fn string(&mut self) -> Result<&'a str, LeafError> {
+        let (end, raw) = jcs::check_string_at(self.text, self.pos)?;
+        self.pos = end;
+        Ok(raw)
+    }
+
+    /// `index`: a canonical unsigned integer that fits in 64 bits.
+    fn index(&mut self) -> Result<u64, LeafError> {
+        let digits = self.text.as_bytes()[self.pos..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let text = &self.text[self.pos..self.pos + digits];
+        self.pos += digits;
+        match text.parse::<u64>() {
+            Ok(n) if n.to_string() == text => Ok(n),
+            _ => Err(LeafError::Field("index")),
+        }
+    }
+}
+
+impl<'a> Leaf<'a> {
+    /// Parses leaf bytes, requiring the exact canonical encoding of the contract. One pass, no
+    /// JSON tree: the header members have one fixed order and spelling, and the event is checked
+    /// canonical by [`jcs::check_at`], which outlines its fields on the way.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, LeafError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| LeafError::Json(e.to_string()))?;
+        let mut m = Members { text, pos: 0 };
+        m.expect("{\"event\":")?;
+        let (end, fields) = jcs::check_at(text, m.pos, EVENT_NESTING)?;
+        let event = &bytes[m.pos..end];
+        m.pos = end;
+        m.expect(",\"index\":")?;
+        let index = m.index()?;
+        m.expect(",\"ingested_at\":")?;
+        let ingested_at = m.string()?;
+        let ingested_micros = parse_micros(ingested_at)
+            .filter(|&t| format_micros(t).as_deref() == Some(ingested_at))
+            .ok_or(LeafError::Field("ingested_at"))?;
+        let origin_signature = if m.take(",\"origin_signature\":{\"key_id\":") {
+            let key_id = unescape(m.string()?).into_owned();
+            m.expect(",\"signature\":")?;
+            let signature = unescape(m.string()?).into_owned();
+            m.expect("}")?;
+            let sig = OriginSignature { key_id, signature };
+            if !sig.is_well_formed() {
+                return Err(LeafError::Field("origin_signature"));
+            }
+            Some(sig)
+        } else {
+            None
+        };
+        m.expect(",\"prev_leaf_hash\":")?;
+        let prev = m.string()?;
+        let prev_leaf_hash = super::hash::from_hex(prev)
+            .filter(|h| to_hex(h) == prev)
+            .ok_or(LeafError::Field("prev_leaf_hash"))?;
+        m.expect(",\"source\":")?;
+        let source = unescape(m.string()?);
+        m.expect(",\"v\":")?;
+        if !m.take("1}") {
             return Err(LeafError::Field("v"));
         }
-        let prev = super::hash::from_hex(&leaf.prev_leaf_hash)
-            .ok_or(LeafError::Field("prev_leaf_hash"))?;
-        if to_hex(&prev) != leaf.prev_leaf_hash {
-            return Err(LeafError::Field("prev_leaf_hash"));
+        if m.pos != bytes.len() {
+            return Err(LeafError::Json(format!("trailing bytes at {}", m.pos)));
         }
-        let micros = parse_micros(&leaf.ingested_at).ok_or(LeafError::Field("ingested_at"))?;
-        if format_micros(micros).as_deref() != Some(leaf.ingested_at.as_str()) {
-            return Err(LeafError::Field("ingested_at"));
-        }
-        if leaf
-            .origin_signature
-            .as_ref()
-            .is_some_and(|s| !s.is_well_formed())
-        {
-            return Err(LeafError::Field("origin_signature"));
-        }
-        let event_jcs = super::jcs::to_vec(&leaf.event);
-        let header = LeafHeader {
-            index: leaf.index,
-            ingested_at: &leaf.ingested_at,
-            source: &leaf.source,
-            prev_leaf_hash: &prev,
-            origin_signature: leaf.origin_signature.as_ref(),
-        };
-        if encode_leaf(&header, &event_jcs) != bytes {
-            return Err(LeafError::NotCanonical);
-        }
-        Ok(leaf)
-    }
-
-    /// `prev_leaf_hash` as bytes (checked in [`Leaf::parse`]).
-    #[must_use]
-    pub fn prev_hash(&self) -> Hash {
-        super::hash::from_hex(&self.prev_leaf_hash).unwrap_or_default()
-    }
-
-    /// `ingested_at` in microseconds since the epoch (checked in [`Leaf::parse`]).
-    #[must_use]
-    pub fn ingested_micros(&self) -> i64 {
-        parse_micros(&self.ingested_at).unwrap_or_default()
-    }
-
-    /// The event's canonical (RFC 8785) bytes inside `bytes`, the leaf bytes this was parsed from:
-    /// a canonical leaf is `{"event":` + event + the header fields ([`encode_leaf`]), so the event
-    /// is the slice between them and needs no re-encoding. `None` if `bytes` are not this leaf's.
-    #[must_use]
-    pub fn event_bytes<'a>(&self, bytes: &'a [u8]) -> Option<&'a [u8]> {
-        const PREFIX: &[u8] = b"{\"event\":";
-        let prev = self.prev_hash();
-        let header = LeafHeader {
-            index: self.index,
-            ingested_at: &self.ingested_at,
-            source: &self.source,
-            prev_leaf_hash: &prev,
-            origin_signature: self.origin_signature.as_ref(),
-        };
-        let suffix_len = encode_leaf(&header, b"").len() - PREFIX.len();
-        let end = bytes.len().checked_sub(suffix_len)?;
-        let event = bytes.get(PREFIX.len()..end)?;
-        (encode_leaf(&header, event) == bytes).then_some(event)
+        Ok(Self {
+            index,
+            ingested_at,
+            ingested_micros,
+            source,
+            prev_leaf_hash,
+            origin_signature,
+            event,
+            fields,
+        })
     }
 }
 
@@ -302,7 +362,7 @@ impl Leaf {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     #[test]
     fn timestamps_have_six_digits_and_z() {
@@ -337,9 +397,14 @@ mod tests {
         assert_eq!(String::from_utf8(leaf.clone()).unwrap(), want);
         let parsed = Leaf::parse(&leaf).unwrap();
         assert_eq!(parsed.index, 7);
-        assert_eq!(parsed.event_bytes(&leaf), Some(event.as_slice()));
-        assert_eq!(parsed.event_bytes(&leaf[1..]), None);
+        assert_eq!(parsed.event, event.as_slice());
+        assert_eq!(parsed.fields.str("/a").as_deref(), Some("x"));
+        assert_eq!(parsed.fields.str("/b"), None);
+        assert_eq!(parsed.ingested_micros, 1_795_251_960_123_456);
+        assert_eq!(parsed.prev_leaf_hash, [0xab; 32]);
+        assert_eq!(parsed.source, "ci-runner");
         assert_eq!(parsed.origin_signature, None);
+        assert!(Leaf::parse(&leaf[1..]).is_err());
 
         // A signing source's leaf: one more member, in JCS order; the rest unchanged.
         let sig = OriginSignature {
@@ -369,7 +434,7 @@ mod tests {
         assert_eq!(String::from_utf8(signed.clone()).unwrap(), want);
         let parsed = Leaf::parse(&signed).unwrap();
         assert_eq!(parsed.origin_signature.as_ref(), Some(&sig));
-        assert_eq!(parsed.event_bytes(&signed), Some(event.as_slice()));
+        assert_eq!(parsed.event, event.as_slice());
         for bad in ["0A1B2C3D", "0a1b2c", "0a1b2c3g"] {
             let mut s = sig.clone();
             s.key_id = bad.into();
@@ -419,6 +484,85 @@ mod tests {
             r#"{{"event":{{}}, "index":0,"ingested_at":"1970-01-01T00:00:00.000000Z","prev_leaf_hash":"{zeros}","source":"s","v":1}}"#
         );
         assert_eq!(Leaf::parse(spaced.as_bytes()), Err(LeafError::NotCanonical));
+    }
+
+    /// The parse [`Leaf::parse`] replaced, kept as its reference: `serde_json` into a tree, the
+    /// field checks, and the tree written back (by `serde_jcs`) must give the same bytes. Returns
+    /// what a parse exposes, with the event as a tree.
+    #[allow(clippy::type_complexity)]
+    fn reference(
+        bytes: &[u8],
+    ) -> Option<(u64, String, String, Hash, Option<OriginSignature>, Value)> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Old {
+            v: u64,
+            index: u64,
+            ingested_at: String,
+            source: String,
+            prev_leaf_hash: String,
+            event: Value,
+            #[serde(default)]
+            origin_signature: Option<OriginSignature>,
+        }
+        let old: Old = serde_json::from_slice(bytes).ok()?;
+        let prev = crate::core::hash::from_hex(&old.prev_leaf_hash)?;
+        let micros = parse_micros(&old.ingested_at)?;
+        let fields_ok = old.v == 1
+            && to_hex(&prev) == old.prev_leaf_hash
+            && format_micros(micros).as_deref() == Some(old.ingested_at.as_str())
+            && old
+                .origin_signature
+                .as_ref()
+                .is_none_or(OriginSignature::is_well_formed);
+        let header = LeafHeader {
+            index: old.index,
+            ingested_at: &old.ingested_at,
+            source: &old.source,
+            prev_leaf_hash: &prev,
+            origin_signature: old.origin_signature.as_ref(),
+        };
+        let event = serde_jcs::to_vec(&old.event).ok()?;
+        (fields_ok && encode_leaf(&header, &event) == bytes).then_some((
+            old.index,
+            old.ingested_at,
+            old.source,
+            prev,
+            old.origin_signature,
+            old.event,
+        ))
+    }
+
+    /// What [`Leaf::parse`] gives, in the reference's shape (the event re-read as a tree).
+    #[allow(clippy::type_complexity)]
+    fn ours(bytes: &[u8]) -> Option<(u64, String, String, Hash, Option<OriginSignature>, Value)> {
+        let leaf = Leaf::parse(bytes).ok()?;
+        let event = serde_json::from_slice(leaf.event).expect("a checked event parses");
+        Some((
+            leaf.index,
+            leaf.ingested_at.to_owned(),
+            leaf.source.into_owned(),
+            leaf.prev_leaf_hash,
+            leaf.origin_signature,
+            event,
+        ))
+    }
+
+    #[test]
+    fn event_nesting_stops_where_serde_json_stops() {
+        let zeros = "0".repeat(64);
+        for depth in [EVENT_NESTING - 1, EVENT_NESTING, EVENT_NESTING + 1] {
+            let event = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let leaf = format!(
+                r#"{{"event":{event},"index":0,"ingested_at":"1970-01-01T00:00:00.000000Z","prev_leaf_hash":"{zeros}","source":"s","v":1}}"#
+            );
+            assert_eq!(
+                Leaf::parse(leaf.as_bytes()).is_ok(),
+                reference(leaf.as_bytes()).is_some(),
+                "{depth}"
+            );
+            assert_eq!(Leaf::parse(leaf.as_bytes()).is_ok(), depth <= EVENT_NESTING);
+        }
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {
@@ -479,6 +623,49 @@ mod tests {
                 prop_assert!(Leaf::parse(&ours).is_ok());
             }
             prop_assert_eq!(format_micros(parse_micros(&ingested_at).unwrap()).unwrap(), ingested_at);
+        }
+
+        /// `Leaf::parse` accepts exactly what the reference accepts, and reads the same fields,
+        /// on contract leaves and on leaves with small edits.
+        #[test]
+        fn parse_agrees_with_the_reference(
+            event in arb_json(),
+            index in prop_oneof![0u64..1_000, any::<u64>()],
+            micros in 0i64..253_402_300_799_000_000,
+            source in "[a-z0-9._\\-\"\\\\\\u{e9}\\u{1}]{1,12}",
+            prev in any::<[u8; 32]>(),
+            signed in proptest::option::of((any::<[u8; 4]>(), prop::collection::vec(any::<u8>(), 64))),
+            edits in prop::collection::vec((any::<u8>(), any::<usize>(), any::<u8>()), 0..3),
+        ) {
+            let ingested_at = format_micros(micros).unwrap();
+            let sig = signed.map(|(id, sig)| OriginSignature {
+                key_id: hex::encode(id),
+                signature: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sig),
+            });
+            let leaf = encode_leaf(
+                &LeafHeader {
+                    index,
+                    ingested_at: &ingested_at,
+                    source: &source,
+                    prev_leaf_hash: &prev,
+                    origin_signature: sig.as_ref(),
+                },
+                &serde_jcs::to_vec(&event).unwrap(),
+            );
+            prop_assert!(Leaf::parse(&leaf).is_ok());
+            prop_assert_eq!(ours(&leaf), reference(&leaf));
+            let mut edited = leaf.clone();
+            for &(op, at, with) in &edits {
+                const BYTES: &[u8] = b" \"\\,:{}[]01-e.ua/\x1f\xc3\xa9";
+                let at = at % edited.len();
+                let with = BYTES[usize::from(with) % BYTES.len()];
+                match op % 3 {
+                    0 => edited.insert(at, with),
+                    1 => { edited.remove(at); }
+                    _ => edited[at] = with,
+                }
+            }
+            prop_assert_eq!(ours(&edited), reference(&edited), "{:?}", String::from_utf8_lossy(&edited));
         }
 
         #[test]

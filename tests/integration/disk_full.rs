@@ -260,7 +260,7 @@ async fn disk_full_answers_503_loses_nothing_and_resumes_after_a_restart() {
             handed_out.insert(cp.size, cp.root);
         } else {
             let leaf = Leaf::parse(&leaf).unwrap();
-            let id = leaf.event["event_id"].as_str().unwrap().to_owned();
+            let id = leaf.fields.str("/event_id").unwrap().into_owned();
             assert!(
                 failed_batch.contains(&id),
                 "entry {index} ({id}) is neither answered nor of the failed batch"

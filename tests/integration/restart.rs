@@ -75,7 +75,8 @@ async fn restart_keeps_state_and_the_new_log_extends_the_old_checkpoint() {
         let (_, leaf) = server.get_text(&format!("/v1/entries/{i}")).await;
         let at = ledger::core::leaf::Leaf::parse(leaf.as_bytes())
             .unwrap()
-            .ingested_at;
+            .ingested_at
+            .to_owned();
         assert!(at >= last, "{at} < {last}");
         last = at;
     }
