@@ -794,43 +794,57 @@ pub fn json_bytes(value: &impl serde::Serialize) -> Vec<u8> {
     bytes
 }
 
-/// `controls.json`: the mapping applied, with each control's row count in the period.
-pub fn controls_json(
-    framework_name: &str,
-    framework: &Framework,
-    dir: &Path,
-) -> Result<serde_json::Value, BundleError> {
-    let mut counts: BTreeMap<String, u64> = framework
-        .controls
-        .iter()
-        .map(|c| (c.id.clone(), 0))
-        .collect();
-    read_rows(&dir.join(files::EVENTS), |row| {
-        for c in &row.controls {
-            *counts.entry(c.clone()).or_default() += 1;
+/// Each control's row count in the period, counted as the period's rows go by (export while it
+/// writes them, verify while it checks them), for `controls.json`.
+#[derive(Debug, Clone)]
+pub struct ControlCounts(BTreeMap<String, u64>);
+
+impl ControlCounts {
+    /// Zero rows for every control of `framework`.
+    #[must_use]
+    pub fn new(framework: &Framework) -> Self {
+        Self(
+            framework
+                .controls
+                .iter()
+                .map(|c| (c.id.clone(), 0))
+                .collect(),
+        )
+    }
+
+    /// Counts one row with these controls (IDs outside the framework are not counted).
+    pub fn add(&mut self, controls: &[String]) {
+        for c in controls {
+            if let Some(n) = self.0.get_mut(c) {
+                *n += 1;
+            }
         }
-        Ok(())
-    })?;
-    let controls: Vec<serde_json::Value> = framework
-        .controls
-        .iter()
-        .map(|c| {
-            serde_json::json!({
-                "id": c.id,
-                "title": c.title,
-                "evidence": c.evidence,
-                "selects": {"types": c.types, "categories": c.categories},
-                "rows_in_period": counts.get(&c.id).copied().unwrap_or(0),
+    }
+
+    /// `controls.json`: the mapping applied, with each control's row count in the period.
+    #[must_use]
+    pub fn to_json(&self, framework_name: &str, framework: &Framework) -> serde_json::Value {
+        let controls: Vec<serde_json::Value> = framework
+            .controls
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id,
+                    "title": c.title,
+                    "evidence": c.evidence,
+                    "selects": {"types": c.types, "categories": c.categories},
+                    "rows_in_period": self.0.get(&c.id).copied().unwrap_or(0),
+                })
             })
+            .collect();
+        serde_json::json!({
+            "framework": framework_name,
+            "title": framework.title,
+            "mapping": "schemas/controls.v1.json",
+            "row_column": "controls",
+            "controls": controls,
         })
-        .collect();
-    Ok(serde_json::json!({
-        "framework": framework_name,
-        "title": framework.title,
-        "mapping": "schemas/controls.v1.json",
-        "row_column": "controls",
-        "controls": controls,
-    }))
+    }
 }
 
 /// BLAKE3 of every file under `dir` except the manifest and its signature, by relative path.

@@ -17,7 +17,7 @@ use crate::bundle::{
     self, BundleError, ConsistencyFile, IndexRange, Manifest, ManifestCheckpoint, ManifestKey,
     Period, Row, RowCounts, RowWriter, SourceKeys, Tool, files,
 };
-pub use crate::bundle::{controls_json, hash_files, json_bytes};
+pub use crate::bundle::{ControlCounts, hash_files, json_bytes};
 use crate::core::controls::Framework;
 use crate::core::findings::Digest;
 use crate::core::hash::{Blake3, Hash, TreeHasher, from_hex, to_hex};
@@ -772,17 +772,19 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     let mut summary = SummaryBuilder::new(scratch).map_err(fail)?;
     let mut requests = Sorter::<String>::new(scratch, DEFAULT_BUDGET).map_err(fail)?;
     let mut writer = RowWriter::create(&dir.join(files::EVENTS))?;
+    let mut controls = ControlCounts::new(&framework);
     // Rows are made (parsed, projected, hashed) a chunk at a time on every core, then written in
     // order.
     let mut chunk = Vec::with_capacity(CHUNK_ROWS);
     let mut flush = |chunk: &mut Vec<(u64, Vec<u8>, Vec<Hash>)>| -> Result<(), ExportError> {
-        let made = crate::par::map(chunk, |(index, leaf, proof)| {
-            make_row(*index, leaf.clone(), proof.clone(), &framework)
-        });
-        chunk.clear();
+        let made = crate::par::map_owned(
+            std::mem::replace(chunk, Vec::with_capacity(CHUNK_ROWS)),
+            |(index, leaf, proof)| make_row(index, leaf, proof, &framework),
+        );
         for row in made {
             let row = row?;
             summary.add(&row.projection, true).map_err(fail)?;
+            controls.add(&row.controls);
             requests
                 .push(row.projection.request_id.clone())
                 .map_err(fail)?;
@@ -848,8 +850,10 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     };
     write_file(&dir.join(files::CHECKPOINT), note.as_bytes())?;
     write_json(&dir.join(files::SOURCE_KEYS), &log.source_keys()?)?;
-    let controls = controls_json(&config.framework, &framework, dir)?;
-    write_json(&dir.join(files::CONTROLS), &controls)?;
+    write_json(
+        &dir.join(files::CONTROLS),
+        &controls.to_json(&config.framework, &framework),
+    )?;
     if let Some(old) = &config.since {
         let old_cp =
             open_checkpoint(old, &log_key).map_err(|e| ExportError::Since(e.to_string()))?;

@@ -5,10 +5,15 @@
 //! Scoped threads per chunk rather than a pool crate: a chunk is thousands of rows (milliseconds
 //! of work), so starting a thread per core per chunk costs well under 1 %.
 
-/// `items.iter().map(f)` on up to `available_parallelism` (at most 16) scoped threads, results in
-/// input order. Small inputs run on the calling thread.
+/// Threads to use: `available_parallelism`, at most 16.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
+}
+
+/// `items.iter().map(f)` on up to [`threads`] scoped threads, results in input order (they may
+/// borrow from `items`). Small inputs run on the calling thread.
 pub fn map<'a, T: Sync, R: Send>(items: &'a [T], f: impl Fn(&'a T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(16));
+    let threads = threads();
     if threads < 2 || items.len() < 256 {
         return items.iter().map(f).collect();
     }
@@ -25,6 +30,33 @@ pub fn map<'a, T: Sync, R: Send>(items: &'a [T], f: impl Fn(&'a T) -> R + Sync) 
     })
 }
 
+/// [`map`] taking the items by value, for an `f` that keeps them (no copy of each item).
+pub fn map_owned<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = threads();
+    if threads < 2 || items.len() < 256 {
+        return items.into_iter().map(f).collect();
+    }
+    // Split off equal tails, last first, so the parts in reverse are in input order.
+    let size = items.len().div_ceil(threads);
+    let mut parts = Vec::with_capacity(threads);
+    while items.len() > size {
+        parts.push(items.split_off(items.len() - size));
+    }
+    parts.push(items);
+    parts.reverse();
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| s.spawn(move || part.into_iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("parallel map thread panicked"))
+            .collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -32,11 +64,9 @@ mod tests {
         for n in [0usize, 1, 255, 256, 4_097, 10_000] {
             let items: Vec<u64> = (0..n as u64).collect();
             let squares = super::map(&items, |i| i * i);
-            assert_eq!(
-                squares,
-                items.iter().map(|i| i * i).collect::<Vec<_>>(),
-                "{n}"
-            );
+            let want = items.iter().map(|i| i * i).collect::<Vec<_>>();
+            assert_eq!(squares, want, "{n}");
+            assert_eq!(super::map_owned(items, |i| i * i), want, "{n}");
         }
     }
 }

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 
-use crate::bundle::{self, ConsistencyFile, Manifest, Row, SourceKeys, files};
+use crate::bundle::{self, ConsistencyFile, ControlCounts, Manifest, Row, SourceKeys, files};
 use crate::core::controls::Framework;
 use crate::core::findings::Digest;
 use crate::core::hash::{Blake3, Hash, TreeHasher, from_hex, to_hex};
@@ -469,31 +469,41 @@ fn parse_source_keys(
 const CHUNK_ROWS: usize = 4_096;
 
 /// Streams a row file through `checks`, calling `f` with each row and, if its leaf parsed, the
-/// leaf's `prev_leaf_hash`, in order.
-/// The per-row checks that need no order (leaf hash, parse, projections, origin signatures) run on
-/// every core; the rest (proof paths, chain, summary) in order on this thread.
+/// leaf's `prev_leaf_hash`, in order. Three stages overlap: a thread decodes the Parquet file
+/// into chunks of rows; the per-row checks that need no order (leaf hash, parse, projections,
+/// origin signatures) run on every core; the rest (proof paths, chain, summary) in order on
+/// this thread. At most two decoded chunks wait, so memory stays bounded.
 fn check_file(
     path: &Path,
     checks: &mut RowChecks,
     mut f: impl FnMut(&Row, Option<Hash>),
 ) -> Result<u64, String> {
-    let mut chunk = Vec::with_capacity(CHUNK_ROWS);
-    let mut flush = |chunk: &mut Vec<Row>, checks: &mut RowChecks| {
-        let inspected = crate::par::map(chunk, |row| checks.inspect(row));
-        for (row, inspected) in chunk.iter().zip(inspected) {
-            let prev_hash = checks.apply(row, inspected);
-            f(row, prev_hash);
+    std::thread::scope(|s| {
+        let (send, chunks) = std::sync::mpsc::sync_channel::<Vec<Row>>(1);
+        let reader = s.spawn(move || {
+            let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+            // The receiver lives until this sender is dropped (unless the checks panic).
+            let n = read_all(path, |row| {
+                chunk.push(row);
+                if chunk.len() == CHUNK_ROWS {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
+                    let _ = send.send(full);
+                }
+            });
+            if !chunk.is_empty() {
+                let _ = send.send(chunk);
+            }
+            n
+        });
+        for chunk in chunks {
+            let inspected = crate::par::map(&chunk, |row| checks.inspect(row));
+            for (row, inspected) in chunk.iter().zip(inspected) {
+                let prev_hash = checks.apply(row, inspected);
+                f(row, prev_hash);
+            }
         }
-        chunk.clear();
-    };
-    let n = read_all(path, |row| {
-        chunk.push(row);
-        if chunk.len() == CHUNK_ROWS {
-            flush(&mut chunk, checks);
-        }
-    })?;
-    flush(&mut chunk, checks);
-    Ok(n)
+        reader.join().expect("row reader thread panicked")
+    })
 }
 
 fn read_all(path: &Path, mut f: impl FnMut(Row)) -> Result<u64, String> {
@@ -551,6 +561,7 @@ fn check_rows(
     let mut prev: Option<(u64, Hash)> = None;
     let mut first_event: Option<(u64, Hash)> = None;
     let mut read_errors = Vec::new();
+    let mut control_counts = framework.as_ref().map(ControlCounts::new);
 
     // Events: every row in order, exactly the manifest's index range.
     let events = check_file(&dir.join(files::EVENTS), &mut rows, |row, prev_hash| {
@@ -573,6 +584,9 @@ fn check_rows(
         );
         prev = Some((index, row.leaf_hash));
         add(&row.projection, true);
+        if let Some(counts) = control_counts.as_mut() {
+            counts.add(&row.controls);
+        }
     });
     match events {
         Ok(n) if n != m.rows.events => contiguous.fail(
@@ -689,20 +703,16 @@ fn check_rows(
             Err(e) => (Err(e), None),
         },
     };
-    let controls_check = match (&framework, read(dir, files::CONTROLS)) {
-        (None, _) => Err(format!("unknown framework {:?}", m.framework)),
-        (_, Err(e)) => Err(e),
-        (Some(f), Ok(bytes)) => {
-            let stored: Result<serde_json::Value, _> = serde_json::from_slice(&bytes);
-            match (stored, bundle::controls_json(&m.framework, f, dir)) {
-                (Ok(s), Ok(recomputed)) if s == recomputed => {
+    let controls_check = match (&framework, &control_counts, read(dir, files::CONTROLS)) {
+        (None, ..) | (_, None, _) => Err(format!("unknown framework {:?}", m.framework)),
+        (.., Err(e)) => Err(e),
+        (Some(f), Some(counts), Ok(bytes)) => {
+            match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(stored) if stored == counts.to_json(&m.framework, f) => {
                     Ok(format!("{} controls", f.controls.len()))
                 }
-                (Ok(_), Ok(_)) => {
-                    Err("controls.json differs from the mapping applied to the rows".into())
-                }
-                (Err(e), _) => Err(format!("controls.json: {e}")),
-                (_, Err(e)) => Err(e.to_string()),
+                Ok(_) => Err("controls.json differs from the mapping applied to the rows".into()),
+                Err(e) => Err(format!("controls.json: {e}")),
             }
         }
     };

@@ -142,29 +142,53 @@ pub enum CheckError {
 /// keeps in hand), so [`check`] accepts exactly the values [`to_vec`] can be given by a parse.
 pub const MAX_NESTING: usize = 127;
 
-/// A string or boolean member value noted by [`check`]; a string is its raw (escaped) body.
+/// A member value noted by [`check`]; a string is its raw (escaped) body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scalar<'a> {
+enum Noted<'a> {
     Str(&'a str),
     Bool(bool),
+    Object,
+    Other,
 }
 
-/// The string and boolean members of a checked object and of the objects that are its members'
-/// values, noted during the one pass of [`check`]: enough to read fields such as `/actor/id`
-/// without building a JSON tree. Empty if the value is not an object.
+/// A member noted in an [`Outline`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Member<'a> {
+    /// The index of the member whose value holds it, or [`TOP`].
+    parent: usize,
+    /// Raw (escaped) name.
+    name: &'a str,
+    /// Whether `name` has escapes (then it is compared decoded).
+    escaped: bool,
+    value: Noted<'a>,
+}
+
+/// The parent of the outlined object's own members.
+const TOP: usize = usize::MAX;
+
+impl Member<'_> {
+    fn named(&self, name: &str) -> bool {
+        if self.escaped {
+            unescape(self.name) == name
+        } else {
+            self.name == name
+        }
+    }
+}
+
+/// The members of a checked object and the string and boolean members of the objects that are
+/// its members' values, noted during the one pass of [`check`]: enough to read fields such as
+/// `/actor/id` without building a JSON tree. Empty if the value is not an object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outline<'a> {
-    /// (parent member, member, value), in byte order.
-    members: Vec<(Option<&'a str>, &'a str, Scalar<'a>)>,
+    /// In byte order, each top-level member before the members of its value.
+    members: Vec<Member<'a>>,
 }
 
 impl<'a> Outline<'a> {
     /// The member at `pointer`, a JSON Pointer of one or two member names (`/type`, `/actor/id`;
     /// names holding `/` or `~`, which a pointer escapes, are not looked up).
-    fn get(&self, pointer: &str) -> Option<Scalar<'a>> {
-        // A raw name equals a name if it is the same text, or decodes to it (escaped names only).
-        let is =
-            |raw: &str, name: &str| raw == name || (raw.contains('\\') && unescape(raw) == name);
+    fn get(&self, pointer: &str) -> Option<Noted<'a>> {
         let path = pointer.strip_prefix('/')?;
         let (parent, key) = match path.split_once('/') {
             Some((parent, key)) => (Some(parent), key),
@@ -173,25 +197,25 @@ impl<'a> Outline<'a> {
         if key.contains(['/', '~']) || parent.is_some_and(|p| p.contains('~')) {
             return None;
         }
+        let parent = match parent {
+            None => TOP,
+            Some(name) => self
+                .members
+                .iter()
+                .position(|m| m.parent == TOP && m.value == Noted::Object && m.named(name))?,
+        };
         self.members
             .iter()
-            .find(|(p, k, _)| {
-                is(k, key)
-                    && match (p, parent) {
-                        (None, None) => true,
-                        (Some(p), Some(parent)) => is(p, parent),
-                        _ => false,
-                    }
-            })
-            .map(|m| m.2)
+            .find(|m| m.parent == parent && m.named(key))
+            .map(|m| m.value)
     }
 
     /// The string at `pointer` (see [`Outline::get`]), unescaped; `None` if absent or not a string.
     #[must_use]
     pub fn str(&self, pointer: &str) -> Option<Cow<'a, str>> {
         match self.get(pointer)? {
-            Scalar::Str(raw) => Some(unescape(raw)),
-            Scalar::Bool(_) => None,
+            Noted::Str(raw) => Some(unescape(raw)),
+            _ => None,
         }
     }
 
@@ -199,8 +223,8 @@ impl<'a> Outline<'a> {
     #[must_use]
     pub fn bool(&self, pointer: &str) -> Option<bool> {
         match self.get(pointer)? {
-            Scalar::Bool(b) => Some(b),
-            Scalar::Str(_) => None,
+            Noted::Bool(b) => Some(b),
+            _ => None,
         }
     }
 }
@@ -235,7 +259,7 @@ pub fn check_at(
 /// where it ends and its raw body, which [`unescape`] decodes.
 pub fn check_string_at(text: &str, from: usize) -> Result<(usize, &str), CheckError> {
     let mut checker = Checker::new(text, from, 0);
-    let raw = checker.string()?;
+    let (raw, _) = checker.string()?;
     Ok((checker.pos, raw))
 }
 
@@ -276,12 +300,12 @@ pub fn unescape(raw: &str) -> Cow<'_, str> {
 
 /// What to note of an object's members in the outline.
 #[derive(Clone, Copy)]
-enum Note<'a> {
+enum Note {
     Nothing,
     /// The checked value itself.
     Top,
-    /// The value of the checked object's member with this (raw) name.
-    Under(&'a str),
+    /// The value of the checked object's member at this index of the outline.
+    Under(usize),
 }
 
 struct Checker<'a> {
@@ -322,16 +346,16 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// One value; its scalar, if a string or boolean.
-    fn value(&mut self, note: Note<'a>) -> Result<Option<Scalar<'a>>, CheckError> {
+    /// One value; what the outline notes of it.
+    fn value(&mut self, note: Note) -> Result<Noted<'a>, CheckError> {
         match self.peek() {
-            Some(b'{') => self.object(note).map(|()| None),
-            Some(b'[') => self.array().map(|()| None),
-            Some(b'"') => self.string().map(|raw| Some(Scalar::Str(raw))),
-            Some(b't') => self.literal(b"true").map(|()| Some(Scalar::Bool(true))),
-            Some(b'f') => self.literal(b"false").map(|()| Some(Scalar::Bool(false))),
-            Some(b'n') => self.literal(b"null").map(|()| None),
-            Some(b'-' | b'0'..=b'9') => self.number().map(|()| None),
+            Some(b'{') => self.object(note).map(|()| Noted::Object),
+            Some(b'[') => self.array().map(|()| Noted::Other),
+            Some(b'"') => self.string().map(|(raw, _)| Noted::Str(raw)),
+            Some(b't') => self.literal(b"true").map(|()| Noted::Bool(true)),
+            Some(b'f') => self.literal(b"false").map(|()| Noted::Bool(false)),
+            Some(b'n') => self.literal(b"null").map(|()| Noted::Other),
+            Some(b'-' | b'0'..=b'9') => self.number().map(|()| Noted::Other),
             _ => Err(self.unexpected()),
         }
     }
@@ -377,7 +401,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn object(&mut self, note: Note<'a>) -> Result<(), CheckError> {
+    fn object(&mut self, note: Note) -> Result<(), CheckError> {
         self.enter()?;
         if self.peek() == Some(b'}') {
             self.pos += 1;
@@ -390,7 +414,7 @@ impl<'a> Checker<'a> {
             if self.peek() != Some(b'"') {
                 return Err(self.unexpected());
             }
-            let key = self.string()?;
+            let (key, escaped) = self.string()?;
             // Strictly increasing: sorted, and no name twice (a parse keeps the last, so the
             // bytes of a repeated name never come back).
             if prev.is_some_and(|prev| !sorts_after(key, prev)) {
@@ -401,15 +425,28 @@ impl<'a> Checker<'a> {
                 return Err(self.unexpected());
             }
             self.pos += 1;
-            let child = match note {
-                Note::Top => Note::Under(key),
-                _ => Note::Nothing,
+            let member = |parent, value| Member {
+                parent,
+                name: key,
+                escaped,
+                value,
             };
-            let scalar = self.value(child)?;
-            match (note, scalar) {
-                (Note::Top, Some(s)) => self.outline.members.push((None, key, s)),
-                (Note::Under(parent), Some(s)) => self.outline.members.push((Some(parent), key, s)),
-                _ => {}
+            match note {
+                Note::Top => {
+                    let at = self.outline.members.len();
+                    self.outline.members.push(member(TOP, Noted::Other));
+                    let value = self.value(Note::Under(at))?;
+                    self.outline.members[at].value = value;
+                }
+                Note::Under(parent) => match self.value(Note::Nothing)? {
+                    value @ (Noted::Str(_) | Noted::Bool(_)) => {
+                        self.outline.members.push(member(parent, value));
+                    }
+                    _ => {}
+                },
+                Note::Nothing => {
+                    self.value(Note::Nothing)?;
+                }
             }
             if !self.next_item(b'}')? {
                 return Ok(());
@@ -417,27 +454,32 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// A string at its opening quote; its raw body. Canonical escapes only: `\"`, `\\`, the five
-    /// short control escapes, and `\u00xx` (lowercase) for the other controls.
-    fn string(&mut self) -> Result<&'a str, CheckError> {
+    /// A string at its opening quote; its raw body, and whether it has escapes. Canonical escapes
+    /// only: `\"`, `\\`, the five short control escapes, and `\u00xx` (lowercase) for the other
+    /// controls.
+    fn string(&mut self) -> Result<(&'a str, bool), CheckError> {
         let b = self.text.as_bytes();
         if b.get(self.pos) != Some(&b'"') {
             return Err(self.unexpected());
         }
         let start = self.pos + 1;
         let mut i = start;
+        let mut escaped = false;
         loop {
             match b.get(i) {
                 None => return Err(CheckError::Syntax(i)),
                 Some(b'"') => break,
-                Some(b'\\') => i += escape_len(b, i)?,
+                Some(b'\\') => {
+                    i += escape_len(b, i)?;
+                    escaped = true;
+                }
                 Some(0x00..=0x1F) => return Err(CheckError::Syntax(i)),
                 Some(_) => i += 1,
             }
         }
         self.pos = i + 1;
         // Both ends are ASCII quotes, so on character boundaries.
-        Ok(&self.text[start..i])
+        Ok((&self.text[start..i], escaped))
     }
 
     /// A number; canonical if it is what [`write_number`] writes for the number it parses to.

@@ -371,6 +371,27 @@ async fn round_trip_findings_and_every_tamper_is_caught_by_name() {
         has(&t, "summary recomputed") && has(&t, "file hashes"),
         "{t:?}"
     );
+    // controls.json is recomputed from the rows' controls as verify reads them.
+    let t = tampered(&day2, "controls-count", |d| {
+        let path = d.join(files::CONTROLS);
+        let mut c: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let n = c["controls"][0]["rows_in_period"].as_u64().unwrap();
+        c["controls"][0]["rows_in_period"] = json!(n + 1);
+        std::fs::write(&path, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    });
+    assert!(
+        has(&t, "controls recomputed") && has(&t, "file hashes"),
+        "{t:?}"
+    );
+    let t = tampered(&day2, "row-controls", |d| {
+        let mut r = rows(&events(d));
+        r[0].controls.clear();
+        write_rows(&events(d), r);
+    });
+    assert!(
+        has(&t, "controls recomputed") && has(&t, "projections"),
+        "{t:?}"
+    );
     let t = tampered(&day2, "report", |d| {
         let path = d.join(files::REPORT);
         let html = std::fs::read_to_string(&path)
