@@ -72,6 +72,9 @@ pub enum ExportError {
     /// `--since` names a checkpoint this log cannot extend.
     #[error("--since checkpoint: {0}")]
     Since(String),
+    /// The events writer stopped early (its own error is the one reported).
+    #[error("the events writer stopped")]
+    WriterStopped,
     /// Writing the bundle failed.
     #[error(transparent)]
     Bundle(#[from] BundleError),
@@ -771,37 +774,59 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     let progress = progress_bar(config.progress, range.end - range.start);
     let mut summary = SummaryBuilder::new(scratch).map_err(fail)?;
     let mut requests = Sorter::<String>::new(scratch, DEFAULT_BUDGET).map_err(fail)?;
-    let mut writer = RowWriter::create(&dir.join(files::EVENTS))?;
+    let writer = RowWriter::create(&dir.join(files::EVENTS))?;
     let mut controls = ControlCounts::new(&framework);
-    // Rows are made (parsed, projected, hashed) a chunk at a time on every core, then written in
-    // order.
-    let mut chunk = Vec::with_capacity(CHUNK_ROWS);
-    let mut flush = |chunk: &mut Vec<(u64, Vec<u8>, Vec<Hash>)>| -> Result<(), ExportError> {
-        let made = crate::par::map_owned(
-            std::mem::replace(chunk, Vec::with_capacity(CHUNK_ROWS)),
-            |(index, leaf, proof)| make_row(index, leaf, proof, &framework),
-        );
-        for row in made {
-            let row = row?;
-            summary.add(&row.projection, true).map_err(fail)?;
-            controls.add(&row.controls);
-            requests
-                .push(row.projection.request_id.clone())
-                .map_err(fail)?;
-            writer.push(row)?;
-            progress.inc(1);
-        }
-        Ok(())
-    };
-    log.rows(range.start, range.end, size, &mut |index, leaf, proof| {
-        chunk.push((index, leaf, proof));
-        if chunk.len() == CHUNK_ROWS {
-            flush(&mut chunk)?;
-        }
-        Ok(())
+    // Three stages overlap: this thread reads entries and proofs; rows are made (parsed,
+    // projected, hashed) a chunk at a time on every core; a writer thread encodes and compresses
+    // them into events.parquet, in order. At most two made chunks wait for the writer.
+    let events = std::thread::scope(|s| -> Result<u64, ExportError> {
+        let (send, made_chunks) = std::sync::mpsc::sync_channel::<Vec<Row>>(2);
+        let writing = s.spawn(move || -> Result<u64, ExportError> {
+            let mut writer = writer;
+            for chunk in made_chunks {
+                for row in chunk {
+                    writer.push(row)?;
+                }
+            }
+            Ok(writer.finish()?)
+        });
+        let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+        let mut flush = |chunk: &mut Vec<(u64, Vec<u8>, Vec<Hash>)>| -> Result<(), ExportError> {
+            let made = crate::par::map_owned(
+                std::mem::replace(chunk, Vec::with_capacity(CHUNK_ROWS)),
+                |(index, leaf, proof)| make_row(index, leaf, proof, &framework),
+            )
+            .into_iter()
+            .collect::<Result<Vec<Row>, _>>()?;
+            for row in &made {
+                summary.add(&row.projection, true).map_err(fail)?;
+                controls.add(&row.controls);
+                requests
+                    .push(row.projection.request_id.clone())
+                    .map_err(fail)?;
+            }
+            progress.inc(made.len() as u64);
+            // The writer hung up only if it failed; its error is reported below.
+            send.send(made).map_err(|_| ExportError::WriterStopped)
+        };
+        let read = log
+            .rows(range.start, range.end, size, &mut |index, leaf, proof| {
+                chunk.push((index, leaf, proof));
+                if chunk.len() == CHUNK_ROWS {
+                    flush(&mut chunk)?;
+                }
+                Ok(())
+            })
+            .and_then(|()| flush(&mut chunk));
+        // The writer ends when the last sender is gone (`flush` only borrowed it).
+        drop(flush);
+        drop(send);
+        let written = writing.join().expect("events writer thread panicked");
+        // A write error first: it is why a send failed.
+        let events = written?;
+        read?;
+        Ok(events)
     })?;
-    flush(&mut chunk)?;
-    let events = writer.finish()?;
     progress.finish_and_clear();
 
     let mut boundaries = RowWriter::create(&dir.join(files::BOUNDARIES))?;

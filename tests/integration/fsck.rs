@@ -450,3 +450,61 @@ async fn fsck_checks_the_given_key_and_runs_beside_a_running_server() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("hint:"));
 }
+
+/// Export reads every entry of its period: a stored entry that is not a contract leaf stops it
+/// with the entry's index, and no bundle (not even a partial one) is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_stops_at_a_corrupt_entry_and_leaves_no_bundle() {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let (base, _keep) = populated().await;
+    let dir = corrupted(&base, "spaced-leaf", |s| {
+        let leaf = String::from_utf8(get(s, "entries", &entry_key(7))).unwrap();
+        let spaced = leaf.replacen(",\"index\":", ", \"index\":", 1);
+        s.raw_put("entries", &entry_key(7), spaced.as_bytes())
+            .unwrap();
+    });
+    let key = base.parent().unwrap().join("ledger.key");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key)
+        .unwrap()
+        .write_all(crate::common::test_key().encode().as_bytes())
+        .unwrap();
+    let out = base.parent().unwrap().join("bundle");
+    let export = |data_dir: &Path| {
+        ledger(&[
+            "export",
+            "--framework",
+            "soc2",
+            "--from",
+            "2000-01-01T00:00:00Z",
+            "--to",
+            "2100-01-01T00:00:00Z",
+            "--out",
+            out.to_str().unwrap(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ])
+    };
+    let run = export(&dir);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("stored entry 7") && stderr.contains("canonical"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "a partial bundle was left");
+    // The same export of the undamaged copy succeeds.
+    let run = export(&base);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(out.join("events.parquet").exists());
+}
