@@ -8,11 +8,13 @@ use std::collections::HashMap;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ledger::core::event::{parse_strict, prepare, prepare_bytes};
 use ledger::core::hash::{Blake3, Hash, TreeHasher};
-use ledger::core::leaf::{LeafHeader, encode_leaf, format_micros};
+use ledger::core::jcs;
+use ledger::core::leaf::{Leaf, LeafHeader, encode_leaf, format_micros};
 use ledger::core::merkle::{
     Frontier, NodeId, consistency_proof, inclusion_proof, verify_consistency, verify_inclusion,
 };
 use ledger::core::note::{SignerKey, checkpoint_body, open_checkpoint};
+use ledger::core::projection::Projection;
 use serde_json::json;
 
 fn sample_event(n: u64) -> Vec<u8> {
@@ -76,6 +78,18 @@ fn events(c: &mut Criterion) {
     );
     g.throughput(Throughput::Bytes(leaf.len() as u64));
     g.bench_function("leaf_hash", |b| b.iter(|| Blake3::leaf(&leaf)));
+    // What export and verify do per stored leaf: the one-pass canonical check and the projection
+    // to bundle columns; and, as the baseline in the same run, the check it replaced (parse into
+    // a JSON tree, write it back, compare).
+    g.bench_function("leaf_parse_project", |b| {
+        b.iter(|| Projection::of(&Leaf::parse(&leaf).unwrap()).unwrap())
+    });
+    g.bench_function("leaf_reparse_tree_baseline", |b| {
+        b.iter(|| {
+            let tree: serde_json::Value = serde_json::from_slice(&leaf).unwrap();
+            jcs::to_vec(&tree) == leaf
+        })
+    });
     g.finish();
 }
 

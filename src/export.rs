@@ -819,7 +819,6 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
             })
             .and_then(|()| flush(&mut chunk));
         // The writer ends when the last sender is gone (`flush` only borrowed it).
-        drop(flush);
         drop(send);
         let written = writing.join().expect("events writer thread panicked");
         // A write error first: it is why a send failed.

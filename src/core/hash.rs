@@ -98,6 +98,25 @@ pub fn from_hex(text: &str) -> Option<Hash> {
     Some(out)
 }
 
+/// Parses exactly 64 lowercase hex digits, the form [`to_hex`] writes, into a hash.
+#[must_use]
+pub fn from_lower_hex(text: &str) -> Option<Hash> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let text = text.as_bytes();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = (digit(pair[0])? << 4) | digit(pair[1])?;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +127,9 @@ mod tests {
         assert_eq!(to_hex(&h), hex::encode(h));
         assert_eq!(from_hex(&to_hex(&h)), Some(h));
         assert_eq!(from_hex("zz"), None);
+        assert_eq!(from_lower_hex(&to_hex(&h)), Some(h));
+        assert_eq!(from_lower_hex(&to_hex(&h).to_uppercase()), None);
+        assert_eq!(from_lower_hex(&to_hex(&h)[1..]), None);
+        assert_eq!(from_lower_hex(&format!("{}g", &to_hex(&h)[1..])), None);
     }
 }

@@ -190,11 +190,14 @@ impl<'a> Outline<'a> {
     /// names holding `/` or `~`, which a pointer escapes, are not looked up).
     fn get(&self, pointer: &str) -> Option<Noted<'a>> {
         let path = pointer.strip_prefix('/')?;
-        let (parent, key) = match path.split_once('/') {
-            Some((parent, key)) => (Some(parent), key),
+        if path.bytes().any(|b| b == b'~') {
+            return None;
+        }
+        let (parent, key) = match path.bytes().position(|b| b == b'/') {
+            Some(at) => (Some(&path[..at]), &path[at + 1..]),
             None => (None, path),
         };
-        if key.contains(['/', '~']) || parent.is_some_and(|p| p.contains('~')) {
+        if key.bytes().any(|b| b == b'/') {
             return None;
         }
         let parent = match parent {
@@ -259,8 +262,8 @@ pub fn check_at(
 /// where it ends and its raw body, which [`unescape`] decodes.
 pub fn check_string_at(text: &str, from: usize) -> Result<(usize, &str), CheckError> {
     let mut checker = Checker::new(text, from, 0);
-    let (raw, _) = checker.string()?;
-    Ok((checker.pos, raw))
+    let text = checker.string()?;
+    Ok((checker.pos, text.raw))
 }
 
 /// The text of a raw string body that [`check`] accepted: its (canonical) escapes decoded. Other
@@ -297,6 +300,28 @@ pub fn unescape(raw: &str) -> Cow<'_, str> {
     out.push_str(rest);
     Cow::Owned(out)
 }
+
+/// A checked string.
+#[derive(Clone, Copy)]
+struct Text<'a> {
+    /// Its raw body, between the quotes.
+    raw: &'a str,
+    /// Whether it has escapes.
+    escaped: bool,
+}
+
+/// The bytes that end a run of plain string bytes: the quote, the backslash and the controls.
+static STOPS: [bool; 256] = {
+    let mut stops = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        stops[c] = true;
+        c += 1;
+    }
+    stops[b'"' as usize] = true;
+    stops[b'\\' as usize] = true;
+    stops
+};
 
 /// What to note of an object's members in the outline.
 #[derive(Clone, Copy)]
@@ -351,7 +376,7 @@ impl<'a> Checker<'a> {
         match self.peek() {
             Some(b'{') => self.object(note).map(|()| Noted::Object),
             Some(b'[') => self.array().map(|()| Noted::Other),
-            Some(b'"') => self.string().map(|(raw, _)| Noted::Str(raw)),
+            Some(b'"') => self.string().map(|t| Noted::Str(t.raw)),
             Some(b't') => self.literal(b"true").map(|()| Noted::Bool(true)),
             Some(b'f') => self.literal(b"false").map(|()| Noted::Bool(false)),
             Some(b'n') => self.literal(b"null").map(|()| Noted::Other),
@@ -408,19 +433,20 @@ impl<'a> Checker<'a> {
             self.depth_left += 1;
             return Ok(());
         }
-        let mut prev: Option<&'a str> = None;
+        let mut prev: Option<Text<'a>> = None;
         loop {
             let at = self.pos;
             if self.peek() != Some(b'"') {
                 return Err(self.unexpected());
             }
-            let (key, escaped) = self.string()?;
+            let name = self.string()?;
             // Strictly increasing: sorted, and no name twice (a parse keeps the last, so the
             // bytes of a repeated name never come back).
-            if prev.is_some_and(|prev| !sorts_after(key, prev)) {
+            if prev.is_some_and(|prev| !sorts_after(&name, &prev)) {
                 return Err(CheckError::NotCanonical(at));
             }
-            prev = Some(key);
+            prev = Some(name);
+            let (key, escaped) = (name.raw, name.escaped);
             if self.peek() != Some(b':') {
                 return Err(self.unexpected());
             }
@@ -434,16 +460,20 @@ impl<'a> Checker<'a> {
             match note {
                 Note::Top => {
                     let at = self.outline.members.len();
+                    if at == 0 {
+                        // An approval event has about 25 members in its top two levels.
+                        self.outline.members.reserve(32);
+                    }
                     self.outline.members.push(member(TOP, Noted::Other));
                     let value = self.value(Note::Under(at))?;
                     self.outline.members[at].value = value;
                 }
-                Note::Under(parent) => match self.value(Note::Nothing)? {
-                    value @ (Noted::Str(_) | Noted::Bool(_)) => {
+                Note::Under(parent) => {
+                    let value = self.value(Note::Nothing)?;
+                    if matches!(value, Noted::Str(_) | Noted::Bool(_)) {
                         self.outline.members.push(member(parent, value));
                     }
-                    _ => {}
-                },
+                }
                 Note::Nothing => {
                     self.value(Note::Nothing)?;
                 }
@@ -454,10 +484,9 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// A string at its opening quote; its raw body, and whether it has escapes. Canonical escapes
-    /// only: `\"`, `\\`, the five short control escapes, and `\u00xx` (lowercase) for the other
-    /// controls.
-    fn string(&mut self) -> Result<(&'a str, bool), CheckError> {
+    /// A string at its opening quote. Canonical escapes only: `\"`, `\\`, the five short control
+    /// escapes, and `\u00xx` (lowercase) for the other controls.
+    fn string(&mut self) -> Result<Text<'a>, CheckError> {
         let b = self.text.as_bytes();
         if b.get(self.pos) != Some(&b'"') {
             return Err(self.unexpected());
@@ -466,20 +495,25 @@ impl<'a> Checker<'a> {
         let mut i = start;
         let mut escaped = false;
         loop {
-            match b.get(i) {
-                None => return Err(CheckError::Syntax(i)),
-                Some(b'"') => break,
-                Some(b'\\') => {
+            i += b[i..]
+                .iter()
+                .position(|&c| STOPS[usize::from(c)])
+                .ok_or(CheckError::Syntax(b.len()))?;
+            match b[i] {
+                b'"' => break,
+                b'\\' => {
                     i += escape_len(b, i)?;
                     escaped = true;
                 }
-                Some(0x00..=0x1F) => return Err(CheckError::Syntax(i)),
-                Some(_) => i += 1,
+                _ => return Err(CheckError::Syntax(i)),
             }
         }
         self.pos = i + 1;
-        // Both ends are ASCII quotes, so on character boundaries.
-        Ok((&self.text[start..i], escaped))
+        Ok(Text {
+            // Both ends are ASCII quotes, so on character boundaries.
+            raw: &self.text[start..i],
+            escaped,
+        })
     }
 
     /// A number; canonical if it is what [`write_number`] writes for the number it parses to.
@@ -556,14 +590,14 @@ fn escape_len(b: &[u8], i: usize) -> Result<usize, CheckError> {
 /// Whether member name `key` sorts strictly after `prev` in UTF-16 code units (RFC 8785 3.2.3),
 /// both raw bodies. Without escapes or characters at or above U+E000 (UTF-8 lead byte 0xEE) the
 /// UTF-8 bytes sort in that order already.
-fn sorts_after(key: &str, prev: &str) -> bool {
-    let plain = |s: &str| !s.bytes().any(|b| b == b'\\' || b >= 0xEE);
+fn sorts_after(key: &Text<'_>, prev: &Text<'_>) -> bool {
+    let plain = |t: &Text<'_>| !t.escaped && !t.raw.bytes().any(|b| b >= 0xEE);
     if plain(key) && plain(prev) {
-        return key.as_bytes() > prev.as_bytes();
+        return key.raw.as_bytes() > prev.raw.as_bytes();
     }
-    unescape(key)
+    unescape(key.raw)
         .encode_utf16()
-        .cmp(unescape(prev).encode_utf16())
+        .cmp(unescape(prev.raw).encode_utf16())
         .is_gt()
 }
 

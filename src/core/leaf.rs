@@ -336,10 +336,8 @@ impl<'a> Leaf<'a> {
         };
         m.expect(",\"prev_leaf_hash\":")?;
         let prev = m.string()?;
-        let prev_leaf_hash = Some(prev)
-            .filter(|p| p.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-            .and_then(super::hash::from_hex)
-            .ok_or(LeafError::Field("prev_leaf_hash"))?;
+        let prev_leaf_hash =
+            super::hash::from_lower_hex(prev).ok_or(LeafError::Field("prev_leaf_hash"))?;
         m.expect(",\"source\":")?;
         let source = unescape(m.string()?);
         m.expect(",\"v\":")?;
