@@ -360,6 +360,79 @@ impl<'a> Leaf<'a> {
     }
 }
 
+/// A leaf's fields as [`parse_by_reencoding`] reads them, the event as a tree: what property
+/// tests and the `jcs` fuzz target compare with [`Leaf::to_reference`].
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferenceLeaf {
+    pub index: u64,
+    pub ingested_at: String,
+    pub source: String,
+    pub prev_leaf_hash: Hash,
+    pub origin_signature: Option<OriginSignature>,
+    pub event: serde_json::Value,
+}
+
+impl Leaf<'_> {
+    /// This leaf in the oracle's shape (its event parsed into a tree).
+    #[doc(hidden)]
+    #[must_use]
+    pub fn to_reference(&self) -> ReferenceLeaf {
+        ReferenceLeaf {
+            index: self.index,
+            ingested_at: self.ingested_at.to_owned(),
+            source: self.source.clone().into_owned(),
+            prev_leaf_hash: self.prev_leaf_hash,
+            origin_signature: self.origin_signature.clone(),
+            event: serde_json::from_slice(self.event).expect("a checked event parses"),
+        }
+    }
+}
+
+/// The leaf parse [`Leaf::parse`] replaced, kept as its oracle: `serde_json` into a tree, the
+/// field checks, and the tree written back ([`jcs::to_vec`], itself held equal to `serde_jcs`)
+/// must give the same bytes. Slow (a tree per leaf): for tests and fuzzing only.
+#[doc(hidden)]
+#[must_use]
+pub fn parse_by_reencoding(bytes: &[u8]) -> Option<ReferenceLeaf> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Fields {
+        v: u64,
+        index: u64,
+        ingested_at: String,
+        source: String,
+        prev_leaf_hash: String,
+        event: serde_json::Value,
+        #[serde(default)]
+        origin_signature: Option<OriginSignature>,
+    }
+    let f: Fields = serde_json::from_slice(bytes).ok()?;
+    let prev = super::hash::from_hex(&f.prev_leaf_hash)?;
+    let micros = parse_micros(&f.ingested_at)?;
+    let fields_ok = f.v == LEAF_VERSION
+        && to_hex(&prev) == f.prev_leaf_hash
+        && format_micros(micros).as_deref() == Some(f.ingested_at.as_str())
+        && f.origin_signature
+            .as_ref()
+            .is_none_or(OriginSignature::is_well_formed);
+    let header = LeafHeader {
+        index: f.index,
+        ingested_at: &f.ingested_at,
+        source: &f.source,
+        prev_leaf_hash: &prev,
+        origin_signature: f.origin_signature.as_ref(),
+    };
+    (fields_ok && encode_leaf(&header, &jcs::to_vec(&f.event)) == bytes).then_some(ReferenceLeaf {
+        index: f.index,
+        ingested_at: f.ingested_at,
+        source: f.source,
+        prev_leaf_hash: prev,
+        origin_signature: f.origin_signature,
+        event: f.event,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,66 +561,34 @@ mod tests {
         assert_eq!(Leaf::parse(spaced.as_bytes()), Err(LeafError::NotCanonical));
     }
 
-    /// The parse [`Leaf::parse`] replaced, kept as its reference: `serde_json` into a tree, the
-    /// field checks, and the tree written back (by `serde_jcs`) must give the same bytes. Returns
-    /// what a parse exposes, with the event as a tree.
-    #[allow(clippy::type_complexity)]
-    fn reference(
-        bytes: &[u8],
-    ) -> Option<(u64, String, String, Hash, Option<OriginSignature>, Value)> {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Old {
-            v: u64,
-            index: u64,
-            ingested_at: String,
-            source: String,
-            prev_leaf_hash: String,
-            event: Value,
-            #[serde(default)]
-            origin_signature: Option<OriginSignature>,
-        }
-        let old: Old = serde_json::from_slice(bytes).ok()?;
-        let prev = crate::core::hash::from_hex(&old.prev_leaf_hash)?;
-        let micros = parse_micros(&old.ingested_at)?;
-        let fields_ok = old.v == 1
-            && to_hex(&prev) == old.prev_leaf_hash
-            && format_micros(micros).as_deref() == Some(old.ingested_at.as_str())
-            && old
-                .origin_signature
-                .as_ref()
-                .is_none_or(OriginSignature::is_well_formed);
-        let header = LeafHeader {
-            index: old.index,
-            ingested_at: &old.ingested_at,
-            source: &old.source,
-            prev_leaf_hash: &prev,
-            origin_signature: old.origin_signature.as_ref(),
-        };
-        let event = serde_jcs::to_vec(&old.event).ok()?;
-        (fields_ok && encode_leaf(&header, &event) == bytes).then_some((
-            old.index,
-            old.ingested_at,
-            old.source,
-            prev,
-            old.origin_signature,
-            old.event,
-        ))
+    fn ours(bytes: &[u8]) -> Option<ReferenceLeaf> {
+        Leaf::parse(bytes).ok().map(|leaf| leaf.to_reference())
     }
 
-    /// What [`Leaf::parse`] gives, in the reference's shape (the event re-read as a tree).
-    #[allow(clippy::type_complexity)]
-    fn ours(bytes: &[u8]) -> Option<(u64, String, String, Hash, Option<OriginSignature>, Value)> {
-        let leaf = Leaf::parse(bytes).ok()?;
-        let event = serde_json::from_slice(leaf.event).expect("a checked event parses");
-        Some((
-            leaf.index,
-            leaf.ingested_at.to_owned(),
-            leaf.source.into_owned(),
-            leaf.prev_leaf_hash,
-            leaf.origin_signature,
-            event,
-        ))
+    /// Leaf bytes for generated fields (`signed`: a key ID and 64 signature bytes).
+    fn sample_leaf(
+        event: &Value,
+        index: u64,
+        ingested_at: &str,
+        source: &str,
+        prev: &Hash,
+        signed: Option<([u8; 4], Vec<u8>)>,
+    ) -> (Vec<u8>, Option<OriginSignature>) {
+        let sig = signed.map(|(id, sig)| OriginSignature {
+            key_id: hex::encode(id),
+            signature: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sig),
+        });
+        let leaf = encode_leaf(
+            &LeafHeader {
+                index,
+                ingested_at,
+                source,
+                prev_leaf_hash: prev,
+                origin_signature: sig.as_ref(),
+            },
+            &serde_jcs::to_vec(event).unwrap(),
+        );
+        (leaf, sig)
     }
 
     #[test]
@@ -560,7 +601,7 @@ mod tests {
             );
             assert_eq!(
                 Leaf::parse(leaf.as_bytes()).is_ok(),
-                reference(leaf.as_bytes()).is_some(),
+                parse_by_reencoding(leaf.as_bytes()).is_some(),
                 "{depth}"
             );
             assert_eq!(Leaf::parse(leaf.as_bytes()).is_ok(), depth <= EVENT_NESTING);
@@ -596,21 +637,7 @@ mod tests {
             signed in proptest::option::of((any::<[u8; 4]>(), prop::collection::vec(any::<u8>(), 64))),
         ) {
             let ingested_at = format_micros(micros).unwrap();
-            let event_jcs = serde_jcs::to_vec(&event).unwrap();
-            let sig = signed.map(|(id, sig)| OriginSignature {
-                key_id: hex::encode(id),
-                signature: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sig),
-            });
-            let ours = encode_leaf(
-                &LeafHeader {
-                    index,
-                    ingested_at: &ingested_at,
-                    source: &source,
-                    prev_leaf_hash: &prev,
-                    origin_signature: sig.as_ref(),
-                },
-                &event_jcs,
-            );
+            let (ours, sig) = sample_leaf(&event, index, &ingested_at, &source, &prev, signed);
             let mut full = json!({
                 "v": 1, "index": index, "ingested_at": ingested_at, "source": source,
                 "prev_leaf_hash": to_hex(&prev), "event": event,
@@ -640,22 +667,9 @@ mod tests {
             edits in prop::collection::vec((any::<u8>(), any::<usize>(), any::<u8>()), 0..3),
         ) {
             let ingested_at = format_micros(micros).unwrap();
-            let sig = signed.map(|(id, sig)| OriginSignature {
-                key_id: hex::encode(id),
-                signature: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sig),
-            });
-            let leaf = encode_leaf(
-                &LeafHeader {
-                    index,
-                    ingested_at: &ingested_at,
-                    source: &source,
-                    prev_leaf_hash: &prev,
-                    origin_signature: sig.as_ref(),
-                },
-                &serde_jcs::to_vec(&event).unwrap(),
-            );
+            let (leaf, _) = sample_leaf(&event, index, &ingested_at, &source, &prev, signed);
             prop_assert!(Leaf::parse(&leaf).is_ok());
-            prop_assert_eq!(ours(&leaf), reference(&leaf));
+            prop_assert_eq!(ours(&leaf), parse_by_reencoding(&leaf));
             let mut edited = leaf.clone();
             for &(op, at, with) in &edits {
                 const BYTES: &[u8] = b" \"\\,:{}[]01-e.ua/\x1f\xc3\xa9";
@@ -667,7 +681,7 @@ mod tests {
                     _ => edited[at] = with,
                 }
             }
-            prop_assert_eq!(ours(&edited), reference(&edited), "{:?}", String::from_utf8_lossy(&edited));
+            prop_assert_eq!(ours(&edited), parse_by_reencoding(&edited), "{:?}", String::from_utf8_lossy(&edited));
         }
 
         #[test]
