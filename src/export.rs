@@ -821,10 +821,13 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         // The writer ends when the last sender is gone (`flush` only borrowed it).
         drop(send);
         let written = writing.join().expect("events writer thread panicked");
-        // A write error first: it is why a send failed.
-        let events = written?;
-        read?;
-        Ok(events)
+        match (read, written) {
+            (Ok(()), written) => written,
+            // A send failed because the writer stopped: its own error is the cause.
+            (Err(ExportError::WriterStopped), Err(e)) => Err(e),
+            // Otherwise the reading side's error (a bad entry, a store error) came first.
+            (Err(e), _) => Err(e),
+        }
     })?;
     progress.finish_and_clear();
 

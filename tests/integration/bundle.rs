@@ -383,6 +383,18 @@ async fn round_trip_findings_and_every_tamper_is_caught_by_name() {
         has(&t, "controls recomputed") && has(&t, "file hashes"),
         "{t:?}"
     );
+    // An events file cut short cannot be read: every check that needs its rows fails.
+    let t = tampered(&day2, "truncated-events", |d| {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(events(d))
+            .unwrap();
+        let len = file.metadata().unwrap().len();
+        file.set_len(len / 2).unwrap();
+    });
+    for check in ["file hashes", "controls recomputed", "indexes contiguous"] {
+        assert!(has(&t, check), "{check}: {t:?}");
+    }
     let t = tampered(&day2, "row-controls", |d| {
         let mut r = rows(&events(d));
         r[0].controls.clear();
