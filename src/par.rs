@@ -1,6 +1,7 @@
-//! Order-keeping parallel map over a slice, for the per-row work of export and verify: each row's
-//! parse, projections and hashes need nothing from its neighbours, so they run on every core while
-//! the order-dependent work (proof paths, chain, sorts, Parquet) stays on one thread.
+//! Order-keeping parallel maps over a slice or a vector, for the per-row work of export and
+//! verify: each row's parse, projections and hashes need nothing from its neighbours, so they run
+//! on every core while the order-dependent work (proof paths, chain, sorts, Parquet) stays on one
+//! thread.
 //!
 //! Scoped threads per chunk rather than a pool crate: a chunk is thousands of rows (milliseconds
 //! of work), so starting a thread per core per chunk costs well under 1 %.
@@ -13,24 +14,11 @@ fn threads() -> usize {
 /// `items.iter().map(f)` on up to [`threads`] scoped threads, results in input order (they may
 /// borrow from `items`). Small inputs run on the calling thread.
 pub fn map<'a, T: Sync, R: Send>(items: &'a [T], f: impl Fn(&'a T) -> R + Sync) -> Vec<R> {
-    let threads = threads();
-    if threads < 2 || items.len() < 256 {
-        return items.iter().map(f).collect();
-    }
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(items.len().div_ceil(threads))
-            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("parallel map thread panicked"))
-            .collect()
-    })
+    map_owned(items.iter().collect(), f)
 }
 
-/// [`map`] taking the items by value, for an `f` that keeps them (no copy of each item).
+/// `items.into_iter().map(f)` on up to [`threads`] scoped threads, results in input order: for
+/// an `f` that keeps its item (no copy of each). Small inputs run on the calling thread.
 pub fn map_owned<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
     let threads = threads();
     if threads < 2 || items.len() < 256 {
