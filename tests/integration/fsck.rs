@@ -455,8 +455,7 @@ async fn fsck_checks_the_given_key_and_runs_beside_a_running_server() {
 /// with the entry's index, and no bundle (not even a partial one) is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_stops_at_a_corrupt_entry_and_leaves_no_bundle() {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::fs::PermissionsExt as _;
     let (base, _keep) = populated().await;
     let dir = corrupted(&base, "spaced-leaf", |s| {
         let leaf = String::from_utf8(get(s, "entries", &entry_key(7))).unwrap();
@@ -465,14 +464,9 @@ async fn export_stops_at_a_corrupt_entry_and_leaves_no_bundle() {
             .unwrap();
     });
     let key = base.parent().unwrap().join("ledger.key");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&key)
-        .unwrap()
-        .write_all(crate::common::test_key().encode().as_bytes())
-        .unwrap();
+    // The log's own key (the test server's), private to its owner as `ledger keygen` writes it.
+    std::fs::write(&key, test_key().encode()).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = base.parent().unwrap().join("bundle");
     let export = |data_dir: &Path| {
         ledger(&[
