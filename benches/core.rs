@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use ledger::core::event::{parse_strict, prepare, prepare_bytes};
+use ledger::core::event::{parse_strict, prepare, prepare_bytes, prepare_fast};
 use ledger::core::hash::{Blake3, Hash, TreeHasher};
 use ledger::core::jcs;
 use ledger::core::leaf::{Leaf, LeafHeader, encode_leaf, format_micros};
@@ -34,6 +34,21 @@ fn sample_event(n: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The same event with its members in the order a client is likely to write them (not sorted).
+fn unsorted_event() -> Vec<u8> {
+    concat!(
+        r#"{"event_id":"evt-1","type":"approval.approved","request_id":"req-1","#,
+        r#""occurred_at":"2026-11-21T10:00:00Z","#,
+        r#""actor":{"id":"agent-7","kind":"agent","on_behalf_of":"alice"},"#,
+        r#""action":{"name":"export customers","category":"data_export","risk":"high"},"#,
+        r#""resource":{"id":"s3://bucket/customers","environment":"prod"},"#,
+        r#""reviewer":{"id":"bob","idp":"okta","groups":["security"]},"channel":"slack","#,
+        r#""context":{"prompt":"export the customer table for the quarterly review","model":"m-1"}}"#
+    )
+    .as_bytes()
+    .to_vec()
+}
+
 fn events(c: &mut Criterion) {
     let body = sample_event(1);
     let mut g = c.benchmark_group("event");
@@ -42,6 +57,22 @@ fn events(c: &mut Criterion) {
         b.iter(|| prepare_bytes(&body).unwrap())
     });
     g.bench_function("parse_strict", |b| b.iter(|| parse_strict(&body).unwrap()));
+    // The ingest fast path (core::dom): one borrowed parse, validated in place; against the
+    // Value path on the same bytes, sorted (as above) and in a client's order.
+    g.bench_function("prepare_fast", |b| {
+        b.iter(|| prepare_fast(&body, true, 1).unwrap())
+    });
+    let unsorted = unsorted_event();
+    assert_eq!(
+        prepare_fast(&unsorted, true, 1).unwrap()[0],
+        prepare_bytes(&unsorted).unwrap()
+    );
+    g.bench_function("prepare_fast_unsorted", |b| {
+        b.iter(|| prepare_fast(&unsorted, true, 1).unwrap())
+    });
+    g.bench_function("parse_validate_jcs_unsorted", |b| {
+        b.iter(|| prepare_bytes(&unsorted).unwrap())
+    });
     let json = parse_strict(&body).unwrap();
     g.bench_function("validate_and_jcs", |b| b.iter(|| prepare(&json).unwrap()));
     g.bench_function("jcs_serde_jcs", |b| {

@@ -97,10 +97,13 @@ fn write_number(n: &Number, out: &mut Vec<u8>) {
 /// `\u00xx` (lowercase hex); everything else, including U+2028/U+2029 and DEL, as itself.
 pub(crate) fn write_string(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    while let Some(run) = bytes[start..].iter().position(|&b| STOPS[usize::from(b)]) {
+        let i = start + run;
+        let b = bytes[i];
         let escape: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -109,7 +112,7 @@ pub(crate) fn write_string(s: &str, out: &mut Vec<u8>) {
             b'\n' => b"\\n",
             b'\r' => b"\\r",
             b'\t' => b"\\t",
-            0x00..=0x1F => &[
+            _ => &[
                 b'\\',
                 b'u',
                 b'0',
@@ -117,7 +120,6 @@ pub(crate) fn write_string(s: &str, out: &mut Vec<u8>) {
                 HEX[usize::from(b >> 4)],
                 HEX[usize::from(b & 0xF)],
             ],
-            _ => continue,
         };
         out.extend_from_slice(&bytes[start..i]);
         out.extend_from_slice(escape);
@@ -310,8 +312,9 @@ struct Text<'a> {
     escaped: bool,
 }
 
-/// The bytes that end a run of plain string bytes: the quote, the backslash and the controls.
-static STOPS: [bool; 256] = {
+/// The bytes that end a run of plain string bytes: the quote, the backslash and the controls
+/// (in a JSON string body, and in what a JCS string literal writes as itself).
+pub(crate) static STOPS: [bool; 256] = {
     let mut stops = [false; 256];
     let mut c = 0;
     while c < 0x20 {

@@ -6,6 +6,7 @@
 //! `tests/integration/layering.rs` fails if a file here names an I/O crate.
 
 pub mod controls;
+pub mod dom;
 pub mod event;
 pub mod findings;
 pub mod hash;

@@ -36,7 +36,7 @@ use self::openapi::{
 };
 pub use crate::auth::Role;
 use crate::auth::SharedCredentials;
-use crate::core::event::{PreparedEvent, parse_strict, prepare_item};
+use crate::core::event::{PreparedEvent, parse_strict, prepare_fast, prepare_item};
 use crate::core::hash::{Blake3, to_hex};
 use crate::core::merkle::{HashReader, NodeId, consistency_proof, inclusion_proof};
 use crate::core::note::SignerKey;
@@ -184,6 +184,13 @@ fn parse_events(
     max_events: usize,
     origin_keys: &[crate::core::note::VerifierKey],
 ) -> Result<Vec<PreparedEvent>, ApiError> {
+    // The fast path (one borrowed parse, core::dom) takes plain valid events; anything else, and
+    // every error, goes the usual way below, which alone words errors.
+    if origin_keys.is_empty()
+        && let Some(events) = prepare_body_fast(framing, body, max_events)
+    {
+        return Ok(events);
+    }
     let items = match framing {
         Framing::Json => parse_strict(body)
             .map_err(|e| ApiError::bad_request(e.message, ""))?
@@ -247,6 +254,31 @@ fn parse_events(
         });
     }
     Ok(prepared)
+}
+
+/// [`prepare_fast`] over a whole body: `None` unless every event takes the fast path.
+fn prepare_body_fast(
+    framing: &Framing,
+    body: &[u8],
+    max_events: usize,
+) -> Option<Vec<PreparedEvent>> {
+    match framing {
+        Framing::Json => prepare_fast(body, true, max_events),
+        Framing::NdJson => {
+            let mut events = Vec::new();
+            for line in body.split(|b| *b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                if events.len() == max_events {
+                    return None;
+                }
+                events.extend(prepare_fast(line, false, 1)?);
+            }
+            (!events.is_empty()).then_some(events)
+        }
+    }
 }
 
 fn too_many(max: usize) -> ApiError {
