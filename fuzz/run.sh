@@ -6,7 +6,7 @@
 #   fuzz/run.sh [TARGET...]          run each target (default: all) for FUZZ_SECONDS (default 30)
 #   fuzz/run.sh --cmin [TARGET...]   minimize the committed corpora in place (after a long run)
 #
-# Targets: event (the event parser and validator), note (signed notes, checkpoints, keys), proof
+# Targets: event (the event parser and validator, and the ingest fast path against it), note (signed notes, checkpoints, keys), proof
 # (inclusion and consistency proofs), rows (the bundle's Parquet reader), jcs (the one-pass
 # canonical-JSON and leaf checks against parse-and-re-encode), bundle (`ledger verify`
 # on a whole bundle directory). A run reads the committed corpus and writes what it discovers to

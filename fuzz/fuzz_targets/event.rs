@@ -9,7 +9,10 @@
 //!   export of its period);
 //! - a source with an origin key must sign: the same event unsigned is refused, signed by the key
 //!   it is accepted with the same bytes, and signed by another key or with a flipped bit refused;
-//! - an envelope is never accepted from a source without keys.
+//! - an envelope is never accepted from a source without keys;
+//! - the ingest fast path (`prepare_fast`, one borrowed parse) answers only what the usual path
+//!   answers: when it takes a body (as a JSON body, or as one NDJSON line), the strict parser and
+//!   `prepare_item` accept every item of it and prepare the very same events.
 
 #![no_main]
 
@@ -18,7 +21,7 @@ use std::sync::LazyLock;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ledger::core::event::{
-    MAX_DEPTH, PreparedEvent, StrictJson, parse_strict, prepare, prepare_item,
+    MAX_DEPTH, PreparedEvent, StrictJson, parse_strict, prepare, prepare_fast, prepare_item,
 };
 use ledger::core::hash::{Blake3, TreeHasher};
 use ledger::core::leaf::{Leaf, LeafHeader, OriginSignature, encode_leaf, format_micros};
@@ -38,6 +41,7 @@ static OTHER_KEY: LazyLock<SignerKey> =
     LazyLock::new(|| SignerKey::from_seed("fuzz-other", &[6; 32]).expect("valid name"));
 
 fuzz_target!(|data: &[u8]| {
+    check_fast_path(data);
     let Ok(json) = parse_strict(data) else {
         return;
     };
@@ -75,6 +79,25 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// When the fast path takes `data`, the usual path accepts it and prepares the same events.
+fn check_fast_path(data: &[u8]) {
+    for list in [true, false] {
+        let Some(fast) = prepare_fast(data, list, MAX_ITEMS) else {
+            continue;
+        };
+        let json = parse_strict(data).expect("the fast path took what the strict parser refuses");
+        let items = if list { json.into_items() } else { vec![json] };
+        assert_eq!(fast.len(), items.len());
+        for (event, item) in fast.iter().zip(&items) {
+            assert_eq!(
+                prepare_item(item, &[]).as_ref(),
+                Ok(event),
+                "the fast path prepared an event differently"
+            );
+        }
+    }
+}
 
 /// The invariants of an accepted event (see the module comment).
 fn check_accepted(event: &PreparedEvent, value: &Value) {
