@@ -22,9 +22,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use crate::core::event::PreparedEvent;
 use crate::core::hash::{Blake3, Hash, TreeHasher, to_hex};
 use crate::core::leaf::{GENESIS_PREV, Leaf, LeafHeader, encode_leaf, format_micros};
-use crate::core::merkle::{Frontier, HashReader, NodeId, TreeError, inclusion_proof, multi_proof};
+use crate::core::merkle::{
+    Frontier, HashReader, NodeId, NodeMap, TreeError, inclusion_proof, multi_proof,
+};
 use crate::core::note::{Checkpoint, NoteError, SignerKey, checkpoint_body, open_checkpoint};
-use crate::core::receipt::{BatchEntry, BatchReceipt, Receipt, batch_leaves};
+use crate::core::receipt::{BatchEntry, BatchReceipt, ProvenEvent, batch_leaves};
 use crate::store::{Commit, DedupRecord, META_LOG_KEY, Store, StoreError, dedup_key};
 
 /// A clock in microseconds since the Unix epoch (injectable so tests can step it backwards).
@@ -124,7 +126,7 @@ struct Placed {
 /// The nodes a batch's receipts need: the frontier before the batch plus every node it created.
 /// Reads that miss (duplicates of older entries) fall through to the store.
 struct BatchView {
-    nodes: HashMap<NodeId, Hash>,
+    nodes: NodeMap<Hash>,
     store: Arc<Store>,
 }
 
@@ -275,7 +277,7 @@ impl Sequencer {
         &self,
         source: &str,
         events: Vec<PreparedEvent>,
-    ) -> Result<Vec<Receipt>, SequencerError> {
+    ) -> Result<Vec<ProvenEvent>, SequencerError> {
         let (event_ids, committed) = self.commit(source, events).await?;
         self.receipts(event_ids, committed)
     }
@@ -351,38 +353,31 @@ impl Sequencer {
         &self,
         event_ids: Vec<String>,
         committed: Committed,
-    ) -> Result<Vec<Receipt>, SequencerError> {
+    ) -> Result<Vec<ProvenEvent>, SequencerError> {
         let mut out = Vec::with_capacity(event_ids.len());
         for (event_id, placed) in event_ids.into_iter().zip(committed.placed) {
-            let mut receipt = match placed.earlier_commit {
-                None => {
-                    let proof = inclusion_proof::<Blake3>(
+            let (proof, checkpoint) = match placed.earlier_commit {
+                None => (
+                    inclusion_proof::<Blake3>(
                         placed.index,
                         committed.checkpoint.size,
                         &*committed.view,
-                    )?;
-                    Receipt::new(
-                        placed.index,
-                        event_id,
-                        &placed.leaf_hash,
-                        &proof,
-                        &committed.checkpoint,
-                    )
-                }
-                Some(size) => {
-                    let checkpoint = self.original_checkpoint(size)?;
-                    let proof = inclusion_proof::<Blake3>(placed.index, size, &*self.store)?;
-                    Receipt::new(
-                        placed.index,
-                        event_id,
-                        &placed.leaf_hash,
-                        &proof,
-                        &checkpoint,
-                    )
-                }
+                    )?,
+                    committed.checkpoint.clone(),
+                ),
+                Some(size) => (
+                    inclusion_proof::<Blake3>(placed.index, size, &*self.store)?,
+                    Arc::new(self.original_checkpoint(size)?),
+                ),
             };
-            receipt.duplicate = placed.duplicate;
-            out.push(receipt);
+            out.push(ProvenEvent {
+                index: placed.index,
+                event_id,
+                leaf_hash: placed.leaf_hash,
+                proof,
+                checkpoint,
+                duplicate: placed.duplicate,
+            });
         }
         Ok(out)
     }
@@ -665,7 +660,7 @@ impl Writer {
         let (checkpoint, view) = if commit.entries.is_empty() {
             (
                 self.state.checkpoint.clone(),
-                Arc::new(self.view(HashMap::new())),
+                Arc::new(self.view(NodeMap::default())),
             )
         } else {
             for (_, record) in &mut commit.dedup {
@@ -695,7 +690,7 @@ impl Writer {
                 root: frontier.root(),
                 note,
             });
-            let mut nodes: HashMap<NodeId, Hash> = old_frontier.into_iter().collect();
+            let mut nodes: NodeMap<Hash> = old_frontier.into_iter().collect();
             nodes.extend(commit.nodes.iter().copied());
             self.state.frontier = frontier;
             self.state.last_leaf_hash = prev;
@@ -751,7 +746,7 @@ impl Writer {
         Ok(hashes)
     }
 
-    fn view(&self, nodes: HashMap<NodeId, Hash>) -> BatchView {
+    fn view(&self, nodes: NodeMap<Hash>) -> BatchView {
         BatchView {
             nodes,
             store: self.store.clone(),

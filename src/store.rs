@@ -637,6 +637,13 @@ fn cf_options(name: &str, cache: &Cache, index_in_cache: bool) -> Options {
         // Leaves are JSON: LZ4 is cheap and roughly halves them on disk.
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     }
+    if name == CF_DEDUP {
+        // Every appended event looks up its idempotency key, and nearly every lookup misses (a new
+        // event id): a bloom filter over the memtable's keys answers a miss without searching the
+        // skiplist, as the table filters do for files.
+        opts.set_memtable_prefix_bloom_ratio(0.05);
+        opts.set_memtable_whole_key_filtering(true);
+    }
     opts
 }
 

@@ -82,13 +82,29 @@ impl TreeHasher for Sha256 {
 /// of chars.)
 #[must_use]
 pub fn to_hex(hash: &Hash) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 64];
-    for (i, b) in hash.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
+    let mut out = Vec::with_capacity(64);
+    push_hex(hash, &mut out);
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// Appends the 64 lowercase hex digits of `hash` to `out`.
+pub fn push_hex(hash: &Hash, out: &mut Vec<u8>) {
+    /// The two digits of each byte value.
+    static PAIRS: [[u8; 2]; 256] = {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut pairs = [[0u8; 2]; 256];
+        let mut b = 0;
+        while b < 256 {
+            pairs[b] = [DIGITS[b >> 4], DIGITS[b & 0x0f]];
+            b += 1;
+        }
+        pairs
+    };
+    let mut digits = [0u8; 64];
+    for (pair, &b) in digits.chunks_exact_mut(2).zip(hash) {
+        pair.copy_from_slice(&PAIRS[usize::from(b)]);
     }
-    String::from_utf8(out.to_vec()).expect("hex digits are ASCII")
+    out.extend_from_slice(&digits);
 }
 
 /// Parses 64 hex digits into a hash.

@@ -101,7 +101,7 @@ pub(crate) fn write_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    while let Some(run) = bytes[start..].iter().position(|&b| STOPS[usize::from(b)]) {
+    while let Some(run) = find_stop(&bytes[start..]) {
         let i = start + run;
         let b = bytes[i];
         let escape: &[u8] = match b {
@@ -326,6 +326,37 @@ pub(crate) static STOPS: [bool; 256] = {
     stops
 };
 
+/// Whether `bytes` hold a byte of [`STOPS`]. Written as a fold of comparisons with no branch per
+/// byte, which the compiler turns into vector instructions (a table lookup per byte it cannot).
+#[must_use]
+pub(crate) fn has_stop(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
+}
+
+/// The position of the first byte of [`STOPS`] in `bytes`: blocks of 16 are tested with
+/// [`has_stop`], and only the block that has one is searched byte by byte.
+#[must_use]
+pub(crate) fn find_stop(bytes: &[u8]) -> Option<usize> {
+    let mut blocks = bytes.chunks_exact(16);
+    let mut at = 0;
+    for block in &mut blocks {
+        if has_stop(block) {
+            return block
+                .iter()
+                .position(|&b| STOPS[usize::from(b)])
+                .map(|i| at + i);
+        }
+        at += 16;
+    }
+    blocks
+        .remainder()
+        .iter()
+        .position(|&b| STOPS[usize::from(b)])
+        .map(|i| at + i)
+}
+
 /// What to note of an object's members in the outline.
 #[derive(Clone, Copy)]
 enum Note {
@@ -498,10 +529,7 @@ impl<'a> Checker<'a> {
         let mut i = start;
         let mut escaped = false;
         loop {
-            i += b[i..]
-                .iter()
-                .position(|&c| STOPS[usize::from(c)])
-                .ok_or(CheckError::Syntax(b.len()))?;
+            i += find_stop(&b[i..]).ok_or(CheckError::Syntax(b.len()))?;
             match b[i] {
                 b'"' => break,
                 b'\\' => {
@@ -793,6 +821,13 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
+        #[test]
+        fn find_stop_is_the_first_stop(bytes in prop::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20, 0x20u8..=0xFF, 0x20u8..0x7F, 0x20u8..0x7F], 0..70)) {
+            let want = bytes.iter().position(|&b| STOPS[usize::from(b)]);
+            prop_assert_eq!(find_stop(&bytes), want);
+            prop_assert_eq!(has_stop(&bytes), want.is_some());
+        }
+
         #[test]
         fn equals_serde_jcs(value in arb_json()) {
             prop_assert_eq!(to_vec(&value), serde_jcs::to_vec(&value).unwrap());

@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::hash::{Blake3, Hash, TreeHasher, from_hex, to_hex};
+use std::sync::Arc;
+
+use super::hash::{Blake3, Hash, TreeHasher, from_hex, push_hex, to_hex};
 use super::merkle::{TreeError, root_from_multi_proof, verify_inclusion};
 use super::note::{Checkpoint, NoteError, VerifierKey, open_checkpoint};
 
@@ -49,14 +51,45 @@ impl Receipt {
     }
 }
 
-/// The default answer of `POST /v1/events`, `{"receipts":[...]}`: byte for byte what
-/// `serde_json` writes for it, written directly. Its strings are hex digits, a signed note and an
-/// `event_id`; one with nothing to escape (every hash, most notes and ids) is copied as it is, and
-/// only the others go through `serde_json`'s string writer.
+/// A receipt as the log builds it, with its hashes in binary; [`Receipt`] is its JSON shape.
+#[derive(Debug, Clone)]
+pub struct ProvenEvent {
+    /// The entry's position.
+    pub index: u64,
+    /// The event's `event_id`.
+    pub event_id: String,
+    /// The entry's leaf hash.
+    pub leaf_hash: Hash,
+    /// The RFC 9162 inclusion proof against `checkpoint`, leaf side first.
+    pub proof: Vec<Hash>,
+    /// The checkpoint proven against (shared by the receipts of one commit).
+    pub checkpoint: Arc<Checkpoint>,
+    /// True when the event had been appended before and this is its original receipt.
+    pub duplicate: bool,
+}
+
+impl From<&ProvenEvent> for Receipt {
+    fn from(p: &ProvenEvent) -> Self {
+        let mut receipt = Receipt::new(
+            p.index,
+            p.event_id.clone(),
+            &p.leaf_hash,
+            &p.proof,
+            &p.checkpoint,
+        );
+        receipt.duplicate = p.duplicate;
+        receipt
+    }
+}
+
+/// The default answer of `POST /v1/events`, `{"receipts":[...]}` with one [`Receipt`] per event:
+/// byte for byte what `serde_json` writes for those receipts, written straight from the binary
+/// hashes (no `String` per hash). Of its strings only `event_id` and the note can hold what JSON
+/// escapes; one that does goes through `serde_json`'s string writer.
 #[must_use]
-pub fn receipts_json(receipts: &[Receipt]) -> Vec<u8> {
+pub fn receipts_json(receipts: &[ProvenEvent]) -> Vec<u8> {
     let each = receipts.first().map_or(0, |r| {
-        160 + r.event_id.len() + r.checkpoint.len() + 67 * r.inclusion_proof.len()
+        160 + r.event_id.len() + r.checkpoint.note.len() + 67 * r.proof.len()
     });
     let mut out = Vec::with_capacity(16 + each * receipts.len());
     out.extend_from_slice(b"{\"receipts\":[");
@@ -68,19 +101,18 @@ pub fn receipts_json(receipts: &[Receipt]) -> Vec<u8> {
         out.extend_from_slice(itoa::Buffer::new().format(r.index).as_bytes());
         out.extend_from_slice(b",\"event_id\":");
         json_string(&r.event_id, &mut out);
-        out.extend_from_slice(b",\"leaf_hash\":");
-        json_string(&r.leaf_hash, &mut out);
-        out.extend_from_slice(b",\"tree_size\":");
-        out.extend_from_slice(itoa::Buffer::new().format(r.tree_size).as_bytes());
+        out.extend_from_slice(b",\"leaf_hash\":\"");
+        push_hex(&r.leaf_hash, &mut out);
+        out.extend_from_slice(b"\",\"tree_size\":");
+        out.extend_from_slice(itoa::Buffer::new().format(r.checkpoint.size).as_bytes());
         out.extend_from_slice(b",\"inclusion_proof\":[");
-        for (k, hash) in r.inclusion_proof.iter().enumerate() {
-            if k > 0 {
-                out.push(b',');
-            }
-            json_string(hash, &mut out);
+        for (k, hash) in r.proof.iter().enumerate() {
+            out.extend_from_slice(if k > 0 { b",\"" } else { b"\"" });
+            push_hex(hash, &mut out);
+            out.push(b'"');
         }
         out.extend_from_slice(b"],\"checkpoint\":");
-        json_string(&r.checkpoint, &mut out);
+        json_string(&r.checkpoint.note, &mut out);
         out.extend_from_slice(if r.duplicate {
             b",\"duplicate\":true}"
         } else {
@@ -94,7 +126,7 @@ pub fn receipts_json(receipts: &[Receipt]) -> Vec<u8> {
 /// A JSON string literal as `serde_json` writes it.
 fn json_string(s: &str, out: &mut Vec<u8>) {
     // serde_json escapes exactly the quote, the backslash and the controls.
-    if s.bytes().any(|b| super::jcs::STOPS[usize::from(b)]) {
+    if super::jcs::has_stop(s.as_bytes()) {
         serde_json::to_writer(&mut *out, s).expect("writing to a Vec does not fail");
     } else {
         out.push(b'"');
@@ -262,45 +294,48 @@ mod tests {
     use proptest::prelude::*;
 
     #[derive(Serialize)]
-    struct Answer<'a> {
-        receipts: &'a [Receipt],
+    struct Answer {
+        receipts: Vec<Receipt>,
     }
 
-    fn arb_receipt() -> impl Strategy<Value = Receipt> {
+    fn arb_proven() -> impl Strategy<Value = ProvenEvent> {
         let text = prop_oneof![
-            "[0-9a-f]{64}",
+            "[0-9a-z-]{1,20}",
             "\\PC{0,16}",
             "[\\u{0}-\\u{1f}\"\\\\/a\\u{7f}\\u{e9}\\u{2028}\\u{1F600}]{0,8}",
         ];
+        let hash = any::<[u8; 32]>();
         (
             any::<u64>(),
             text.clone(),
-            text.clone(),
-            any::<u64>(),
-            prop::collection::vec(text.clone(), 0..4),
-            text,
+            hash,
+            prop::collection::vec(hash, 0..4),
+            (any::<u64>(), text),
             any::<bool>(),
         )
             .prop_map(
-                |(index, event_id, leaf_hash, tree_size, inclusion_proof, checkpoint, duplicate)| {
-                    Receipt {
-                        index,
-                        event_id,
-                        leaf_hash,
-                        tree_size,
-                        inclusion_proof,
-                        checkpoint,
-                        duplicate,
-                    }
+                |(index, event_id, leaf_hash, proof, (size, note), duplicate)| ProvenEvent {
+                    index,
+                    event_id,
+                    leaf_hash,
+                    proof,
+                    checkpoint: Arc::new(Checkpoint {
+                        origin: "log".into(),
+                        size,
+                        root: [0; 32],
+                        note,
+                    }),
+                    duplicate,
                 },
             )
     }
 
     proptest! {
         #[test]
-        fn receipts_json_is_what_serde_writes(receipts in prop::collection::vec(arb_receipt(), 0..4)) {
-            let want = serde_json::to_vec(&Answer { receipts: &receipts }).unwrap();
-            prop_assert_eq!(receipts_json(&receipts), want);
+        fn receipts_json_is_what_serde_writes(proven in prop::collection::vec(arb_proven(), 0..4)) {
+            let receipts = proven.iter().map(Receipt::from).collect();
+            let want = serde_json::to_vec(&Answer { receipts }).unwrap();
+            prop_assert_eq!(receipts_json(&proven), want);
         }
     }
 }
