@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the load figures in docs/performance.md: a fresh ledger, one release server, then
-# `ledger bench` in each mode, each batch mode again with batch receipts (`?receipts=batch`), then
-# array mode at 10 and 100 events per POST (each run also measures the RocksDB floor in the same
-# run).
+# `ledger bench` in each mode, each batch mode again with batch receipts (`?receipts=batch`) and
+# once more with 8 connections, then array mode at 10 and 100 events per POST. Each run also
+# measures the RocksDB floor in the same run.
 # Usage: benches/load.sh [seconds per run, default 20]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,7 @@ secs=${1:-20}
 cargo build --release --locked -q
 bin=target/release/ledger
 work=$(mktemp -d)
-trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
 token=$($bin sources add bench --data-dir "$work/data" | tail -n 1)
 $bin serve --data-dir "$work/data" --listen 127.0.0.1:18080 2>"$work/serve.log" &
 server=$!
@@ -20,6 +20,8 @@ run --mode array --batch 1000 --connections 4 --events 4000000
 run --mode ndjson --batch 1000 --connections 4 --events 4000000
 run --mode array --batch 1000 --connections 4 --events 4000000 --receipts batch
 run --mode ndjson --batch 1000 --connections 4 --events 4000000 --receipts batch
+# More requests in flight: the server's CPU, not the client's wait, bounds the run.
+run --mode array --batch 1000 --connections 8 --events 4000000 --receipts batch
 run --mode single --connections 64 --events 1000000
 # How the cost grows with batch size (array mode, same connections).
 run --mode array --batch 10 --connections 4 --events 1000000
