@@ -389,15 +389,16 @@ impl RowChecks {
         let (projection, origin) = match &leaf {
             Err(e) => (Err(e.clone()), Origin::Unsigned(false)),
             Ok(leaf) => {
-                let projected = Projection::of(leaf);
-                let controls = match (&self.framework, &projected) {
-                    (Some(f), Ok(p)) => f.controls_for(p),
-                    _ => Vec::new(),
+                // Compared in place: the row's columns against the leaf's fields, and (once they
+                // agree) its controls against the mapping applied to those columns.
+                let controls_ok = |p: &Projection| match &self.framework {
+                    Some(f) => f.controls_match(p, &row.controls),
+                    None => row.controls.is_empty(),
                 };
-                let projection = match projected {
-                    Ok(p) if p == row.projection && controls == row.controls => Ok(()),
-                    Ok(p) if p != row.projection => Err("a column differs from the leaf".into()),
-                    Ok(_) => Err("controls differ from the mapping".into()),
+                let projection = match Projection::matches(leaf, &row.projection) {
+                    Ok(true) if controls_ok(&row.projection) => Ok(()),
+                    Ok(true) => Err("controls differ from the mapping".into()),
+                    Ok(false) => Err("a column differs from the leaf".into()),
                     Err(e) => Err(e.to_string()),
                 };
                 (projection, self.origin(leaf))

@@ -71,4 +71,14 @@ impl Framework {
             .map(|c| c.id.clone())
             .collect()
     }
+
+    /// Whether `listed` is exactly [`Framework::controls_for`] of `row` (no list built).
+    #[must_use]
+    pub fn controls_match(&self, row: &Projection, listed: &[String]) -> bool {
+        self.controls
+            .iter()
+            .filter(|c| c.applies_to(row))
+            .map(|c| &c.id)
+            .eq(listed)
+    }
 }

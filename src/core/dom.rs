@@ -18,7 +18,9 @@
 //! fraction or exponent, `-0`, a lone surrogate, a bigger object, any syntax error) is not an
 //! error here: [`Doc::parse`] answers `None` and the caller takes the `Value` path, which decides
 //! and words every error. So this path can only agree with the `Value` path, never overrule it;
-//! property tests and the `ingest` fuzz target compare the two.
+//! property tests and the `event` fuzz target compare the two. A body of more than [`MAX_NODES`]
+//! values also goes the `Value` way, so a hostile body cannot make this path hold more memory
+//! than about 56 bytes times that (a node holds two string references).
 
 use std::borrow::Cow;
 
@@ -32,6 +34,9 @@ use super::jcs::find_stop;
 /// Most members an object may have on this path; bigger objects take the `Value` path (whose
 /// map makes the duplicate-name check cheap at any size).
 pub const MAX_MEMBERS: usize = 64;
+/// Most values one body may hold on this path (a legitimate 8 MiB body of 1 KiB events has about
+/// 400,000).
+pub const MAX_NODES: usize = 1 << 20;
 /// Largest integer magnitude accepted (exact in an IEEE double, so JCS cannot change it).
 const MAX_EXACT: u64 = 1 << 53;
 
@@ -75,7 +80,7 @@ impl<'a> Doc<'a> {
             text,
             bytes,
             pos: 0,
-            slots: Vec::with_capacity(bytes.len() / 16),
+            slots: Vec::with_capacity((bytes.len() / 16).min(1 << 16)),
         };
         parser.value(Cow::Borrowed(""), 1)?;
         parser.ws();
@@ -112,6 +117,9 @@ impl<'a> Parser<'a> {
 
     /// One value at nesting `depth` (the root is 1), as member `key` of its parent.
     fn value(&mut self, key: Cow<'a, str>, depth: usize) -> Option<()> {
+        if self.slots.len() == MAX_NODES {
+            return None;
+        }
         self.ws();
         let val = match *self.bytes.get(self.pos)? {
             b'{' => return self.object(key, depth),
@@ -877,6 +885,12 @@ mod tests {
             );
         }
         assert!(Doc::parse(b"\"\xff\"").is_none());
+        let values = |n: usize| format!("[{}]", vec!["0"; n].join(","));
+        assert!(Doc::parse(values(MAX_NODES - 1).as_bytes()).is_some());
+        assert!(
+            Doc::parse(values(MAX_NODES).as_bytes()).is_none(),
+            "the array is a value too"
+        );
     }
 
     fn base_event() -> Value {
