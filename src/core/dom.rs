@@ -147,90 +147,78 @@ impl<'a> Parser<'a> {
     }
 
     fn object(&mut self, key: Cow<'a, str>, depth: usize) -> Option<()> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.pos += 1;
-        let at = self.slots.len();
-        self.slots.push(Slot {
-            key,
-            val: Val::Null,
-        });
+        let at = self.open(key, depth)?;
         // Slot indexes of this object's members, for the duplicate-name check.
         let mut members = [0u32; MAX_MEMBERS];
-        let mut len = 0;
-        self.ws();
-        if self.bytes.get(self.pos) == Some(&b'}') {
-            self.pos += 1;
-        } else {
-            loop {
-                if len == MAX_MEMBERS {
-                    return None;
-                }
-                self.eat(b'"')?;
-                let name = self.string()?;
-                if members[..len]
-                    .iter()
-                    .any(|&m| self.slots[m as usize].key == name)
-                {
-                    return None;
-                }
-                self.eat(b':')?;
-                members[len] = u32::try_from(self.slots.len()).ok()?;
-                len += 1;
-                self.value(name, depth + 1)?;
-                self.ws();
-                match self.bytes.get(self.pos)? {
-                    b',' => self.pos += 1,
-                    b'}' => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return None,
-                }
+        let len = self.items(b'}', |p, n| {
+            if n == MAX_MEMBERS {
+                return None;
             }
-        }
-        self.slots[at].val = Val::Object {
-            len: u32::try_from(len).ok()?,
-            end: u32::try_from(self.slots.len()).ok()?,
-        };
+            p.eat(b'"')?;
+            let name = p.string()?;
+            if members[..n]
+                .iter()
+                .any(|&m| p.slots[m as usize].key == name)
+            {
+                return None;
+            }
+            p.eat(b':')?;
+            members[n] = u32::try_from(p.slots.len()).ok()?;
+            p.value(name, depth + 1)
+        })?;
+        let end = u32::try_from(self.slots.len()).ok()?;
+        self.slots[at].val = Val::Object { len, end };
         Some(())
     }
 
     fn array(&mut self, key: Cow<'a, str>, depth: usize) -> Option<()> {
+        let at = self.open(key, depth)?;
+        let len = self.items(b']', |p, _| p.value(Cow::Borrowed(""), depth + 1))?;
+        let end = u32::try_from(self.slots.len()).ok()?;
+        self.slots[at].val = Val::Array { len, end };
+        Some(())
+    }
+
+    /// A container at nesting `depth`, at its opening byte: its slot, to be filled in once its
+    /// items are read.
+    fn open(&mut self, key: Cow<'a, str>, depth: usize) -> Option<usize> {
         if depth > MAX_DEPTH {
             return None;
         }
         self.pos += 1;
-        let at = self.slots.len();
         self.slots.push(Slot {
             key,
             val: Val::Null,
         });
-        let mut len = 0u32;
+        Some(self.slots.len() - 1)
+    }
+
+    /// The comma-separated items of a container up to its `close` byte, each read by `item`
+    /// (given its position); how many there were.
+    fn items(
+        &mut self,
+        close: u8,
+        mut item: impl FnMut(&mut Self, usize) -> Option<()>,
+    ) -> Option<u32> {
         self.ws();
-        if self.bytes.get(self.pos) == Some(&b']') {
+        if self.bytes.get(self.pos) == Some(&close) {
             self.pos += 1;
-        } else {
-            loop {
-                self.value(Cow::Borrowed(""), depth + 1)?;
-                len = len.checked_add(1)?;
-                self.ws();
-                match self.bytes.get(self.pos)? {
-                    b',' => self.pos += 1,
-                    b']' => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return None,
+            return Some(0);
+        }
+        let mut n = 0;
+        loop {
+            item(self, n)?;
+            n += 1;
+            self.ws();
+            match *self.bytes.get(self.pos)? {
+                b',' => self.pos += 1,
+                b if b == close => {
+                    self.pos += 1;
+                    return u32::try_from(n).ok();
                 }
+                _ => return None,
             }
         }
-        self.slots[at].val = Val::Array {
-            len,
-            end: u32::try_from(self.slots.len()).ok()?,
-        };
-        Some(())
     }
 
     /// A string body, after its opening quote; borrowed unless it has escapes.
@@ -288,7 +276,8 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// A `\uXXXX` escape at `pos` (a surrogate pair as one character); no NUL, no lone surrogate.
+    /// A `\u` escape (four hex digits) at `pos`, a surrogate pair as one character; no NUL, no
+    /// lone surrogate.
     fn unicode(&mut self) -> Option<char> {
         let unit = |p: &Self, at: usize| -> Option<u32> {
             if p.bytes.get(at..at + 2)? != b"\\u" {
