@@ -24,8 +24,9 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::ParquetMetaData;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::ChunkReader;
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use crate::core::controls::Framework;
@@ -171,12 +172,7 @@ impl RowWriter {
             path: path.display().to_string(),
             source,
         })?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(3).map_err(|e| format_err(path, e))?,
-            ))
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
+        let props = writer_properties().map_err(|e| format_err(path, e))?;
         let writer =
             ArrowWriter::try_new(file, schema(), Some(props)).map_err(|e| format_err(path, e))?;
         Ok(Self {
@@ -221,6 +217,27 @@ impl RowWriter {
             .map_err(|source| BundleError::Io { path, source })?;
         Ok(self.rows)
     }
+}
+
+/// How the bundle's Parquet is written. zstd level 1: on these rows (leaf JSON, proof hashes
+/// that repeat from row to row) it compresses as well as level 3 did and costs less. No dictionary
+/// for the columns whose values are (nearly) all distinct: the dictionary overflows and falls back
+/// to plain pages, having cost a hash-table insert per value. No min/max statistics for the leaf
+/// and hash columns: nobody filters on a leaf's bytes, and each page compared every value.
+/// `docs/performance.md`, session 7, has the measurements.
+fn writer_properties() -> Result<WriterProperties, parquet::errors::ParquetError> {
+    let column =
+        |path: &str| ColumnPath::from(path.split('.').map(String::from).collect::<Vec<_>>());
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    for name in ["index", "leaf", "leaf_hash", "event_id", "request_id"] {
+        builder = builder.set_column_dictionary_enabled(column(name), false);
+    }
+    for name in ["leaf", "leaf_hash", "inclusion_proof.list.item"] {
+        builder = builder.set_column_statistics_enabled(column(name), EnabledStatistics::None);
+    }
+    Ok(builder.build())
 }
 
 fn to_batch(rows: &[Row]) -> Result<RecordBatch, arrow_schema::ArrowError> {

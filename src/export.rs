@@ -22,7 +22,7 @@ use crate::core::controls::Framework;
 use crate::core::findings::Digest;
 use crate::core::hash::{Blake3, Hash, TreeHasher, from_hex, to_hex};
 use crate::core::leaf::{Leaf, format_micros};
-use crate::core::merkle::{HashReader, NodeId, TreeError, consistency_proof, inclusion_proof};
+use crate::core::merkle::{HashReader, NodeId, ProofCursor, TreeError, consistency_proof};
 use crate::core::note::{Checkpoint, NoteError, SignerKey, VerifierKey, open_checkpoint};
 use crate::core::projection::{Projection, ProjectionError};
 use crate::spill::{DEFAULT_BUDGET, Sorter};
@@ -166,14 +166,10 @@ trait LogReader {
         size: u64,
         f: &mut dyn FnMut(u64, Vec<u8>, Vec<Hash>) -> Result<(), ExportError>,
     ) -> Result<(), ExportError>;
-    /// Indexes below `before` of a request's entries, ascending, all of them (a request padded
-    /// with many entries must not push its earlier decisions out of the bundle), page by page.
-    fn request_indexes(
-        &self,
-        request_id: &str,
-        before: u64,
-        f: &mut dyn FnMut(u64) -> Result<(), ExportError>,
-    ) -> Result<(), ExportError>;
+    /// Finds the indexes below `before` of a request's entries, ascending, all of them (a request
+    /// padded with many entries must not push its earlier decisions out of the bundle). One
+    /// lookup serves every request of the period, in sorted order.
+    fn request_lookup(&self) -> Box<RequestLookup<'_>>;
     /// Consistency proof between two sizes.
     fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ExportError>;
     /// Signs the manifest's bytes with the log key.
@@ -197,6 +193,7 @@ pub fn proved_rows(
         store,
         cache: RefCell::default(),
     };
+    let mut cursor = ProofCursor::<Blake3>::new(size);
     let mut next = start;
     let mut bytes = 0usize;
     for item in store.entries_from(start) {
@@ -209,7 +206,7 @@ pub fn proved_rows(
         }
         next += 1;
         bytes += leaf.len();
-        let proof = inclusion_proof::<Blake3>(index, size, &reader)?;
+        let proof = cursor.proof(index, &reader)?.to_vec();
         f(index, leaf, proof)?;
     }
     if next < end {
@@ -261,13 +258,9 @@ impl LogReader for LocalLog {
         proved_rows(&self.store, start, end, size, usize::MAX, f).map(|_| ())
     }
 
-    fn request_indexes(
-        &self,
-        request_id: &str,
-        before: u64,
-        f: &mut dyn FnMut(u64) -> Result<(), ExportError>,
-    ) -> Result<(), ExportError> {
-        for_each_request_index(&self.store, request_id, before, f)
+    fn request_lookup(&self) -> Box<RequestLookup<'_>> {
+        let mut cursor = self.store.request_cursor();
+        Box::new(move |request_id, before, f| cursor.for_each(request_id, before, f))
     }
 
     fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ExportError> {
@@ -303,6 +296,43 @@ struct RemoteRow {
 }
 
 impl RemoteLog {
+    /// A request's indexes below `before`, page by page from `GET /v1/export/context`.
+    fn request_indexes(
+        &self,
+        request_id: &str,
+        before: u64,
+        f: &mut dyn FnMut(u64) -> Result<(), ExportError>,
+    ) -> Result<(), ExportError> {
+        #[derive(serde::Deserialize)]
+        struct Indexes {
+            indexes: Vec<u64>,
+            next: Option<u64>,
+        }
+        // Query-string encoding of the id: unreserved bytes as they are, everything else %XX.
+        let mut id = String::with_capacity(request_id.len());
+        for b in request_id.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                id.push(b as char);
+            } else {
+                id.push_str(&format!("%{b:02X}"));
+            }
+        }
+        let mut from = 0;
+        loop {
+            let page: Indexes = self.json(&format!(
+                "/v1/export/context?request_id={id}&before={before}&from={from}"
+            ))?;
+            for index in page.indexes {
+                f(index)?;
+            }
+            match page.next {
+                Some(next) if next > from => from = next,
+                Some(_) => return Err(ExportError::Remote("context pages do not advance".into())),
+                None => return Ok(()),
+            }
+        }
+    }
+
     fn get(&self, path: &str) -> Result<reqwest::blocking::Response, ExportError> {
         let response = self
             .client
@@ -409,40 +439,8 @@ impl LogReader for RemoteLog {
         Ok(())
     }
 
-    fn request_indexes(
-        &self,
-        request_id: &str,
-        before: u64,
-        f: &mut dyn FnMut(u64) -> Result<(), ExportError>,
-    ) -> Result<(), ExportError> {
-        #[derive(serde::Deserialize)]
-        struct Indexes {
-            indexes: Vec<u64>,
-            next: Option<u64>,
-        }
-        // Query-string encoding of the id: unreserved bytes as they are, everything else %XX.
-        let mut id = String::with_capacity(request_id.len());
-        for b in request_id.bytes() {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                id.push(b as char);
-            } else {
-                id.push_str(&format!("%{b:02X}"));
-            }
-        }
-        let mut from = 0;
-        loop {
-            let page: Indexes = self.json(&format!(
-                "/v1/export/context?request_id={id}&before={before}&from={from}"
-            ))?;
-            for index in page.indexes {
-                f(index)?;
-            }
-            match page.next {
-                Some(next) if next > from => from = next,
-                Some(_) => return Err(ExportError::Remote("context pages do not advance".into())),
-                None => return Ok(()),
-            }
-        }
+    fn request_lookup(&self) -> Box<RequestLookup<'_>> {
+        Box::new(|request_id, before, f| self.request_indexes(request_id, before, f))
     }
 
     fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ExportError> {
@@ -484,27 +482,6 @@ pub const MAX_PAGE_ROWS: u64 = 10_000;
 /// Leaf bytes per `GET /v1/export/rows` page: a page stops after the row that reaches this.
 pub const MAX_PAGE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Every index below `before` of a request's entries, ascending, read a page at a time.
-fn for_each_request_index(
-    store: &Store,
-    request_id: &str,
-    before: u64,
-    f: &mut dyn FnMut(u64) -> Result<(), ExportError>,
-) -> Result<(), ExportError> {
-    const PAGE: usize = 10_000;
-    let mut from = 0;
-    loop {
-        let page = store.request_indexes(request_id, from, before, PAGE)?;
-        for &index in &page {
-            f(index)?;
-        }
-        match page.last() {
-            Some(last) if page.len() == PAGE => from = last + 1,
-            _ => return Ok(()),
-        }
-    }
-}
-
 /// The period's `summary.json` as this log computes it (its BLAKE3, hex) and the number of context
 /// rows, in bounded memory: what the server checks before it signs an auditor's manifest.
 /// `scratch` is where sort runs spill (the system temp dir if `None`).
@@ -537,12 +514,13 @@ pub fn summary_hash(
         requests.push(p.request_id).map_err(fail)?;
     }
     let mut count = 0;
+    let mut cursor = store.request_cursor();
     for_each_context_index(
         requests,
         start,
         scratch,
         &fail,
-        &mut |request_id, before, f| for_each_request_index(store, request_id, before, f),
+        &mut |request_id, before, f| cursor.for_each(request_id, before, f),
         &mut |index| {
             count += 1;
             builder
@@ -852,7 +830,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         range.start,
         scratch,
         &fail,
-        &mut |request_id, before, f| log.request_indexes(request_id, before, f),
+        &mut *log.request_lookup(),
         &mut |index| {
             log.rows(index, index + 1, size, &mut |index, leaf, proof| {
                 let row = make_row(index, leaf, proof, &framework)?;

@@ -415,6 +415,16 @@ impl Store {
         Ok(out)
     }
 
+    /// A cursor for many request-index lookups in a row (an export's context rows): one RocksDB
+    /// iterator, sought once per request, where [`Store::request_indexes`] creates one per call
+    /// (creating it costs more than the seek).
+    pub fn request_cursor(&self) -> RequestCursor<'_> {
+        RequestCursor {
+            iter: self.db.raw_iterator_cf(self.cf(CF_REQUESTS)),
+            prefix: Vec::new(),
+        }
+    }
+
     /// Stores a credential record (offline administration; synced).
     pub fn put_credential(
         &self,
@@ -630,6 +640,45 @@ const BLOCK_CACHE_BYTES: usize = 128 << 20;
 const SECONDARY_CACHE_BYTES: usize = 32 << 20;
 
 /// Column family options; `index_in_cache`: see [`table_options`].
+/// See [`Store::request_cursor`].
+pub struct RequestCursor<'a> {
+    iter: rocksdb::DBRawIteratorWithThreadMode<'a, DB>,
+    prefix: Vec<u8>,
+}
+
+impl RequestCursor<'_> {
+    /// Calls `f` with each index below `below` of `request_id`'s entries, ascending (the view is
+    /// the store as it was when the cursor was made).
+    pub fn for_each<E: From<StoreError>>(
+        &mut self,
+        request_id: &str,
+        below: u64,
+        mut f: impl FnMut(u64) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.prefix.clear();
+        self.prefix.extend_from_slice(request_id.as_bytes());
+        self.prefix.push(0);
+        self.iter.seek(&self.prefix);
+        while self.iter.valid() {
+            let Some(rest) = self
+                .iter
+                .key()
+                .and_then(|key| key.strip_prefix(self.prefix.as_slice()))
+            else {
+                break;
+            };
+            let index = decode_u64(rest, "request key")?;
+            if index >= below {
+                break;
+            }
+            f(index)?;
+            self.iter.next();
+        }
+        self.iter.status().map_err(StoreError::from)?;
+        Ok(())
+    }
+}
+
 fn cf_options(name: &str, cache: &Cache, index_in_cache: bool) -> Options {
     let mut opts = Options::default();
     opts.set_block_based_table_factory(&table_options(name, cache, index_in_cache));

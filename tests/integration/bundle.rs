@@ -226,6 +226,39 @@ fn tampered(bundle: &Path, name: &str, tamper: impl FnOnce(&Path)) -> Vec<&'stat
     failed(&v)
 }
 
+/// The Parquet choices `bundle::writer_properties` documents: zstd; no dictionary where values
+/// are all distinct; no min/max statistics on the leaf and hash columns, but on the rest.
+fn assert_writer_choices(path: &Path) {
+    use parquet::basic::{Compression, Encoding};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let group = reader.metadata().row_group(0);
+    for column in group.columns() {
+        let name = column.column_path().string();
+        assert!(
+            matches!(column.compression(), Compression::ZSTD(_)),
+            "{name}"
+        );
+        let dictionary = column.encodings().any(|e| e == Encoding::RLE_DICTIONARY);
+        // (Booleans are never dictionary-encoded.)
+        let distinct = [
+            "index",
+            "leaf",
+            "leaf_hash",
+            "event_id",
+            "request_id",
+            "emergency",
+        ];
+        assert_eq!(dictionary, !distinct.contains(&name.as_str()), "{name}");
+        let no_stats = ["leaf", "leaf_hash", "inclusion_proof.list.item"];
+        assert_eq!(
+            column.statistics().is_none(),
+            no_stats.contains(&name.as_str()),
+            "{name}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_findings_and_every_tamper_is_caught_by_name() {
     let f = Fixture::new().await;
@@ -251,6 +284,7 @@ async fn round_trip_findings_and_every_tamper_is_caught_by_name() {
         (manifest.index_range.start, manifest.index_range.end),
         (3, 13)
     );
+    assert_writer_choices(&day2.join(files::EVENTS));
     assert_eq!(
         (
             manifest.rows.events,
