@@ -72,9 +72,9 @@ pub enum ExportError {
     /// `--since` names a checkpoint this log cannot extend.
     #[error("--since checkpoint: {0}")]
     Since(String),
-    /// A later stage of the export stopped early (its own error is the one reported).
-    #[error("the {0} stopped")]
-    StageStopped(&'static str),
+    /// The events writer stopped early (its own error is the one reported).
+    #[error("the events writer stopped")]
+    WriterStopped,
     /// Writing the bundle failed.
     #[error(transparent)]
     Bundle(#[from] BundleError),
@@ -692,9 +692,6 @@ impl HashReader for MemoReader<'_> {
 /// Rows made in parallel per round.
 const CHUNK_ROWS: usize = 4_096;
 
-/// An entry as read, before it is made into a row: index, leaf bytes, inclusion proof.
-type ReadRow = (u64, Vec<u8>, Vec<Hash>);
-
 /// Writes a bundle for `config.from..config.to` into `config.out`, all or nothing.
 pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     let framework = Framework::named(&config.framework)
@@ -753,17 +750,15 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     };
     let scratch = Some(parent.as_path());
     let progress = progress_bar(config.progress, range.end - range.start);
-    let summary = SummaryBuilder::new(scratch).map_err(fail)?;
-    let requests = Sorter::<String>::new(scratch, DEFAULT_BUDGET).map_err(fail)?;
+    let mut summary = SummaryBuilder::new(scratch).map_err(fail)?;
+    let mut requests = Sorter::<String>::new(scratch, DEFAULT_BUDGET).map_err(fail)?;
     let writer = RowWriter::create(&dir.join(files::EVENTS))?;
-    let controls = ControlCounts::new(&framework);
-    // Four stages overlap, each on its own thread: this one reads entries and builds their proofs;
-    // a maker makes rows (parse, project, hash) a chunk at a time on every core, then counts them
-    // in order (summary, controls, request ids); a writer encodes and compresses them into
-    // events.parquet. Reading goes on while a chunk is made; at most one read chunk and two made
-    // chunks wait, so memory stays bounded.
-    let (events, mut summary, controls, requests) = std::thread::scope(|s| {
-        let (to_write, made_chunks) = std::sync::mpsc::sync_channel::<Vec<Row>>(2);
+    let mut controls = ControlCounts::new(&framework);
+    // Three stages overlap: this thread reads entries and proofs; rows are made (parsed,
+    // projected, hashed) a chunk at a time on every core; a writer thread encodes and compresses
+    // them into events.parquet, in order. At most two made chunks wait for the writer.
+    let events = std::thread::scope(|s| -> Result<u64, ExportError> {
+        let (send, made_chunks) = std::sync::mpsc::sync_channel::<Vec<Row>>(2);
         let writing = s.spawn(move || -> Result<u64, ExportError> {
             let mut writer = writer;
             for chunk in made_chunks {
@@ -773,62 +768,43 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
             }
             Ok(writer.finish()?)
         });
-        let (to_make, read_chunks) = std::sync::mpsc::sync_channel::<Vec<ReadRow>>(1);
-        let (framework, progress) = (&framework, &progress);
-        let making = s.spawn(move || {
-            let (mut summary, mut controls, mut requests) = (summary, controls, requests);
-            let make = || -> Result<(), ExportError> {
-                for chunk in read_chunks {
-                    let made = crate::par::map_owned(chunk, |(index, leaf, proof)| {
-                        make_row(index, leaf, proof, framework)
-                    })
-                    .into_iter()
-                    .collect::<Result<Vec<Row>, _>>()?;
-                    for row in &made {
-                        summary.add(&row.projection, true).map_err(fail)?;
-                        controls.add(&row.controls);
-                        requests
-                            .push(row.projection.request_id.clone())
-                            .map_err(fail)?;
-                    }
-                    progress.inc(made.len() as u64);
-                    // The writer hung up only if it failed; its error is reported below.
-                    to_write
-                        .send(made)
-                        .map_err(|_| ExportError::StageStopped("writer"))?;
-                }
-                Ok(())
-            };
-            make().map(|()| (summary, controls, requests))
-        });
         let mut chunk = Vec::with_capacity(CHUNK_ROWS);
-        let hand_over = |chunk: &mut Vec<ReadRow>| {
-            let full = std::mem::replace(chunk, Vec::with_capacity(CHUNK_ROWS));
-            // The maker hung up only if it failed; its error is reported below.
-            to_make
-                .send(full)
-                .map_err(|_| ExportError::StageStopped("row maker"))
+        let mut flush = |chunk: &mut Vec<(u64, Vec<u8>, Vec<Hash>)>| -> Result<(), ExportError> {
+            let made = crate::par::map_owned(
+                std::mem::replace(chunk, Vec::with_capacity(CHUNK_ROWS)),
+                |(index, leaf, proof)| make_row(index, leaf, proof, &framework),
+            )
+            .into_iter()
+            .collect::<Result<Vec<Row>, _>>()?;
+            for row in &made {
+                summary.add(&row.projection, true).map_err(fail)?;
+                controls.add(&row.controls);
+                requests
+                    .push(row.projection.request_id.clone())
+                    .map_err(fail)?;
+            }
+            progress.inc(made.len() as u64);
+            // The writer hung up only if it failed; its error is reported below.
+            send.send(made).map_err(|_| ExportError::WriterStopped)
         };
         let read = log
             .rows(range.start, range.end, size, &mut |index, leaf, proof| {
                 chunk.push((index, leaf, proof));
                 if chunk.len() == CHUNK_ROWS {
-                    hand_over(&mut chunk)?;
+                    flush(&mut chunk)?;
                 }
                 Ok(())
             })
-            .and_then(|()| hand_over(&mut chunk));
-        // Each stage ends when the one before it hangs up.
-        drop(to_make);
-        let made = making.join().expect("row maker thread panicked");
+            .and_then(|()| flush(&mut chunk));
+        // The writer ends when the last sender is gone (`flush` only borrowed it).
+        drop(send);
         let written = writing.join().expect("events writer thread panicked");
-        // The first stage that failed for a reason of its own is the cause; a stage that only
-        // saw the next one stop is not.
-        match (read, made, written) {
-            (Ok(()), Ok((summary, controls, requests)), Ok(events)) => {
-                Ok((events, summary, controls, requests))
-            }
-            (read, made, written) => Err(first_cause([read.err(), made.err(), written.err()])),
+        match (read, written) {
+            (Ok(()), written) => written,
+            // A send failed because the writer stopped: its own error is the cause.
+            (Err(ExportError::WriterStopped), Err(e)) => Err(e),
+            // Otherwise the reading side's error (a bad entry, a store error) came first.
+            (Err(e), _) => Err(e),
         }
     })?;
     progress.finish_and_clear();
@@ -974,21 +950,6 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     })
 }
 
-/// The error to report from stages that failed, given in pipeline order: the first that failed
-/// for a reason of its own. A stage that only saw the next one stop ([`ExportError::StageStopped`])
-/// is not the cause.
-fn first_cause(errors: impl IntoIterator<Item = Option<ExportError>>) -> ExportError {
-    let mut errors = errors.into_iter().flatten().collect::<Vec<_>>();
-    if errors.is_empty() {
-        return ExportError::StageStopped("export");
-    }
-    let cause = errors
-        .iter()
-        .position(|e| !matches!(e, ExportError::StageStopped(_)))
-        .unwrap_or(0);
-    errors.swap_remove(cause)
-}
-
 fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {
     if !enabled || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
@@ -1079,34 +1040,6 @@ fn fsync_dir(dir: &Path) -> Result<(), ExportError> {
 #[cfg(test)]
 mod period_tests {
     use super::*;
-
-    #[test]
-    fn the_first_stage_that_failed_on_its_own_is_the_cause() {
-        let bad = || ExportError::BadEntry {
-            index: 5,
-            message: "leaf says index 6".into(),
-        };
-        // The reader saw the maker stop; the maker's bad entry is the cause.
-        let cause = first_cause([
-            Some(ExportError::StageStopped("row maker")),
-            Some(bad()),
-            None,
-        ]);
-        assert!(
-            matches!(cause, ExportError::BadEntry { index: 5, .. }),
-            "{cause}"
-        );
-        // The maker saw the writer stop; the writer's error is the cause.
-        let cause = first_cause([
-            None,
-            Some(ExportError::StageStopped("writer")),
-            Some(ExportError::EmptyPeriod),
-        ]);
-        assert!(matches!(cause, ExportError::EmptyPeriod), "{cause}");
-        // A reading error stands even when a later stage failed too.
-        let cause = first_cause([Some(bad()), Some(ExportError::EmptyPeriod), None]);
-        assert!(matches!(cause, ExportError::BadEntry { .. }), "{cause}");
-    }
 
     #[test]
     fn a_period_end_past_year_9999_is_refused_before_anything_is_opened() {
