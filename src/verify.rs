@@ -324,22 +324,27 @@ fn manifest_matches(m: &Manifest, c: &Checkpoint, key: &VerifierKey) -> Result<S
 struct RowChecks {
     /// Inclusion proofs against the checkpoint, sharing the nodes consecutive rows have in common.
     paths: PathVerifier<Blake3>,
-    framework: Option<Framework>,
     leaf: RowCheck,
     projection: RowCheck,
     proof: RowCheck,
     origin: RowCheck,
-    origin_keys: Result<std::collections::HashMap<String, Vec<VerifierKey>>, String>,
     /// Unsigned rows of sources that have keys: count and first indexes.
     unsigned: (u64, Vec<u64>),
 }
 
+/// What the per-row checks that need no order read: the mapping and the source keys. Shared by
+/// the threads that inspect rows while earlier rows are applied in order.
+struct Inspector {
+    framework: Option<Framework>,
+    origin_keys: Result<std::collections::HashMap<String, Vec<VerifierKey>>, String>,
+}
+
 /// What one row's checks found, computed without the order-dependent state, so rows can be
 /// inspected on several threads.
-struct Inspected<'r> {
+struct Inspected {
     leaf_hash_ok: bool,
-    /// The parsed leaf, or why the row has none.
-    leaf: Result<Leaf<'r>, String>,
+    /// The leaf's `prev_leaf_hash`, if the leaf parsed.
+    prev_leaf_hash: Option<Hash>,
     /// The projection and controls against the leaf (only when the leaf parsed).
     projection: Result<(), String>,
     origin: Origin,
@@ -353,7 +358,7 @@ enum Origin {
     Signed(Result<(), String>),
 }
 
-impl RowChecks {
+impl Inspector {
     /// A signed row's origin signature, against its source's keys.
     fn origin(&self, leaf: &Leaf<'_>) -> Origin {
         let Some(sig) = &leaf.origin_signature else {
@@ -383,7 +388,7 @@ impl RowChecks {
     }
 
     /// The checks of one row that need nothing but the row (and the bundle's keys).
-    fn inspect<'r>(&self, row: &'r Row) -> Inspected<'r> {
+    fn inspect(&self, row: &Row) -> Inspected {
         let leaf_hash_ok = Blake3::leaf(&row.leaf) == row.leaf_hash;
         let leaf = Leaf::parse(&row.leaf).map_err(|e| e.to_string());
         let (projection, origin) = match &leaf {
@@ -406,15 +411,17 @@ impl RowChecks {
         };
         Inspected {
             leaf_hash_ok,
-            leaf,
+            prev_leaf_hash: leaf.ok().map(|leaf| leaf.prev_leaf_hash),
             projection,
             origin,
         }
     }
+}
 
+impl RowChecks {
     /// Records one row's results, in index order; returns its leaf's `prev_leaf_hash` if the
     /// leaf parsed.
-    fn apply(&mut self, row: &Row, inspected: Inspected<'_>) -> Option<Hash> {
+    fn apply(&mut self, row: &Row, inspected: Inspected) -> Option<Hash> {
         let index = row.projection.index;
         self.leaf.record(index, inspected.leaf_hash_ok);
         let ok = self
@@ -446,7 +453,7 @@ impl RowChecks {
                 }
             }
         }
-        inspected.leaf.ok().map(|leaf| leaf.prev_leaf_hash)
+        inspected.prev_leaf_hash
     }
 }
 
@@ -470,12 +477,14 @@ fn parse_source_keys(
 const CHUNK_ROWS: usize = 4_096;
 
 /// Streams a row file through `checks`, calling `f` with each row and, if its leaf parsed, the
-/// leaf's `prev_leaf_hash`, in order. Three stages overlap: a thread decodes the Parquet file
-/// into chunks of rows; the per-row checks that need no order (leaf hash, parse, projections,
-/// origin signatures) run on every core; the rest (proof paths, chain, summary) in order on
-/// this thread. At most two decoded chunks wait, so memory stays bounded.
+/// leaf's `prev_leaf_hash`, in order. Three stages overlap, each on its own thread: one decodes
+/// the Parquet file into chunks of rows; one has the per-row checks that need no order (leaf
+/// hash, parse, projections, origin signatures) run on every core; this one applies the rest
+/// (proof paths, chain, summary) in order, one chunk behind. At most one chunk waits between
+/// stages, so memory stays bounded.
 fn check_file(
     path: &Path,
+    inspector: &Inspector,
     checks: &mut RowChecks,
     mut f: impl FnMut(&Row, Option<Hash>),
 ) -> Result<u64, String> {
@@ -496,10 +505,18 @@ fn check_file(
             }
             n
         });
-        for chunk in chunks {
-            let inspected = crate::par::map(&chunk, |row| checks.inspect(row));
-            for (row, inspected) in chunk.iter().zip(inspected) {
-                let prev_hash = checks.apply(row, inspected);
+        let (inspected, to_apply) = std::sync::mpsc::sync_channel(1);
+        s.spawn(move || {
+            for chunk in chunks {
+                let found = crate::par::map(&chunk, |row| inspector.inspect(row));
+                if inspected.send((chunk, found)).is_err() {
+                    return;
+                }
+            }
+        });
+        for (chunk, found) in to_apply {
+            for (row, found) in chunk.iter().zip(found) {
+                let prev_hash = checks.apply(row, found);
                 f(row, prev_hash);
             }
         }
@@ -534,14 +551,16 @@ fn check_rows(
         Some(keys) => parse_source_keys(keys),
         None => bundled().and_then(|k| parse_source_keys(&k)),
     };
+    let inspector = Inspector {
+        framework: framework.clone(),
+        origin_keys,
+    };
     let mut rows = RowChecks {
         paths: PathVerifier::new(checkpoint.size, checkpoint.root),
-        framework: framework.clone(),
         leaf: RowCheck::new("leaf hashes"),
         projection: RowCheck::new("projections"),
         proof: RowCheck::new("inclusion proofs"),
         origin: RowCheck::new("origin signatures"),
-        origin_keys,
         unsigned: (0, Vec::new()),
     };
     let (from, to) = (parse_micros(&m.period.from), parse_micros(&m.period.to));
@@ -565,30 +584,35 @@ fn check_rows(
     let mut control_counts = framework.as_ref().map(ControlCounts::new);
 
     // Events: every row in order, exactly the manifest's index range.
-    let events = check_file(&dir.join(files::EVENTS), &mut rows, |row, prev_hash| {
-        let index = row.projection.index;
-        contiguous.record(index, index == expected);
-        expected = expected.max(index).saturating_add(1);
-        if let Some(prev_hash) = prev_hash {
-            match prev {
-                Some((p_index, p_hash)) => chain.record(
-                    index,
-                    p_index.checked_add(1) == Some(index) && prev_hash == p_hash,
-                ),
-                None => first_event = Some((index, prev_hash)),
+    let events = check_file(
+        &dir.join(files::EVENTS),
+        &inspector,
+        &mut rows,
+        |row, prev_hash| {
+            let index = row.projection.index;
+            contiguous.record(index, index == expected);
+            expected = expected.max(index).saturating_add(1);
+            if let Some(prev_hash) = prev_hash {
+                match prev {
+                    Some((p_index, p_hash)) => chain.record(
+                        index,
+                        p_index.checked_add(1) == Some(index) && prev_hash == p_hash,
+                    ),
+                    None => first_event = Some((index, prev_hash)),
+                }
             }
-        }
-        let at = row.projection.ingested_at;
-        period.record(
-            index,
-            from.is_some_and(|f| at >= f) && to.is_some_and(|t| at < t),
-        );
-        prev = Some((index, row.leaf_hash));
-        add(&row.projection, true);
-        if let Some(counts) = control_counts.as_mut() {
-            counts.add(&row.controls);
-        }
-    });
+            let at = row.projection.ingested_at;
+            period.record(
+                index,
+                from.is_some_and(|f| at >= f) && to.is_some_and(|t| at < t),
+            );
+            prev = Some((index, row.leaf_hash));
+            add(&row.projection, true);
+            if let Some(counts) = control_counts.as_mut() {
+                counts.add(&row.controls);
+            }
+        },
+    );
     // Counts from a file that could not be read to its end are not the file's.
     if events.is_err() {
         control_counts = None;
@@ -610,9 +634,12 @@ fn check_rows(
 
     // Boundaries: the entry just before and just after the period, chained to the first and last rows.
     let mut boundary_rows = Vec::new();
-    match check_file(&dir.join(files::BOUNDARIES), &mut rows, |row, prev_hash| {
-        boundary_rows.push((row.clone(), prev_hash))
-    }) {
+    match check_file(
+        &dir.join(files::BOUNDARIES),
+        &inspector,
+        &mut rows,
+        |row, prev_hash| boundary_rows.push((row.clone(), prev_hash)),
+    ) {
         Ok(_) => {}
         Err(e) => read_errors.push(e),
     }
@@ -675,13 +702,18 @@ fn check_rows(
     // Context: earlier entries of the period's requests.
     let mut context = RowCheck::new("context rows");
     let mut last_context: Option<u64> = None;
-    match check_file(&dir.join(files::CONTEXT), &mut rows, |row, _| {
-        let index = row.projection.index;
-        let ordered = last_context.is_none_or(|l| index > l);
-        context.record(index, index < start && ordered);
-        last_context = Some(index);
-        add(&row.projection, false);
-    }) {
+    match check_file(
+        &dir.join(files::CONTEXT),
+        &inspector,
+        &mut rows,
+        |row, _| {
+            let index = row.projection.index;
+            let ordered = last_context.is_none_or(|l| index > l);
+            context.record(index, index < start && ordered);
+            last_context = Some(index);
+            add(&row.projection, false);
+        },
+    ) {
         Ok(n) if n != m.rows.context => {
             context.fail(start, Some("row count differs from the manifest".into()))
         }
