@@ -263,8 +263,37 @@ pub struct Counts {
     pub decisions_per_day: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
-fn day(micros: i64) -> String {
-    super::leaf::format_micros(micros).map_or_else(|| "invalid".into(), |t| t[..10].to_owned())
+/// The UTC day of `micros` as `YYYY-MM-DD`, written into `buf` (`"invalid"` outside years
+/// 0000-9999, as [`super::leaf::format_micros`] bounds them).
+fn day(micros: i64, buf: &mut [u8; 10]) -> &str {
+    use std::io::Write as _;
+    let date = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .ok()
+        .map(time::OffsetDateTime::date)
+        .filter(|d| (0..=9999).contains(&d.year()));
+    let Some(date) = date else {
+        return "invalid";
+    };
+    let mut out = &mut buf[..];
+    write!(
+        out,
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
+    .expect("ten bytes hold a four-digit year's date");
+    std::str::from_utf8(buf).expect("digits and dashes")
+}
+
+/// Adds one to `map[key]`, allocating the key only the first time it is seen.
+fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_owned(), 1);
+        }
+    }
 }
 
 impl Counts {
@@ -272,23 +301,24 @@ impl Counts {
     pub fn add(&mut self, row: &Projection) {
         let p = &mut self.population;
         p.rows += 1;
-        *p.by_type.entry(row.event_type.clone()).or_default() += 1;
-        *p.by_action_category
-            .entry(row.action_category.clone())
-            .or_default() += 1;
-        *p.by_environment.entry(row.environment.clone()).or_default() += 1;
+        bump(&mut p.by_type, &row.event_type);
+        bump(&mut p.by_action_category, &row.action_category);
+        bump(&mut p.by_environment, &row.environment);
         if let Some(outcome) = row
             .event_type
             .strip_prefix("approval.")
             .filter(|o| *o != "requested")
         {
-            *p.by_decision.entry(outcome.to_owned()).or_default() += 1;
-            *self
-                .decisions_per_day
-                .entry(day(row.occurred_at))
-                .or_default()
-                .entry(outcome.to_owned())
-                .or_default() += 1;
+            bump(&mut p.by_decision, outcome);
+            let mut buf = [0; 10];
+            let day = day(row.occurred_at, &mut buf);
+            match self.decisions_per_day.get_mut(day) {
+                Some(outcomes) => bump(outcomes, outcome),
+                None => {
+                    self.decisions_per_day
+                        .insert(day.to_owned(), BTreeMap::from([(outcome.to_owned(), 1)]));
+                }
+            }
         }
     }
 }
@@ -718,6 +748,72 @@ mod tests {
             reason: None,
             emergency: None,
         }
+    }
+
+    #[test]
+    fn counts_group_by_type_category_environment_and_decision_day() {
+        let mut counts = Counts::default();
+        // 2026-11-21T23:59:59Z, 2026-11-22T00:00:00Z, and a day in year 0005.
+        let (nov21, nov22, early) = (1_795_305_599, 1_795_305_600, -62_009_366_400);
+        let mut staging = row(4, "approval.approved", "q3", "b", Some("r"), nov22);
+        staging.environment = "staging".into();
+        for r in [
+            row(0, "approval.requested", "q1", "b", None, nov21),
+            row(1, "approval.approved", "q1", "b", Some("r"), nov21),
+            row(2, "approval.denied", "q2", "b", Some("r"), nov21),
+            row(3, "approval.approved", "q2", "b", Some("r"), nov22),
+            staging,
+            row(5, "approval.expired", "q4", "b", None, early),
+            row(
+                6,
+                "approval.cancelled",
+                "q5",
+                "b",
+                None,
+                i64::MAX / 1_000_000,
+            ),
+        ] {
+            counts.add(&r);
+        }
+        let p = &counts.population;
+        assert_eq!(p.rows, 7);
+        let map = |pairs: &[(&str, u64)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(
+            p.by_type,
+            map(&[
+                ("approval.approved", 3),
+                ("approval.cancelled", 1),
+                ("approval.denied", 1),
+                ("approval.expired", 1),
+                ("approval.requested", 1)
+            ])
+        );
+        assert_eq!(
+            p.by_decision,
+            map(&[
+                ("approved", 3),
+                ("cancelled", 1),
+                ("denied", 1),
+                ("expired", 1)
+            ])
+        );
+        assert_eq!(p.by_action_category, map(&[("data_export", 7)]));
+        assert_eq!(p.by_environment, map(&[("prod", 6), ("staging", 1)]));
+        let days = BTreeMap::from([
+            ("0005-01-01".to_owned(), map(&[("expired", 1)])),
+            (
+                "2026-11-21".to_owned(),
+                map(&[("approved", 1), ("denied", 1)]),
+            ),
+            ("2026-11-22".to_owned(), map(&[("approved", 2)])),
+            ("invalid".to_owned(), map(&[("cancelled", 1)])),
+        ]);
+        assert_eq!(counts.decisions_per_day, days);
     }
 
     #[derive(Default)]
