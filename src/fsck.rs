@@ -160,7 +160,7 @@ pub fn fsck(store: &Store, key: Option<&VerifierKey>, progress: bool) -> Result<
         problems: Vec::new(),
         problems_total: 0,
         counts: Counts::default(),
-        levels: Vec::new(),
+        nodes: (Box::new(store.nodes()) as Box<dyn Iterator<Item = _>>).peekable(),
         io_error: None,
         key_recorded: false,
         history: None,
@@ -187,7 +187,7 @@ pub fn fsck(store: &Store, key: Option<&VerifierKey>, progress: bool) -> Result<
     })
 }
 
-type NodeIter<'a> = Peekable<Box<dyn Iterator<Item = Result<(u64, Hash), StoreError>> + 'a>>;
+type NodeIter<'a> = Peekable<Box<dyn Iterator<Item = Result<(NodeId, Hash), StoreError>> + 'a>>;
 type CheckpointIter<'a> =
     Peekable<Box<dyn Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + 'a>>;
 
@@ -196,9 +196,9 @@ struct Scan<'a> {
     problems: Vec<Problem>,
     problems_total: u64,
     counts: Counts,
-    /// One forward iterator per tree level, opened on first use: nodes of a level are needed in
-    /// index order, so the whole tree is read sequentially.
-    levels: Vec<NodeIter<'a>>,
+    /// The stored nodes, read forward: they are stored in the order the walk completes them, so
+    /// the whole tree is read sequentially, once.
+    nodes: NodeIter<'a>,
     /// A read error met inside [`Frontier::append_settled`]'s callback, raised after it returns.
     io_error: Option<StoreError>,
     /// Whether `meta` records a log key (every served data dir does).
@@ -274,33 +274,26 @@ impl<'a> Scan<'a> {
         }
     }
 
-    fn level(&mut self, level: u8) -> &mut NodeIter<'a> {
-        while self.levels.len() <= usize::from(level) {
-            let next = u8::try_from(self.levels.len()).unwrap_or(u8::MAX);
-            let iter: Box<dyn Iterator<Item = _> + 'a> = Box::new(self.store.nodes_at_level(next));
-            self.levels.push(iter.peekable());
-        }
-        &mut self.levels[usize::from(level)]
-    }
-
-    /// The stored hash of `id`, reading its level forward; nodes of a level must be asked for in
-    /// increasing index order. Stored nodes skipped on the way are reported as strays.
+    /// The stored hash of `id`, reading the nodes forward; nodes must be asked for in the order
+    /// they complete. Stored nodes skipped on the way are reported as strays.
     fn stored_node(&mut self, id: NodeId) -> Result<Option<Hash>, StoreError> {
+        // Completion order: by last leaf covered, then level (the store's key order).
+        let order = |n: &NodeId| (((u128::from(n.index) + 1) << n.level) - 1, n.level);
+        let wanted = order(&id);
         loop {
-            let iter = self.level(id.level);
-            let before = |item: &Result<(u64, Hash), StoreError>| matches!(item, Ok((index, _)) if *index < id.index);
-            if let Some(Ok((index, _))) = iter.next_if(before) {
+            let before = |item: &Result<(NodeId, Hash), StoreError>| matches!(item, Ok((stored, _)) if order(stored) < wanted);
+            if let Some(Ok((stray, _))) = self.nodes.next_if(before) {
                 let at = Location::Node {
-                    level: id.level,
-                    index,
+                    level: stray.level,
+                    index: stray.index,
                 };
                 self.problem(at, "stored but not a node of the tree");
                 continue;
             }
-            let wanted = |item: &Result<(u64, Hash), StoreError>| {
-                item.is_err() || matches!(item, Ok((index, _)) if *index == id.index)
+            let found = |item: &Result<(NodeId, Hash), StoreError>| {
+                item.is_err() || matches!(item, Ok((stored, _)) if *stored == id)
             };
-            return match iter.next_if(wanted) {
+            return match self.nodes.next_if(found) {
                 Some(item) => item.map(|(_, hash)| Some(hash)),
                 None => Ok(None),
             };
@@ -314,7 +307,7 @@ impl<'a> Scan<'a> {
             Ok(stored) => stored,
             Err(e) => {
                 if e.is_corruption() {
-                    self.problem(Location::ColumnFamily { name: "nodes" }, e.to_string());
+                    self.problem(Location::ColumnFamily { name: "tree" }, e.to_string());
                 } else {
                     self.io_error.get_or_insert(e);
                 }
@@ -743,21 +736,22 @@ impl<'a> Scan<'a> {
                 format!("beyond the stored entries (tree size {size})"),
             );
         }
-        // Stray nodes: anything left in a level after the walk, at any level.
-        for level in 0..64u8 {
-            let mut strays = 0usize;
-            while let Some(item) = self.level(level).next() {
-                match item {
-                    Ok((index, _)) => self.problem(
-                        Location::Node { level, index },
-                        format!("stored but not a node of the tree of size {size}"),
-                    ),
-                    Err(e) => self.damage(Location::ColumnFamily { name: "nodes" }, e)?,
-                }
-                strays += 1;
-                if strays > MAX_PROBLEMS {
-                    break;
-                }
+        // Stray nodes: anything left after the walk.
+        let mut strays = 0usize;
+        while let Some(item) = self.nodes.next() {
+            match item {
+                Ok((id, _)) => self.problem(
+                    Location::Node {
+                        level: id.level,
+                        index: id.index,
+                    },
+                    format!("stored but not a node of the tree of size {size}"),
+                ),
+                Err(e) => self.damage(Location::ColumnFamily { name: "tree" }, e)?,
+            }
+            strays += 1;
+            if strays > MAX_PROBLEMS {
+                break;
             }
         }
         let (dedup, requests) = self.store.index_record_counts()?;

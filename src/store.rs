@@ -29,7 +29,10 @@ use crate::core::hash::Hash;
 use crate::core::merkle::{HashReader, NodeId, TreeError};
 
 const CF_ENTRIES: &str = "entries";
-const CF_NODES: &str = "nodes";
+/// Tree nodes, keyed in the order they complete ([`node_key`]).
+const CF_TREE: &str = "tree";
+/// Tree nodes of storage format 1, keyed level first; only read, to upgrade a format-1 dir.
+const CF_NODES_V1: &str = "nodes";
 const CF_CHECKPOINTS: &str = "checkpoints";
 const CF_DEDUP: &str = "dedup";
 const CF_REQUESTS: &str = "requests";
@@ -39,7 +42,7 @@ const CF_ADMINS: &str = "admins";
 const CF_META: &str = "meta";
 const ALL_CFS: [&str; 9] = [
     CF_ENTRIES,
-    CF_NODES,
+    CF_TREE,
     CF_CHECKPOINTS,
     CF_DEDUP,
     CF_REQUESTS,
@@ -95,7 +98,10 @@ pub const META_LOG_KEY: &[u8] = b"log_verifier_key";
 pub const META_KEY_HISTORY: &[u8] = b"key_history";
 /// `meta` key holding the storage format version.
 const META_FORMAT: &[u8] = b"format";
-const FORMAT_VERSION: &[u8] = b"1";
+/// The storage format this build writes: 2 keys tree nodes in completion order (`tree`).
+const FORMAT_VERSION: &[u8] = b"2";
+/// Format 1 keyed them level first (`nodes`); a writable open upgrades it in place.
+const FORMAT_V1: &[u8] = b"1";
 
 /// Storage errors. All surface as HTTP 503 on the write path (the batch is not acknowledged) or 500
 /// on reads, and as exit code 2 in the CLI.
@@ -110,6 +116,11 @@ pub enum StoreError {
     /// A stored value does not have its layout's shape.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// The data dir is in an older storage format, which only a writable open upgrades.
+    #[error(
+        "data dir {0} is in storage format 1; start `ledger serve` on it once with this version (it upgrades the dir in place), then retry"
+    )]
+    NeedsUpgrade(String),
 }
 
 impl StoreError {
@@ -120,7 +131,7 @@ impl StoreError {
         match self {
             Self::Corrupt(_) => true,
             Self::Rocks(e) => e.kind() == rocksdb::ErrorKind::Corruption,
-            Self::InUse(_) => false,
+            Self::InUse(_) | Self::NeedsUpgrade(_) => false,
         }
     }
 }
@@ -167,11 +178,55 @@ pub fn dedup_key(source: &str, event_id: &str) -> Vec<u8> {
     key
 }
 
+/// A node's key: the last leaf it covers, then its level (big-endian, so byte order is numeric
+/// order). That is the order nodes complete in: appending leaf `n` completes `(n, 0)`, then
+/// `(n, 1)` and so on up, so every commit writes keys above all stored ones. The memtable
+/// inserts them at its end, and flushed files never overlap, so compaction has nothing to merge
+/// (format 1's `[level][index]` key made every flushed file span every level).
 fn node_key(id: NodeId) -> [u8; 9] {
+    let last = ((id.index + 1) << id.level) - 1;
     let mut key = [0u8; 9];
-    key[0] = id.level;
-    key[1..].copy_from_slice(&id.index.to_be_bytes());
+    key[..8].copy_from_slice(&last.to_be_bytes());
+    key[8] = id.level;
     key
+}
+
+/// The node a [`node_key`] names; an error for a key no node has.
+fn decode_node_key(bytes: &[u8]) -> Result<NodeId, StoreError> {
+    let bad = || {
+        StoreError::Corrupt(format!(
+            "tree key {} is not a node's key",
+            hex::encode(bytes)
+        ))
+    };
+    let [last @ .., level] = bytes else {
+        return Err(bad());
+    };
+    let last = decode_u64(last, "tree key").map_err(|_| bad())?;
+    // `last + 1` is a multiple of 2^level for a node's key (2^64 when `last` is u64::MAX).
+    let end = u128::from(last) + 1;
+    if *level >= 64 || end % (1u128 << level) != 0 {
+        return Err(bad());
+    }
+    let index = u64::try_from((end >> level) - 1).map_err(|_| bad())?;
+    Ok(NodeId {
+        level: *level,
+        index,
+    })
+}
+
+/// Format 1's node key: level, then index.
+fn decode_node_key_v1(bytes: &[u8]) -> Result<NodeId, StoreError> {
+    match bytes {
+        [level, index @ ..] if index.len() == 8 && *level < 64 => Ok(NodeId {
+            level: *level,
+            index: decode_u64(index, "node key")?,
+        }),
+        _ => Err(StoreError::Corrupt(format!(
+            "format-1 node key {} is not a node's key",
+            hex::encode(bytes)
+        ))),
+    }
 }
 
 /// Everything one commit writes, applied as one synced `WriteBatch`.
@@ -227,16 +282,53 @@ impl Store {
         // they grew by about 5 bytes per entry: 40 MB more resident memory per 10 M entries).
         opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let legacy = has_cf(&opts, path, CF_NODES_V1);
         let cfs = ALL_CFS
             .iter()
+            .chain(legacy.then_some(&CF_NODES_V1))
             .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache, true)));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| classify(path, e))?;
-        let store = Self { db };
+        let mut store = Self { db };
         match store.meta(META_FORMAT)? {
             None => store.put_meta(META_FORMAT, FORMAT_VERSION)?,
+            Some(v) if v == FORMAT_V1 && legacy => store.upgrade_v1(path)?,
             Some(_) => store.check_format()?,
         }
+        if legacy {
+            // Upgraded (now or by an open that stopped before this step): the old nodes go.
+            store.db.drop_cf(CF_NODES_V1)?;
+        }
         Ok(store)
+    }
+
+    /// Rewrites a format-1 dir's tree nodes under format 2's keys, then records format 2, in
+    /// one synced step at the end: a crash before it leaves format 1 with its nodes intact, and
+    /// the next open starts over (the rewritten keys are simply written again).
+    fn upgrade_v1(&self, path: &Path) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        tracing::info!(path = %path.display(), "upgrading storage format 1 to 2: rewriting tree nodes in completion order");
+        let (old, new) = (self.cf(CF_NODES_V1), self.cf(CF_TREE));
+        let mut batch = WriteBatch::default();
+        let mut count = 0u64;
+        for item in self.db.iterator_cf(old, IteratorMode::Start) {
+            let (key, value) = item?;
+            let id = decode_node_key_v1(&key)?;
+            batch.put_cf(new, node_key(id), value);
+            count += 1;
+            if batch.len() == 65_536 {
+                self.db.write(std::mem::take(&mut batch))?;
+            }
+        }
+        batch.put_cf(self.cf(CF_META), META_FORMAT, FORMAT_VERSION);
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
+        tracing::info!(
+            nodes = count,
+            seconds = started.elapsed().as_secs_f64(),
+            "storage format 2 recorded"
+        );
+        Ok(())
     }
 
     /// Checks the recorded storage format version is the one this build reads.
@@ -268,12 +360,20 @@ impl Store {
         // export creates an iterator per request id, and each would re-read and decompress the
         // index blocks the cache had evicted (a 12.5 M-entry export spent 90 % of its time so).
         let cache = Cache::new_lru_cache(SECONDARY_CACHE_BYTES);
+        if !has_cf(&opts, primary, CF_TREE) {
+            return Err(StoreError::NeedsUpgrade(primary.display().to_string()));
+        }
         let cfs = ALL_CFS
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &cache, false)));
         let db = DB::open_cf_descriptors_as_secondary(&opts, primary, scratch, cfs)?;
         db.try_catch_up_with_primary()?;
-        Ok(Self { db })
+        let store = Self { db };
+        if store.meta(META_FORMAT)?.as_deref() == Some(FORMAT_V1) {
+            // Mid-upgrade: the primary has not recorded format 2 yet.
+            return Err(StoreError::NeedsUpgrade(primary.display().to_string()));
+        }
+        Ok(store)
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {
@@ -287,7 +387,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         let (entries, nodes, dedup, requests) = (
             self.cf(CF_ENTRIES),
-            self.cf(CF_NODES),
+            self.cf(CF_TREE),
             self.cf(CF_DEDUP),
             self.cf(CF_REQUESTS),
         );
@@ -459,17 +559,13 @@ impl Store {
             .collect()
     }
 
-    /// The stored nodes of tree level `level`, in index order, as `(index, hash)`.
-    pub fn nodes_at_level(
-        &self,
-        level: u8,
-    ) -> impl Iterator<Item = Result<(u64, Hash), StoreError>> + '_ {
-        let start = node_key(NodeId { level, index: 0 });
+    /// Every stored tree node in the order nodes complete (the order [`Frontier`] appends
+    /// them), as `(node, hash)`. A key that names no node is an error item.
+    ///
+    /// [`Frontier`]: crate::core::merkle::Frontier
+    pub fn nodes(&self) -> impl Iterator<Item = Result<(NodeId, Hash), StoreError>> + '_ {
         self.db
-            .iterator_cf(
-                self.cf(CF_NODES),
-                IteratorMode::From(&start, Direction::Forward),
-            )
+            .iterator_cf(self.cf(CF_TREE), IteratorMode::Start)
             .map(|item| {
                 let (k, v) = item?;
                 let id = decode_node_key(&k)?;
@@ -481,33 +577,26 @@ impl Store {
                 })?;
                 Ok((id, hash))
             })
-            .take_while(move |item| !matches!(item, Ok((id, _)) if id.level != level))
-            .map(|item| item.map(|(id, hash)| (id.index, hash)))
     }
 
-    /// Up to `max` stored hashes of level `level` from index `from` on, as long as their indexes
-    /// run on without a gap: one sequential scan where point reads would each search the tree.
+    /// Up to `max` stored hashes of level `level` from index `from` on, as long as they are all
+    /// stored: one batched lookup where single point reads would each search the tree.
     pub fn node_run(&self, level: u8, from: u64, max: usize) -> Result<Vec<Hash>, StoreError> {
-        let mut iter = self.db.raw_iterator_cf(self.cf(CF_NODES));
-        iter.seek(node_key(NodeId { level, index: from }));
+        let keys =
+            (from..from.saturating_add(max as u64)).map(|index| node_key(NodeId { level, index }));
+        let cf = self.cf(CF_TREE);
+        let values = self
+            .db
+            .batched_multi_get_cf(cf, keys.collect::<Vec<_>>().iter(), true);
         let mut out = Vec::with_capacity(max);
-        while out.len() < max && iter.valid() {
-            let (Some(key), Some(value)) = (iter.key(), iter.value()) else {
+        for (index, value) in (from..).zip(values) {
+            let Some(value) = value? else {
                 break;
             };
-            let id = decode_node_key(key)?;
-            if id.level != level || id.index != from + out.len() as u64 {
-                break;
-            }
-            out.push(<[u8; 32]>::try_from(value).map_err(|_| {
-                StoreError::Corrupt(format!(
-                    "node level {level} index {} is not 32 bytes",
-                    id.index
-                ))
+            out.push(<[u8; 32]>::try_from(&*value).map_err(|_| {
+                StoreError::Corrupt(format!("node level {level} index {index} is not 32 bytes"))
             })?);
-            iter.next();
         }
-        iter.status()?;
         Ok(out)
     }
 
@@ -623,7 +712,7 @@ impl HashReader for Store {
         };
         let value = self
             .db
-            .get_pinned_cf(self.cf(CF_NODES), node_key(id))
+            .get_pinned_cf(self.cf(CF_TREE), node_key(id))
             .map_err(|e| read_err(Box::new(e)))?
             .ok_or_else(|| read_err("node not stored".into()))?;
         <[u8; 32]>::try_from(&*value).map_err(|_| read_err("stored node is not 32 bytes".into()))
@@ -640,6 +729,11 @@ const BLOCK_CACHE_BYTES: usize = 128 << 20;
 const SECONDARY_CACHE_BYTES: usize = 32 << 20;
 
 /// Column family options; `index_in_cache`: see [`table_options`].
+/// Whether the RocksDB at `path` has column family `name` (false if there is no database yet).
+fn has_cf(opts: &Options, path: &Path, name: &str) -> bool {
+    DB::list_cf(opts, path).is_ok_and(|names| names.iter().any(|n| n == name))
+}
+
 /// See [`Store::request_cursor`].
 pub struct RequestCursor<'a> {
     iter: rocksdb::DBRawIteratorWithThreadMode<'a, DB>,
@@ -709,7 +803,7 @@ fn table_options(name: &str, cache: &Cache, index_in_cache: bool) -> BlockBasedO
     match name {
         // Point lookups; for `dedup` they mostly miss (new event ids), and a bloom filter answers
         // a miss from memory.
-        CF_DEDUP | CF_NODES | CF_ENTRIES => table.set_bloom_filter(10.0, false),
+        CF_DEDUP | CF_TREE | CF_ENTRIES => table.set_bloom_filter(10.0, false),
         _ => {}
     }
     table
@@ -723,16 +817,6 @@ fn classify(path: &Path, e: rocksdb::Error) -> StoreError {
         StoreError::InUse(path.display().to_string())
     } else {
         StoreError::Rocks(e)
-    }
-}
-
-fn decode_node_key(bytes: &[u8]) -> Result<NodeId, StoreError> {
-    match bytes {
-        [level, index @ ..] if index.len() == 8 => Ok(NodeId {
-            level: *level,
-            index: decode_u64(index, "node key")?,
-        }),
-        _ => Err(StoreError::Corrupt("node key is not 9 bytes".into())),
     }
 }
 

@@ -69,9 +69,10 @@ fn entry_key(index: u64) -> Vec<u8> {
     index.to_be_bytes().to_vec()
 }
 
+/// A tree node's key: the last leaf it covers, then its level.
 fn node_key(level: u8, index: u64) -> Vec<u8> {
-    let mut key = vec![level];
-    key.extend_from_slice(&index.to_be_bytes());
+    let mut key = (((index + 1) << level) - 1).to_be_bytes().to_vec();
+    key.push(level);
     key
 }
 
@@ -181,7 +182,7 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_entry() {
     let dir = corrupted(&base, "consistent-edit", |s| {
         let leaf = edited_leaf(s, 7);
         s.raw_put("entries", &entry_key(7), &leaf).unwrap();
-        s.raw_put("nodes", &node_key(0, 7), &Blake3::leaf(&leaf))
+        s.raw_put("tree", &node_key(0, 7), &Blake3::leaf(&leaf))
             .unwrap();
         let event = ledger::core::leaf::Leaf::parse(&leaf).unwrap();
         let jcs = event.event;
@@ -249,7 +250,7 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_node() {
     let (base, _keep) = populated().await;
 
     let dir = corrupted(&base, "leaf-hash", |s| {
-        s.raw_put("nodes", &node_key(0, 7), &[9u8; 32]).unwrap();
+        s.raw_put("tree", &node_key(0, 7), &[9u8; 32]).unwrap();
     });
     let report = assert_first(&dir, "edited leaf hash", json!({"at": "entry", "index": 7}));
     assert!(
@@ -262,7 +263,7 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_node() {
 
     // Not on the right edge of the tree, so the start-up check never reads it.
     let dir = corrupted(&base, "interior", |s| {
-        s.raw_put("nodes", &node_key(2, 1), &[9u8; 32]).unwrap();
+        s.raw_put("tree", &node_key(2, 1), &[9u8; 32]).unwrap();
     });
     assert_first(
         &dir,
@@ -271,7 +272,7 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_node() {
     );
 
     let dir = corrupted(&base, "delete-node", |s| {
-        s.raw_delete("nodes", &node_key(1, 5)).unwrap();
+        s.raw_delete("tree", &node_key(1, 5)).unwrap();
     });
     let report = assert_first(
         &dir,
@@ -287,7 +288,7 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_node() {
     );
 
     let dir = corrupted(&base, "swap-nodes", |s| {
-        swap(s, "nodes", &node_key(0, 2), &node_key(0, 9));
+        swap(s, "tree", &node_key(0, 2), &node_key(0, 9));
     });
     assert_first(
         &dir,
@@ -296,7 +297,7 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_node() {
     );
 
     let dir = corrupted(&base, "swap-interior", |s| {
-        swap(s, "nodes", &node_key(1, 1), &node_key(1, 4));
+        swap(s, "tree", &node_key(1, 1), &node_key(1, 4));
     });
     assert_first(
         &dir,
@@ -305,7 +306,7 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_node() {
     );
 
     let dir = corrupted(&base, "stray", |s| {
-        s.raw_put("nodes", &node_key(0, SIZE), &[9u8; 32]).unwrap();
+        s.raw_put("tree", &node_key(0, SIZE), &[9u8; 32]).unwrap();
     });
     assert_first(
         &dir,

@@ -16,4 +16,5 @@ mod net;
 mod openapi;
 mod origin;
 mod restart;
+mod upgrade;
 mod vectors;

@@ -122,10 +122,11 @@ async fn populated(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_refuses_when_the_stored_root_does_not_match() {
     let (dir, _tmp) = populated(5).await;
-    // Size 5 = subtree [0,4) at level 2 plus leaf 4: edit the level-2 node.
-    let mut key = vec![2u8];
-    key.extend_from_slice(&0u64.to_be_bytes());
-    tamper(&dir, "nodes", &key, &[7u8; 32]);
+    // Size 5 = subtree [0,4) at level 2 plus leaf 4: edit the level-2 node (its key: the last
+    // leaf it covers, 3, then its level).
+    let mut key = 3u64.to_be_bytes().to_vec();
+    key.push(2);
+    tamper(&dir, "tree", &key, &[7u8; 32]);
     let err = start_err(dir, test_key()).await;
     assert!(
         matches!(&err, ServeError::Sequencer(SequencerError::Startup(m)) if m.contains("root recomputed")),

@@ -1,0 +1,136 @@
+//! Storage format upgrades: a data dir written by an earlier format is upgraded in place by the
+//! first `ledger serve` of this version, and keeps every entry, node, checkpoint and proof.
+//!
+//! `tests/fixtures/format-1` was written by the release of `337aeed` (storage format 1: tree nodes
+//! keyed `[level][index]`): `ledger keygen --origin test.ledger/format-1` (a test-only key, in
+//! `keys/`), `ledger sources add gateway`, then three POSTs of 7 events (21 entries, three
+//! commits) and a graceful stop. The data is still in RocksDB's WAL, as after most stops.
+
+use std::path::Path;
+
+use ledger::core::hash::{Blake3, from_hex};
+use ledger::core::merkle::verify_inclusion;
+use ledger::core::note::{Checkpoint, VerifierKey, open_checkpoint};
+use serde_json::{Value, json};
+
+use crate::common::{Process, add_source, assert_extends, event};
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+async fn head(client: &reqwest::Client, server: &Process, key: &VerifierKey) -> Checkpoint {
+    let note = client
+        .get(format!("{}/v1/checkpoint", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    open_checkpoint(&note, key).unwrap()
+}
+
+/// Every entry's inclusion proof at the head, from the server, verifies against the head's root.
+async fn assert_every_proof(client: &reqwest::Client, server: &Process, head: &Checkpoint) {
+    for index in 0..head.size {
+        let proof: Value = client
+            .get(format!(
+                "{}/v1/proofs/inclusion?index={index}&tree_size={}",
+                server.base, head.size
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let hex = |v: &Value| from_hex(v.as_str().unwrap()).unwrap();
+        let hashes: Vec<_> = proof["hashes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(hex)
+            .collect();
+        verify_inclusion::<Blake3>(
+            index,
+            head.size,
+            &hex(&proof["leaf_hash"]),
+            &hashes,
+            &head.root,
+        )
+        .unwrap_or_else(|e| panic!("entry {index} at size {}: {e}", head.size));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_1_data_dir_is_upgraded_in_place_and_keeps_every_proof() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-1");
+    let key_file = fixture.join("keys/test.key");
+    let key = VerifierKey::parse(
+        std::fs::read_to_string(fixture.join("keys/test.pub"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_dir(&fixture.join("data"), &data);
+
+    // Before the upgrade, the tools that open a data dir read-only say what to do.
+    let fsck = std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["fsck", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&fsck.stderr);
+    assert_eq!(fsck.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("storage format 1") && stderr.contains("ledger serve"),
+        "{stderr}"
+    );
+
+    let client = reqwest::Client::new();
+    let mut server = Process::spawn(&data, &key_file);
+    assert!(
+        server.log().contains("upgrading storage format 1 to 2"),
+        "{}",
+        server.log()
+    );
+    let old = head(&client, &server, &key).await;
+    assert_eq!(old.size, 21);
+    assert_every_proof(&client, &server, &old).await;
+
+    // It goes on appending: new entries, and a head consistent with the upgraded one.
+    let token = {
+        server.terminate();
+        let token = add_source(&data, "gateway-2");
+        server = Process::spawn(&data, &key_file);
+        token
+    };
+    assert!(!server.log().contains("upgrading storage format"));
+    let events: Vec<Value> = (0..11).map(event).collect();
+    let status = client
+        .post(format!("{}/v1/events", server.base))
+        .bearer_auth(&token)
+        .json(&json!(events))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let new = head(&client, &server, &key).await;
+    assert_eq!(new.size, 32);
+    assert_extends(&client, &server.base, old.size, &old.root, &new).await;
+    assert_every_proof(&client, &server, &new).await;
+    server.terminate();
+
+    // fsck agrees: every node present under its new key, nothing stray.
+    let report = ledger::fsck::fsck_dir(&data, Some(&key), false).unwrap();
+    assert!(report.ok, "fsck: {:?}", report.first());
+    assert_eq!(report.tree_size, 32);
+}
