@@ -607,85 +607,96 @@ pub struct ExportReport {
     pub digest: Digest,
 }
 
-/// Reads stored nodes ahead, a run at a time: consecutive rows' proofs need the next siblings at
-/// each level, so export reads each stored node once, by a sequential scan
-/// ([`Store::node_run`], about 20 times cheaper per node than a point read), in memory that
-/// depends only on the tree's height. Two windows per level: one follows the rows' paths, the
-/// other holds the far-right nodes the ragged edge of the tree needs.
+/// Reads stored nodes a block at a time. Nodes are stored in the order they complete
+/// ([`Store::nodes_completed_in`]), so the nodes below level [`BLOCK_LEVELS`] of an aligned block
+/// of [`BLOCK`] leaves are one sequential scan, and they hold every sibling below that level of
+/// every leaf in the block: export reads each stored node about once, in memory that does not
+/// grow with the log. Two blocks are kept: the one the rows are in, and the one the ragged right
+/// edge of the tree needs. Nodes at or above [`BLOCK_LEVELS`] (one per `2^12` rows or fewer)
+/// are point reads.
 struct MemoReader<'a> {
     store: &'a Store,
-    cache: RefCell<LevelWindows>,
+    cache: RefCell<[Block; 2]>,
 }
 
-/// Nodes per window.
-const WINDOW: usize = 512;
+/// Leaves per block: a power of two.
+const BLOCK: u64 = 1 << BLOCK_LEVELS;
+/// Levels read a block at a time.
+const BLOCK_LEVELS: u8 = 12;
 
 #[derive(Default)]
-struct Window {
-    base: u64,
-    hashes: Vec<Hash>,
+struct Block {
+    /// First leaf of the block, if loaded.
+    first: Option<u64>,
+    /// Per level below [`BLOCK_LEVELS`]: the first node's index and the run of hashes.
+    levels: [(u64, Vec<Hash>); BLOCK_LEVELS as usize],
     used: u64,
 }
 
-struct LevelWindows {
-    levels: Vec<[Window; 2]>,
-    tick: u64,
-}
+impl Block {
+    fn get(&self, id: NodeId) -> Option<Hash> {
+        let (base, hashes) = &self.levels[usize::from(id.level)];
+        let at = usize::try_from(id.index.checked_sub(*base)?).ok()?;
+        hashes.get(at).copied()
+    }
 
-impl Default for LevelWindows {
-    fn default() -> Self {
-        Self {
-            levels: (0..64).map(|_| Default::default()).collect(),
-            tick: 0,
+    /// Loads the stored nodes below [`BLOCK_LEVELS`] completed in `[first, first + BLOCK)`.
+    fn load(&mut self, store: &Store, first: u64) -> Result<(), StoreError> {
+        self.first = None;
+        for (_, hashes) in &mut self.levels {
+            hashes.clear();
         }
+        for item in store.nodes_completed_in(first..first.saturating_add(BLOCK)) {
+            let (id, hash) = item?;
+            if id.level >= BLOCK_LEVELS {
+                continue;
+            }
+            let (base, hashes) = &mut self.levels[usize::from(id.level)];
+            if hashes.is_empty() {
+                *base = id.index;
+            }
+            // A gap (a node missing from the store) ends the level's run; the point read
+            // behind a miss reports it.
+            if id.index == *base + hashes.len() as u64 {
+                hashes.push(hash);
+            }
+        }
+        self.first = Some(first);
+        Ok(())
     }
 }
 
 impl HashReader for MemoReader<'_> {
     fn read_hash(&self, id: NodeId) -> Result<Hash, TreeError> {
-        let mut cache = self.cache.borrow_mut();
-        cache.tick += 1;
-        let tick = cache.tick;
-        let windows = &mut cache.levels[usize::from(id.level).min(63)];
-        for w in windows.iter_mut() {
-            if let Some(h) = id
-                .index
-                .checked_sub(w.base)
-                .and_then(|i| w.hashes.get(i as usize))
-            {
-                w.used = tick;
-                return Ok(*h);
-            }
-        }
-        // Start one back: an odd index's sibling is the even node before it.
-        let base = id.index.saturating_sub(1);
-        let hashes = self
-            .store
-            .node_run(id.level, base, WINDOW)
-            .map_err(|e| TreeError::Read {
-                level: id.level,
-                index: id.index,
-                source: Box::new(e),
-            })?;
-        let Some(h) = id
-            .index
-            .checked_sub(base)
-            .and_then(|i| hashes.get(i as usize))
-            .copied()
-        else {
-            // Not stored: the point read reports it as it always has.
+        if id.level >= BLOCK_LEVELS {
             return self.store.read_hash(id);
+        }
+        let first = (id.index << id.level) & !(BLOCK - 1);
+        let mut blocks = self.cache.borrow_mut();
+        let tick = blocks.iter().map(|b| b.used).max().unwrap_or(0) + 1;
+        let block = match blocks.iter().position(|b| b.first == Some(first)) {
+            Some(at) => &mut blocks[at],
+            None => {
+                let victim = blocks
+                    .iter_mut()
+                    .min_by_key(|b| b.used)
+                    .expect("two blocks");
+                victim
+                    .load(self.store, first)
+                    .map_err(|e| TreeError::Read {
+                        level: id.level,
+                        index: id.index,
+                        source: Box::new(e),
+                    })?;
+                victim
+            }
         };
-        let victim = windows
-            .iter_mut()
-            .min_by_key(|w| w.used)
-            .expect("two windows");
-        *victim = Window {
-            base,
-            hashes,
-            used: tick,
-        };
-        Ok(h)
+        block.used = tick;
+        match block.get(id) {
+            Some(hash) => Ok(hash),
+            // Not stored: the point read reports it as it always has.
+            None => self.store.read_hash(id),
+        }
     }
 }
 

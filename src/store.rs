@@ -215,6 +215,21 @@ fn decode_node_key(bytes: &[u8]) -> Result<NodeId, StoreError> {
     })
 }
 
+/// A `tree` record as `(node, hash)`.
+fn decode_node(
+    item: Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>,
+) -> Result<(NodeId, Hash), StoreError> {
+    let (k, v) = item?;
+    let id = decode_node_key(&k)?;
+    let hash = <[u8; 32]>::try_from(&*v).map_err(|_| {
+        StoreError::Corrupt(format!(
+            "node level {} index {} is not 32 bytes",
+            id.level, id.index
+        ))
+    })?;
+    Ok((id, hash))
+}
+
 /// Format 1's node key: level, then index.
 fn decode_node_key_v1(bytes: &[u8]) -> Result<NodeId, StoreError> {
     match bytes {
@@ -566,38 +581,25 @@ impl Store {
     pub fn nodes(&self) -> impl Iterator<Item = Result<(NodeId, Hash), StoreError>> + '_ {
         self.db
             .iterator_cf(self.cf(CF_TREE), IteratorMode::Start)
-            .map(|item| {
-                let (k, v) = item?;
-                let id = decode_node_key(&k)?;
-                let hash = <[u8; 32]>::try_from(&*v).map_err(|_| {
-                    StoreError::Corrupt(format!(
-                        "node level {} index {} is not 32 bytes",
-                        id.level, id.index
-                    ))
-                })?;
-                Ok((id, hash))
-            })
+            .map(decode_node)
     }
 
-    /// Up to `max` stored hashes of level `level` from index `from` on, as long as they are all
-    /// stored: one batched lookup where single point reads would each search the tree.
-    pub fn node_run(&self, level: u8, from: u64, max: usize) -> Result<Vec<Hash>, StoreError> {
-        let keys =
-            (from..from.saturating_add(max as u64)).map(|index| node_key(NodeId { level, index }));
-        let cf = self.cf(CF_TREE);
-        let values = self
-            .db
-            .batched_multi_get_cf(cf, keys.collect::<Vec<_>>().iter(), true);
-        let mut out = Vec::with_capacity(max);
-        for (index, value) in (from..).zip(values) {
-            let Some(value) = value? else {
-                break;
-            };
-            out.push(<[u8; 32]>::try_from(&*value).map_err(|_| {
-                StoreError::Corrupt(format!("node level {level} index {index} is not 32 bytes"))
-            })?);
-        }
-        Ok(out)
+    /// The stored nodes completed by the leaves in `leaves` (those whose last leaf is in the
+    /// range), in completion order: one sequential scan.
+    pub fn nodes_completed_in(
+        &self,
+        leaves: std::ops::Range<u64>,
+    ) -> impl Iterator<Item = Result<(NodeId, Hash), StoreError>> + '_ {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound(leaves.end.to_be_bytes().to_vec());
+        let start = leaves.start.to_be_bytes();
+        self.db
+            .iterator_cf_opt(
+                self.cf(CF_TREE),
+                opts,
+                IteratorMode::From(&start, Direction::Forward),
+            )
+            .map(decode_node)
     }
 
     /// Every stored checkpoint in tree-size order, as `(size, note bytes)` (not decoded, so a
