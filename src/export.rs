@@ -1075,3 +1075,45 @@ mod period_tests {
         assert!(!config.out.exists());
     }
 }
+
+#[cfg(test)]
+mod reader_tests {
+    use super::*;
+    use crate::core::merkle::{Frontier, inclusion_proof};
+    use crate::store::Commit;
+
+    /// Over several blocks and a ragged right edge, the block reader gives exactly the proofs
+    /// that point reads of the store give.
+    #[test]
+    fn block_reads_prove_what_point_reads_prove() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let size = 3 * BLOCK + 1_234;
+        let mut frontier = Frontier::<Blake3>::empty();
+        let mut commit = Commit::default();
+        for i in 0..size {
+            frontier.append(Blake3::leaf(&i.to_be_bytes()), &mut commit.nodes);
+        }
+        store.commit(&commit).unwrap();
+        let reader = MemoReader {
+            store: &store,
+            cache: RefCell::default(),
+        };
+        let mut cursor = ProofCursor::<Blake3>::new(size);
+        // Every row of a run from the middle of a block to the end, and runs at block edges.
+        let runs = [BLOCK / 2..size, 0..3, BLOCK - 2..BLOCK + 2];
+        for index in runs.into_iter().flatten() {
+            assert_eq!(
+                cursor.proof(index, &reader).unwrap(),
+                inclusion_proof::<Blake3>(index, size, &store).unwrap(),
+                "{index}"
+            );
+        }
+        // A node that is not stored is reported as a point read reports it.
+        let mut beyond = ProofCursor::<Blake3>::new(size + 2);
+        assert!(matches!(
+            beyond.proof(0, &reader),
+            Err(TreeError::Read { .. })
+        ));
+    }
+}
