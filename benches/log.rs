@@ -18,7 +18,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ledger::core::event::prepare_bytes;
 use ledger::core::hash::{Blake3, Hash, TreeHasher};
 use ledger::core::merkle::{
-    Frontier, HashReader, NodeId, TreeError, consistency_proof, inclusion_proof,
+    Frontier, HashReader, NodeId, ProofCursor, TreeError, consistency_proof, inclusion_proof,
     root_from_inclusion, tree_hash, verify_consistency, verify_inclusion,
 };
 use ledger::core::note::SignerKey;
@@ -108,6 +108,23 @@ fn proof_100m(c: &mut Criterion) {
     });
     g.bench_function("consistency_build", |b| {
         b.iter(|| consistency_proof::<Blake3>(65_432_109, N, &Positional).unwrap())
+    });
+    // Proofs of consecutive leaves, as export builds them: each from scratch (the baseline), and
+    // each from the last one (`ProofCursor`).
+    let mut next = 0u64;
+    g.bench_function("inclusion_run_each", |b| {
+        b.iter(|| {
+            next = (next + 1) % N;
+            inclusion_proof::<Blake3>(next, N, &Positional).unwrap()
+        })
+    });
+    let mut cursor = ProofCursor::<Blake3>::new(N);
+    let mut next = 0u64;
+    g.bench_function("inclusion_run_cursor", |b| {
+        b.iter(|| {
+            next = (next + 1) % N;
+            cursor.proof(next, &Positional).unwrap().len()
+        })
     });
     g.finish();
 }
