@@ -215,10 +215,11 @@ fn decode_node_key(bytes: &[u8]) -> Result<NodeId, StoreError> {
     })
 }
 
+/// A key and value as RocksDB's iterators yield them.
+type Record = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>;
+
 /// A `tree` record as `(node, hash)`.
-fn decode_node(
-    item: Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>,
-) -> Result<(NodeId, Hash), StoreError> {
+fn decode_node(item: Record) -> Result<(NodeId, Hash), StoreError> {
     let (k, v) = item?;
     let id = decode_node_key(&k)?;
     let hash = <[u8; 32]>::try_from(&*v).map_err(|_| {

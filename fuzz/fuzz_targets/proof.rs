@@ -11,7 +11,9 @@
 //!   nodes, makes an inclusion and a consistency proof the selectors choose, requires both to verify,
 //!   and requires one flipped bit (in a proof hash, the leaf or either root) to make them fail.
 //!   It also makes a multi-leaf proof (batch receipts) of a run of leaves plus one more, requires
-//!   it to lead to the root, and a flipped bit, a dropped or an added hash to make it fail.
+//!   it to lead to the root, and a flipped bit, a dropped or an added hash to make it fail; and
+//!   requires a `ProofCursor` (export's) to give `inclusion_proof`'s answer over a run and after a
+//!   jump back.
 //! - `3`: `size u64`, a count byte, that many `index u64, leaf_hash` claims, then a proof:
 //!   `root_from_multi_proof` on untrusted claims must not panic, and a proof it accepts must stop
 //!   being accepted with one hash more.
@@ -24,9 +26,9 @@ use std::collections::HashMap;
 
 use ledger::core::hash::{Blake3, Hash, Sha256, TreeHasher};
 use ledger::core::merkle::{
-    Frontier, NodeId, consistency_proof, inclusion_proof, multi_proof, root_from_multi_proof,
-    tree_hash, verify_consistency, verify_consistency_bytes, verify_inclusion,
-    verify_inclusion_bytes,
+    Frontier, NodeId, ProofCursor, consistency_proof, inclusion_proof, multi_proof,
+    root_from_multi_proof, tree_hash, verify_consistency, verify_consistency_bytes,
+    verify_inclusion, verify_inclusion_bytes,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -222,6 +224,20 @@ fn tree<H: TreeHasher>(input: &mut Input<'_>) {
     let mut long = proof;
     long.push(root);
     assert!(root_from_multi_proof::<H>(size, &claims, &long).is_err());
+
+    // Proofs from a cursor (export's): the run [index, size), then a jump back to leaf c and on
+    // from there, each exactly `inclusion_proof`'s.
+    let mut cursor = ProofCursor::<H>::new(size);
+    let back = u64::from(c) % size;
+    for i in (index..size).chain(back..size.min(back + 8)) {
+        let want = inclusion_proof::<H>(i, size, &store).expect("in range");
+        assert_eq!(
+            cursor.proof(i, &store).expect("in range"),
+            &want[..],
+            "leaf {i}"
+        );
+    }
+    assert!(cursor.proof(size, &store).is_err());
 }
 
 /// MTH(D[n]) straight from RFC 9162 2.1.1.
