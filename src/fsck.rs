@@ -281,6 +281,13 @@ impl<'a> Scan<'a> {
         let order = |n: &NodeId| (((u128::from(n.index) + 1) << n.level) - 1, n.level);
         let wanted = order(&id);
         loop {
+            // A key that names no node is reported and skipped: it hides no node behind it.
+            if let Some(Err(StoreError::Corrupt(_))) = self.nodes.peek() {
+                if let Some(Err(e)) = self.nodes.next() {
+                    self.problem(Location::ColumnFamily { name: "tree" }, e.to_string());
+                }
+                continue;
+            }
             let before = |item: &Result<(NodeId, Hash), StoreError>| matches!(item, Ok((stored, _)) if order(stored) < wanted);
             if let Some(Ok((stray, _))) = self.nodes.next_if(before) {
                 let at = Location::Node {

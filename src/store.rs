@@ -183,12 +183,20 @@ pub fn dedup_key(source: &str, event_id: &str) -> Vec<u8> {
 /// `(n, 1)` and so on up, so every commit writes keys above all stored ones. The memtable
 /// inserts them at its end, and flushed files never overlap, so compaction has nothing to merge
 /// (format 1's `[level][index]` key made every flushed file span every level).
-fn node_key(id: NodeId) -> [u8; 9] {
-    let last = ((id.index + 1) << id.level) - 1;
+///
+/// `None` for an id no tree of fewer than 2^64 leaves has (its last leaf does not fit in a
+/// `u64`): nothing is stored under it.
+fn node_key(id: NodeId) -> Option<[u8; 9]> {
+    if id.level >= 64 {
+        return None;
+    }
+    // Exact: at most 2^64 << 63.
+    let end = (u128::from(id.index) + 1) << id.level;
+    let last = u64::try_from(end - 1).ok()?;
     let mut key = [0u8; 9];
     key[..8].copy_from_slice(&last.to_be_bytes());
     key[8] = id.level;
-    key
+    Some(key)
 }
 
 /// The node a [`node_key`] names; an error for a key no node has.
@@ -298,7 +306,9 @@ impl Store {
         // they grew by about 5 bytes per entry: 40 MB more resident memory per 10 M entries).
         opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
-        let legacy = has_cf(&opts, path, CF_NODES_V1);
+        let legacy = column_families(&opts, path)?
+            .iter()
+            .any(|n| n == CF_NODES_V1);
         let cfs = ALL_CFS
             .iter()
             .chain(legacy.then_some(&CF_NODES_V1))
@@ -306,8 +316,21 @@ impl Store {
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| classify(path, e))?;
         let mut store = Self { db };
         match store.meta(META_FORMAT)? {
+            // A format-1 dir always recorded its format before its first commit.
+            None if legacy => {
+                return Err(StoreError::Corrupt(
+                    "a format-1 node column family, but no storage format recorded".into(),
+                ));
+            }
             None => store.put_meta(META_FORMAT, FORMAT_VERSION)?,
-            Some(v) if v == FORMAT_V1 && legacy => store.upgrade_v1(path)?,
+            Some(v) if v == FORMAT_V1 && legacy => {
+                if let Err(e) = store.upgrade_v1(path) {
+                    // Still format 1: without the new column family the earlier release opens
+                    // the dir as it was.
+                    let _ = store.db.drop_cf(CF_TREE);
+                    return Err(e);
+                }
+            }
             Some(_) => store.check_format()?,
         }
         if legacy {
@@ -328,8 +351,18 @@ impl Store {
         let mut count = 0u64;
         for item in self.db.iterator_cf(old, IteratorMode::Start) {
             let (key, value) = item?;
-            let id = decode_node_key_v1(&key)?;
-            batch.put_cf(new, node_key(id), value);
+            let id = decode_node_key_v1(&key).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "{e}; the upgrade stopped and the dir is still format 1: check it with `ledger fsck` of the earlier release"
+                ))
+            })?;
+            let key = node_key(id).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "format-1 node level {} index {} lies beyond any tree",
+                    id.level, id.index
+                ))
+            })?;
+            batch.put_cf(new, key, value);
             count += 1;
             if batch.len() == 65_536 {
                 self.db.write(std::mem::take(&mut batch))?;
@@ -376,7 +409,10 @@ impl Store {
         // export creates an iterator per request id, and each would re-read and decompress the
         // index blocks the cache had evicted (a 12.5 M-entry export spent 90 % of its time so).
         let cache = Cache::new_lru_cache(SECONDARY_CACHE_BYTES);
-        if !has_cf(&opts, primary, CF_TREE) {
+        if !column_families(&opts, primary)?
+            .iter()
+            .any(|n| n == CF_TREE)
+        {
             return Err(StoreError::NeedsUpgrade(primary.display().to_string()));
         }
         let cfs = ALL_CFS
@@ -411,7 +447,13 @@ impl Store {
             batch.put_cf(entries, index.to_be_bytes(), leaf);
         }
         for (id, hash) in &commit.nodes {
-            batch.put_cf(nodes, node_key(*id), hash);
+            let key = node_key(*id).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "node level {} index {} lies beyond any tree",
+                    id.level, id.index
+                ))
+            })?;
+            batch.put_cf(nodes, key, hash);
         }
         for (key, record) in &commit.dedup {
             batch.put_cf(dedup, key, record.encode());
@@ -713,9 +755,10 @@ impl HashReader for Store {
             index: id.index,
             source,
         };
+        let key = node_key(id).ok_or_else(|| read_err("node not stored".into()))?;
         let value = self
             .db
-            .get_pinned_cf(self.cf(CF_TREE), node_key(id))
+            .get_pinned_cf(self.cf(CF_TREE), key)
             .map_err(|e| read_err(Box::new(e)))?
             .ok_or_else(|| read_err("node not stored".into()))?;
         <[u8; 32]>::try_from(&*value).map_err(|_| read_err("stored node is not 32 bytes".into()))
@@ -731,10 +774,12 @@ const BLOCK_CACHE_BYTES: usize = 128 << 20;
 /// A secondary's (export's) block cache: it reads each block about once, in order.
 const SECONDARY_CACHE_BYTES: usize = 32 << 20;
 
-/// Column family options; `index_in_cache`: see [`table_options`].
-/// Whether the RocksDB at `path` has column family `name` (false if there is no database yet).
-fn has_cf(opts: &Options, path: &Path, name: &str) -> bool {
-    DB::list_cf(opts, path).is_ok_and(|names| names.iter().any(|n| n == name))
+/// The column families of the RocksDB at `path` (none if there is no database there yet).
+fn column_families(opts: &Options, path: &Path) -> Result<Vec<String>, StoreError> {
+    if !path.join("CURRENT").is_file() {
+        return Ok(Vec::new());
+    }
+    DB::list_cf(opts, path).map_err(|e| classify(path, e))
 }
 
 /// See [`Store::request_cursor`].
@@ -776,6 +821,7 @@ impl RequestCursor<'_> {
     }
 }
 
+/// Column family options; `index_in_cache`: see [`table_options`].
 fn cf_options(name: &str, cache: &Cache, index_in_cache: bool) -> Options {
     let mut opts = Options::default();
     opts.set_block_based_table_factory(&table_options(name, cache, index_in_cache));

@@ -305,6 +305,37 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_node() {
         json!({"at": "node", "level": 1, "index": 1}),
     );
 
+    // A key that names no node (last leaf 4 at level 1: no level-1 node ends at an even leaf),
+    // stored just before leaf 5's: reported, and it hides nothing (leaf 5's edit is still found).
+    let dir = corrupted(&base, "no-node-key", |s| {
+        let mut key = 4u64.to_be_bytes().to_vec();
+        key.push(1);
+        s.raw_put("tree", &key, &[9u8; 32]).unwrap();
+        s.raw_put("tree", &node_key(0, 5), &[9u8; 32]).unwrap();
+    });
+    let report = assert_first(
+        &dir,
+        "key of no node",
+        json!({"at": "column_family", "name": "tree"}),
+    );
+    let problems = report["problems"].as_array().unwrap();
+    assert!(
+        problems[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not a node's key"),
+        "{report:#}"
+    );
+    assert_eq!(problems[1]["at"], "entry", "{report:#}");
+    assert_eq!(problems[1]["index"], 5, "{report:#}");
+    assert!(
+        !problems.iter().any(|p| p["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a node of the tree")),
+        "{report:#}"
+    );
+
     let dir = corrupted(&base, "stray", |s| {
         s.raw_put("tree", &node_key(0, SIZE), &[9u8; 32]).unwrap();
     });

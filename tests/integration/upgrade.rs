@@ -94,8 +94,9 @@ async fn a_format_1_data_dir_is_upgraded_in_place_and_keeps_every_proof() {
         "{stderr}"
     );
 
-    let client = reqwest::Client::new();
     let mut server = Process::spawn(&data, &key_file);
+    // (Process installs the process's TLS crypto provider, which reqwest's client needs.)
+    let client = reqwest::Client::new();
     assert!(
         server.log().contains("upgrading storage format 1 to 2"),
         "{}",
@@ -133,4 +134,37 @@ async fn a_format_1_data_dir_is_upgraded_in_place_and_keeps_every_proof() {
     let report = ledger::fsck::fsck_dir(&data, Some(&key), false).unwrap();
     assert!(report.ok, "fsck: {:?}", report.first());
     assert_eq!(report.tree_size, 32);
+}
+
+/// An upgrade that cannot finish (here: a format-1 node key that names no node) stops with the
+/// reason and leaves the dir exactly as the earlier release wrote it: still format 1, its nodes
+/// in place, no new column family (which the earlier release could not open).
+#[test]
+fn a_failed_upgrade_leaves_the_format_1_dir_as_it_was() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-1");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_dir(&fixture.join("data"), &data);
+    let opts = rocksdb::Options::default();
+    let families = |data: &Path| {
+        let mut names = rocksdb::DB::list_cf(&opts, data).unwrap();
+        names.sort();
+        names
+    };
+    let before = families(&data);
+    {
+        let db = rocksdb::DB::open_cf(&opts, &data, &before).unwrap();
+        db.put_cf(db.cf_handle("nodes").unwrap(), b"bad", [0u8; 32])
+            .unwrap();
+    }
+    let err = ledger::store::Store::open(&data).unwrap_err().to_string();
+    assert!(
+        err.contains("upgrade stopped") && err.contains("still format 1"),
+        "{err}"
+    );
+    assert_eq!(families(&data), before);
+    assert!(!before.iter().any(|n| n == "tree"), "{before:?}");
+    let db = rocksdb::DB::open_cf_for_read_only(&opts, &data, &before, false).unwrap();
+    let format = db.get_cf(db.cf_handle("meta").unwrap(), b"format").unwrap();
+    assert_eq!(format.as_deref(), Some(&b"1"[..]));
 }
