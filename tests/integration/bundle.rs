@@ -13,7 +13,7 @@ use ledger::sequencer::SequencerConfig;
 use ledger::verify::{Verification, verify};
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, add_source, test_key, verifier};
+use crate::common::{TestServer, add_source, copy_dir, test_key, verifier};
 
 const DAY: i64 = 86_400_000_000;
 /// 2026-11-01T00:00:00Z
@@ -183,19 +183,6 @@ fn assert_passes(dir: &Path) -> Verification {
     let v = verify(dir, &verifier(), None).unwrap();
     assert!(v.ok, "{:#?}", v.checks);
     v
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let p = entry.unwrap().path();
-        let target = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &target);
-        } else {
-            std::fs::copy(&p, &target).unwrap();
-        }
-    }
 }
 
 fn rows(path: &Path) -> Vec<Row> {

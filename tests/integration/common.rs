@@ -439,6 +439,37 @@ impl Drop for Process {
     }
 }
 
+/// Copies a directory tree (a data dir, a bundle).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let p = entry.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}
+
+/// The newest checkpoint of a `ledger serve` process (`GET /v1/checkpoint`), verified.
+pub async fn head(
+    server: &Process,
+    client: &reqwest::Client,
+    key: &VerifierKey,
+) -> ledger::core::note::Checkpoint {
+    let note = client
+        .get(format!("{}/v1/checkpoint", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    ledger::core::note::open_checkpoint(&note, key).unwrap()
+}
+
 /// Runs the `ledger` binary, asserting success; returns its stdout.
 pub fn ledger_cmd(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_ledger"))

@@ -21,7 +21,7 @@ use ledger::core::note::{Checkpoint, VerifierKey, open_checkpoint};
 use ledger::core::receipt::Receipt;
 use serde_json::{Value, json};
 
-use crate::common::{CliLedger, Process, assert_extends, cli_ledger, event};
+use crate::common::{CliLedger, Process, assert_extends, cli_ledger, event, head};
 
 /// Largest file the limited server may write. Start-up writes an OPTIONS file of ~60 KiB (and an
 /// info LOG whose write errors RocksDB ignores); the WAL reaches the limit after ~100 events.
@@ -100,15 +100,6 @@ async fn post_until_refused(
 
 async fn get(client: &reqwest::Client, url: String, token: &str) -> reqwest::Response {
     client.get(url).bearer_auth(token).send().await.unwrap()
-}
-
-async fn head(server: &Process, client: &reqwest::Client, key: &VerifierKey) -> Checkpoint {
-    let note = get(client, format!("{}/v1/checkpoint", server.base), "")
-        .await
-        .text()
-        .await
-        .unwrap();
-    open_checkpoint(&note, key).unwrap()
 }
 
 fn fsck(data: &Path, key: &VerifierKey) -> u64 {

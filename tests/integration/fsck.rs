@@ -10,7 +10,7 @@ use ledger::core::note::checkpoint_body;
 use ledger::store::Store;
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, event, test_key};
+use crate::common::{TestServer, copy_dir, event, test_key};
 
 /// Requests of this many events, one commit each: checkpoints at 0, 4, 8, 12, 16, 20.
 const PER_COMMIT: u64 = 4;
@@ -32,16 +32,6 @@ async fn populated() -> (PathBuf, tempfile::TempDir) {
     copy_dir(&dir, &base);
     drop(tmp);
     (base, keep)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
-        }
-    }
 }
 
 pub fn ledger(args: &[&str]) -> Output {

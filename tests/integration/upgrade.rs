@@ -10,30 +10,10 @@ use std::path::Path;
 
 use ledger::core::hash::{Blake3, from_hex};
 use ledger::core::merkle::verify_inclusion;
-use ledger::core::note::{Checkpoint, VerifierKey, open_checkpoint};
+use ledger::core::note::{Checkpoint, VerifierKey};
 use serde_json::{Value, json};
 
-use crate::common::{Process, add_source, assert_extends, event};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
-    }
-}
-
-async fn head(client: &reqwest::Client, server: &Process, key: &VerifierKey) -> Checkpoint {
-    let note = client
-        .get(format!("{}/v1/checkpoint", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    open_checkpoint(&note, key).unwrap()
-}
+use crate::common::{Process, add_source, assert_extends, copy_dir, event, head};
 
 /// Every entry's inclusion proof at the head, from the server, verifies against the head's root.
 async fn assert_every_proof(client: &reqwest::Client, server: &Process, head: &Checkpoint) {
@@ -102,7 +82,7 @@ async fn a_format_1_data_dir_is_upgraded_in_place_and_keeps_every_proof() {
         "{}",
         server.log()
     );
-    let old = head(&client, &server, &key).await;
+    let old = head(&server, &client, &key).await;
     assert_eq!(old.size, 21);
     assert_every_proof(&client, &server, &old).await;
 
@@ -124,7 +104,7 @@ async fn a_format_1_data_dir_is_upgraded_in_place_and_keeps_every_proof() {
         .unwrap()
         .status();
     assert_eq!(status, 200);
-    let new = head(&client, &server, &key).await;
+    let new = head(&server, &client, &key).await;
     assert_eq!(new.size, 32);
     assert_extends(&client, &server.base, old.size, &old.root, &new).await;
     assert_every_proof(&client, &server, &new).await;
