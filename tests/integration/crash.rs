@@ -22,7 +22,7 @@ use ledger::core::note::{Checkpoint, VerifierKey, open_checkpoint};
 use ledger::core::receipt::Receipt;
 use serde_json::Value;
 
-use crate::common::{CliLedger, Process, assert_extends, cli_ledger, event};
+use crate::common::{CliLedger, Process, assert_extends, cli_ledger, event, head};
 
 const ROUNDS: u64 = 20;
 /// Rounds that must kill the server while a client's request is on the wire (the connection broke
@@ -185,15 +185,7 @@ async fn check_restart(
     key: &VerifierKey,
     told: &mut Told,
 ) {
-    let note = client
-        .get(format!("{}/v1/checkpoint", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let head = open_checkpoint(&note, key).unwrap();
+    let head = head(server, client, key).await;
 
     let fetched = fetch_entries(server, client, token, &told.receipts[told.checked..]).await;
     let notes = open_notes(fetched.iter().map(|(r, _)| &r.checkpoint), key).await;
