@@ -9,7 +9,7 @@
 //! | column family | key                                   | value                                  |
 //! |---------------|---------------------------------------|----------------------------------------|
 //! | `entries`     | index u64                             | leaf bytes                             |
-//! | `nodes`       | level u8, index u64                   | 32-byte hash of that complete subtree  |
+//! | `tree`        | last leaf covered u64, level u8       | 32-byte hash of that complete subtree  |
 //! | `checkpoints` | tree size u64                         | signed checkpoint note                 |
 //! | `dedup`       | source, 0x00, event_id                | index u64, tree size u64, digest[32]   |
 //! | `requests`    | request_id, 0x00, index u64           | (empty)                                |
@@ -17,6 +17,9 @@
 //! | `auditors`    | auditor name                          | credential record (see `auth`)         |
 //! | `admins`      | admin name                            | credential record (see `auth`)         |
 //! | `meta`        | name                                  | value                                  |
+//!
+//! That is storage format 2. Format 1 keyed nodes `[level][index]` in `nodes`; [`Store::open`]
+//! upgrades it in place (`docs/architecture.md`, "RocksDB key layout").
 
 use std::path::Path;
 
