@@ -531,6 +531,21 @@ pub fn cli_ledger(origin: &str) -> CliLedger {
     }
 }
 
+/// Fetches a public proof (`GET /v1/proofs/...`): the answer, and its `hashes` decoded.
+async fn get_proof(
+    client: &reqwest::Client,
+    url: String,
+) -> (Value, Vec<ledger::core::hash::Hash>) {
+    let proof: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+    let hashes = proof["hashes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{url}: {proof}"))
+        .iter()
+        .map(|h| ledger::core::hash::from_hex(h.as_str().unwrap()).unwrap())
+        .collect();
+    (proof, hashes)
+}
+
 /// Fetches `GET /v1/proofs/consistency?from=size&to=head.size` (public) and checks that `head`
 /// extends the checkpoint `(size, root)`; panics naming both sizes otherwise.
 pub async fn assert_extends(
@@ -540,24 +555,30 @@ pub async fn assert_extends(
     root: &ledger::core::hash::Hash,
     head: &ledger::core::note::Checkpoint,
 ) {
-    use ledger::core::hash::{Blake3, from_hex};
-    let proof: Value = client
-        .get(format!(
-            "{base}/v1/proofs/consistency?from={size}&to={}",
-            head.size
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let hashes: Vec<_> = proof["hashes"]
-        .as_array()
-        .unwrap_or_else(|| panic!("consistency proof from {size}: {proof}"))
-        .iter()
-        .map(|h| from_hex(h.as_str().unwrap()).unwrap())
-        .collect();
-    ledger::core::merkle::verify_consistency::<Blake3>(size, head.size, root, &head.root, &hashes)
-        .unwrap_or_else(|e| panic!("head {} does not extend checkpoint {size}: {e}", head.size));
+    let url = format!("{base}/v1/proofs/consistency?from={size}&to={}", head.size);
+    let (_, hashes) = get_proof(client, url).await;
+    ledger::core::merkle::verify_consistency::<ledger::core::hash::Blake3>(
+        size, head.size, root, &head.root, &hashes,
+    )
+    .unwrap_or_else(|e| panic!("head {} does not extend checkpoint {size}: {e}", head.size));
+}
+
+/// Fetches `GET /v1/proofs/inclusion?index=..&tree_size=head.size` (public) and checks that the
+/// entry at `index` is in `head`; panics naming both otherwise.
+pub async fn assert_included(
+    client: &reqwest::Client,
+    base: &str,
+    index: u64,
+    head: &ledger::core::note::Checkpoint,
+) {
+    let url = format!(
+        "{base}/v1/proofs/inclusion?index={index}&tree_size={}",
+        head.size
+    );
+    let (proof, hashes) = get_proof(client, url).await;
+    let leaf_hash = ledger::core::hash::from_hex(proof["leaf_hash"].as_str().unwrap()).unwrap();
+    ledger::core::merkle::verify_inclusion::<ledger::core::hash::Blake3>(
+        index, head.size, &leaf_hash, &hashes, &head.root,
+    )
+    .unwrap_or_else(|e| panic!("entry {index} at size {}: {e}", head.size));
 }
