@@ -127,7 +127,13 @@ pub async fn serve(
     if Arc::strong_count(&handle) > 1 {
         tracing::warn!("data dir still referenced 10 s after shutdown");
     }
-    tokio::task::spawn_blocking(move || drop(handle))
+    tokio::task::spawn_blocking(move || {
+        // Every commit is already durable in the WAL; this only spares the next open its replay.
+        if let Err(e) = handle.flush() {
+            tracing::warn!(error = %e, "memtables not flushed at shutdown: the next open replays the WAL");
+        }
+        drop(handle);
+    })
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     tracing::info!("stopped");

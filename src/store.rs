@@ -433,6 +433,17 @@ impl Store {
         Ok(store)
     }
 
+    /// Writes every memtable to table files and waits for it, so the WAL holds nothing the
+    /// tables lack. Called on a clean shutdown: otherwise the next open, and every export or
+    /// fsck meanwhile (a secondary cannot flush), replays up to the WAL bound of 128 MiB (about
+    /// 1 s for a read-only tool, each time).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let cfs: Vec<&ColumnFamily> = ALL_CFS.iter().map(|name| self.cf(name)).collect();
+        let mut opts = rocksdb::FlushOptions::default();
+        opts.set_wait(true);
+        Ok(self.db.flush_cfs_opt(&cfs, &opts)?)
+    }
+
     fn cf(&self, name: &str) -> &ColumnFamily {
         self.db
             .cf_handle(name)
