@@ -13,6 +13,7 @@ use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, ListBuilder, StringBuilder,
     TimestampMicrosecondBuilder, UInt64Builder,
 };
+use arrow_buffer::OffsetBuffer;
 use arrow_array::{
     Array, BinaryArray, BooleanArray, FixedSizeBinaryArray, ListArray, RecordBatch, StringArray,
     TimestampMicrosecondArray, UInt64Array,
@@ -31,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::controls::Framework;
 use crate::core::hash::Hash;
-use crate::core::projection::Projection;
+use crate::core::projection::{Projection, ProjectionRef};
 
 /// Bundle format version in `manifest.json`.
 pub const FORMAT_VERSION: u64 = 1;
@@ -323,14 +324,15 @@ fn to_batch(rows: &[Row]) -> Result<RecordBatch, arrow_schema::ArrowError> {
     RecordBatch::try_new(schema(), columns)
 }
 
-fn column<'a, T: 'static>(
-    batch: &'a RecordBatch,
+fn column<T: Array + Clone + 'static>(
+    batch: &RecordBatch,
     name: &str,
     path: &Path,
-) -> Result<&'a T, BundleError> {
+) -> Result<T, BundleError> {
     batch
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
+        .cloned()
         .ok_or_else(|| format_err(path, format!("column {name} missing or of the wrong type")))
 }
 
@@ -338,8 +340,193 @@ fn hash_at(a: &FixedSizeBinaryArray, i: usize) -> Hash {
     a.value(i).try_into().unwrap_or([0; 32])
 }
 
-/// Requires every column chunk the footer names to lie inside the file. The parquet crate asserts
-/// this when it reads a chunk (a panic, found by fuzz/fuzz_targets/rows.rs), so it is checked first.
+/// A list column's offsets and its items, typed.
+fn list<T: Array + Clone + 'static>(
+    batch: &RecordBatch,
+    name: &str,
+    path: &Path,
+) -> Result<(OffsetBuffer<i32>, T), BundleError> {
+    let list = column::<ListArray>(batch, name, path)?;
+    let items = list
+        .values()
+        .as_any()
+        .downcast_ref::<T>()
+        .cloned()
+        .ok_or_else(|| format_err(path, format!("{name} items are of the wrong type")))?;
+    Ok((list.offsets().clone(), items))
+}
+
+/// The item range of row `i` of a list column.
+fn items(offsets: &OffsetBuffer<i32>, i: usize) -> std::ops::Range<usize> {
+    let at = |k: usize| usize::try_from(offsets[k]).unwrap_or(0);
+    at(i)..at(i + 1)
+}
+
+/// One decoded batch of a row file, its columns typed once: rows are read in place
+/// ([`RowBatch::row`]), with no copy of their bytes.
+pub struct RowBatch {
+    index: UInt64Array,
+    leaf: BinaryArray,
+    leaf_hash: FixedSizeBinaryArray,
+    proof: (OffsetBuffer<i32>, FixedSizeBinaryArray),
+    /// `event_id, type, request_id, source, actor_id, actor_kind, on_behalf_of, reviewer_id,
+    /// action_name, action_category, resource_id, environment, channel, reason`.
+    texts: [StringArray; 14],
+    occurred: TimestampMicrosecondArray,
+    ingested: TimestampMicrosecondArray,
+    emergency: BooleanArray,
+    controls: (OffsetBuffer<i32>, StringArray),
+}
+
+/// The text columns of [`RowBatch::texts`], in order.
+const TEXT_COLUMNS: [&str; 14] = [
+    "event_id",
+    "type",
+    "request_id",
+    "source",
+    "actor_id",
+    "actor_kind",
+    "on_behalf_of",
+    "reviewer_id",
+    "action_name",
+    "action_category",
+    "resource_id",
+    "environment",
+    "channel",
+    "reason",
+];
+
+impl RowBatch {
+    /// Types the columns of `batch`, a batch of the bundle schema; `path` names it in errors.
+    fn new(batch: &RecordBatch, path: &Path) -> Result<Self, BundleError> {
+        let mut texts = Vec::with_capacity(TEXT_COLUMNS.len());
+        for name in TEXT_COLUMNS {
+            texts.push(column::<StringArray>(batch, name, path)?);
+        }
+        let proof = list::<FixedSizeBinaryArray>(batch, "inclusion_proof", path)?;
+        if proof.1.value_length() != 32 {
+            return Err(format_err(
+                path,
+                "inclusion_proof items are not fixed_size_binary(32)",
+            ));
+        }
+        let leaf_hash = column::<FixedSizeBinaryArray>(batch, "leaf_hash", path)?;
+        if leaf_hash.value_length() != 32 {
+            return Err(format_err(path, "leaf_hash is not fixed_size_binary(32)"));
+        }
+        Ok(Self {
+            index: column(batch, "index", path)?,
+            leaf: column(batch, "leaf", path)?,
+            leaf_hash,
+            proof,
+            texts: texts
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("one array per text column")),
+            occurred: column(batch, "occurred_at", path)?,
+            ingested: column(batch, "ingested_at", path)?,
+            emergency: column(batch, "emergency", path)?,
+            controls: list::<StringArray>(batch, "controls", path)?,
+        })
+    }
+
+    /// Rows in the batch.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether the batch has no rows.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `i`, borrowed from the batch's columns.
+    ///
+    /// # Panics
+    /// If `i` is not below [`RowBatch::len`].
+    #[must_use]
+    pub fn row(&self, i: usize) -> RowRef<'_> {
+        let text = |c: usize| self.texts[c].value(i);
+        let opt = |c: usize| (!self.texts[c].is_null(i)).then(|| self.texts[c].value(i));
+        let proof = items(&self.proof.0, i);
+        let proof_bytes = &self.proof.1.value_data()[proof.start * 32..proof.end * 32];
+        RowRef {
+            leaf: self.leaf.value(i),
+            leaf_hash: hash_at(&self.leaf_hash, i),
+            inclusion_proof: proof_bytes.as_chunks::<32>().0,
+            projection: Projection {
+                index: self.index.value(i),
+                event_id: text(0),
+                event_type: text(1),
+                request_id: text(2),
+                source: text(3),
+                occurred_at: self.occurred.value(i),
+                ingested_at: self.ingested.value(i),
+                actor_id: text(4),
+                actor_kind: text(5),
+                on_behalf_of: opt(6),
+                reviewer_id: opt(7),
+                action_name: text(8),
+                action_category: text(9),
+                resource_id: text(10),
+                environment: text(11),
+                channel: opt(12),
+                reason: opt(13),
+                emergency: (!self.emergency.is_null(i)).then(|| self.emergency.value(i)),
+            },
+            controls: Controls {
+                values: &self.controls.1,
+                range: items(&self.controls.0, i),
+            },
+        }
+    }
+}
+
+/// One bundle row, borrowed from a [`RowBatch`].
+#[derive(Debug, Clone)]
+pub struct RowRef<'a> {
+    /// The exact leaf bytes.
+    pub leaf: &'a [u8],
+    /// BLAKE3 leaf hash.
+    pub leaf_hash: Hash,
+    /// Inclusion proof against the bundle's checkpoint.
+    pub inclusion_proof: &'a [Hash],
+    /// Projections of the leaf.
+    pub projection: ProjectionRef<'a>,
+    /// Control IDs this row evidences.
+    pub controls: Controls<'a>,
+}
+
+/// A row's control IDs, borrowed.
+#[derive(Debug, Clone)]
+pub struct Controls<'a> {
+    values: &'a StringArray,
+    range: std::ops::Range<usize>,
+}
+
+impl<'a> Controls<'a> {
+    /// The IDs in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        let values = self.values;
+        self.range.clone().map(move |j| values.value(j))
+    }
+}
+
+impl RowRef<'_> {
+    /// An owned copy.
+    #[must_use]
+    pub fn to_owned(&self) -> Row {
+        Row {
+            leaf: self.leaf.to_vec(),
+            leaf_hash: self.leaf_hash,
+            inclusion_proof: self.inclusion_proof.to_vec(),
+            projection: self.projection.to_owned(),
+            controls: self.controls.iter().map(str::to_owned).collect(),
+        }
+    }
+}
+
 fn check_chunks(metadata: &ParquetMetaData, file_len: u64) -> Result<(), String> {
     for (g, group) in metadata.row_groups().iter().enumerate() {
         for column in group.columns() {
@@ -563,16 +750,11 @@ fn page_header(bytes: &[u8]) -> Result<(u64, u64), ThriftError> {
 /// The file's schema must be the bundle schema exactly.
 pub fn read_rows(
     path: &Path,
-    f: impl FnMut(Row) -> Result<(), BundleError>,
+    mut f: impl FnMut(Row) -> Result<(), BundleError>,
 ) -> Result<u64, BundleError> {
-    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) {
-        return Err(format_err(path, "missing or not a regular file"));
-    }
-    let file = File::open(path).map_err(|source| BundleError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    read_rows_from(file, path, f)
+    read_batches(path, |batch| {
+        (0..batch.len()).try_for_each(|i| f(batch.row(i).to_owned()))
+    })
 }
 
 /// As [`read_rows`], from any Parquet source: an open file, or the file's bytes in memory
@@ -581,6 +763,33 @@ pub fn read_rows_from<R: ChunkReader + 'static>(
     source: R,
     path: &Path,
     mut f: impl FnMut(Row) -> Result<(), BundleError>,
+) -> Result<u64, BundleError> {
+    read_batches_from(source, path, |batch| {
+        (0..batch.len()).try_for_each(|i| f(batch.row(i).to_owned()))
+    })
+}
+
+/// As [`read_rows`], a decoded batch at a time: its rows are read in place ([`RowBatch::row`]).
+/// Returns the row count.
+pub fn read_batches(
+    path: &Path,
+    f: impl FnMut(RowBatch) -> Result<(), BundleError>,
+) -> Result<u64, BundleError> {
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) {
+        return Err(format_err(path, "missing or not a regular file"));
+    }
+    let file = File::open(path).map_err(|source| BundleError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    read_batches_from(file, path, f)
+}
+
+/// As [`read_batches`], from any Parquet source (see [`read_rows_from`]).
+pub fn read_batches_from<R: ChunkReader + 'static>(
+    source: R,
+    path: &Path,
+    mut f: impl FnMut(RowBatch) -> Result<(), BundleError>,
 ) -> Result<u64, BundleError> {
     let metadata = ArrowReaderMetadata::load(&source, ArrowReaderOptions::default())
         .map_err(|e| format_err(path, e))?;
@@ -600,80 +809,9 @@ pub fn read_rows_from<R: ChunkReader + 'static>(
     let mut count = 0u64;
     for batch in reader {
         let batch = batch.map_err(|e| format_err(path, e))?;
-        let index = column::<UInt64Array>(&batch, "index", path)?;
-        let leaf = column::<BinaryArray>(&batch, "leaf", path)?;
-        let leaf_hash = column::<FixedSizeBinaryArray>(&batch, "leaf_hash", path)?;
-        let proof = column::<ListArray>(&batch, "inclusion_proof", path)?;
-        let text = |name: &str| column::<StringArray>(&batch, name, path);
-        let (event_id, event_type, request_id, source) = (
-            text("event_id")?,
-            text("type")?,
-            text("request_id")?,
-            text("source")?,
-        );
-        let (actor_id, actor_kind, on_behalf_of, reviewer_id) = (
-            text("actor_id")?,
-            text("actor_kind")?,
-            text("on_behalf_of")?,
-            text("reviewer_id")?,
-        );
-        let (action_name, action_category, resource_id, environment) = (
-            text("action_name")?,
-            text("action_category")?,
-            text("resource_id")?,
-            text("environment")?,
-        );
-        let (channel, reason) = (text("channel")?, text("reason")?);
-        let occurred = column::<TimestampMicrosecondArray>(&batch, "occurred_at", path)?;
-        let ingested = column::<TimestampMicrosecondArray>(&batch, "ingested_at", path)?;
-        let emergency = column::<BooleanArray>(&batch, "emergency", path)?;
-        let controls = column::<ListArray>(&batch, "controls", path)?;
-        let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
-        for i in 0..batch.num_rows() {
-            let proof_values = proof.value(i);
-            let proof_values = proof_values
-                .as_any()
-                .downcast_ref::<FixedSizeBinaryArray>()
-                .ok_or_else(|| {
-                    format_err(path, "inclusion_proof items are not fixed_size_binary(32)")
-                })?;
-            let control_values = controls.value(i);
-            let control_values = control_values
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .ok_or_else(|| format_err(path, "controls items are not strings"))?;
-            f(Row {
-                leaf: leaf.value(i).to_vec(),
-                leaf_hash: hash_at(leaf_hash, i),
-                inclusion_proof: (0..proof_values.len())
-                    .map(|j| hash_at(proof_values, j))
-                    .collect(),
-                projection: Projection {
-                    index: index.value(i),
-                    event_id: event_id.value(i).to_owned(),
-                    event_type: event_type.value(i).to_owned(),
-                    request_id: request_id.value(i).to_owned(),
-                    source: source.value(i).to_owned(),
-                    occurred_at: occurred.value(i),
-                    ingested_at: ingested.value(i),
-                    actor_id: actor_id.value(i).to_owned(),
-                    actor_kind: actor_kind.value(i).to_owned(),
-                    on_behalf_of: opt(on_behalf_of, i),
-                    reviewer_id: opt(reviewer_id, i),
-                    action_name: action_name.value(i).to_owned(),
-                    action_category: action_category.value(i).to_owned(),
-                    resource_id: resource_id.value(i).to_owned(),
-                    environment: environment.value(i).to_owned(),
-                    channel: opt(channel, i),
-                    reason: opt(reason, i),
-                    emergency: (!emergency.is_null(i)).then(|| emergency.value(i)),
-                },
-                controls: (0..control_values.len())
-                    .map(|j| control_values.value(j).to_owned())
-                    .collect(),
-            })?;
-            count += 1;
-        }
+        let rows = RowBatch::new(&batch, path)?;
+        count += rows.len() as u64;
+        f(rows)?;
     }
     Ok(count)
 }
@@ -830,7 +968,7 @@ impl ControlCounts {
     }
 
     /// Counts one row with these controls (IDs outside the framework are not counted).
-    pub fn add(&mut self, controls: &[String]) {
+    pub fn add<'a>(&mut self, controls: impl IntoIterator<Item = &'a str>) {
         for c in controls {
             if let Some(n) = self.0.get_mut(c) {
                 *n += 1;

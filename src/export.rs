@@ -510,7 +510,7 @@ pub fn summary_hash(
             break;
         }
         let p = project(index, &leaf)?;
-        builder.add(&p, true).map_err(fail)?;
+        builder.add(&p.view(), true).map_err(fail)?;
         if start > 0 {
             requests.push(p.request_id).map_err(fail)?;
         }
@@ -526,7 +526,7 @@ pub fn summary_hash(
         &mut |index| {
             count += 1;
             builder
-                .add(&project(index, &stored_entry(store, index)?)?, false)
+                .add(&project(index, &stored_entry(store, index)?)?.view(), false)
                 .map_err(fail)
         },
     )?;
@@ -795,8 +795,8 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
             .into_iter()
             .collect::<Result<Vec<Row>, _>>()?;
             for row in &made {
-                summary.add(&row.projection, true).map_err(fail)?;
-                controls.add(&row.controls);
+                summary.add(&row.projection.view(), true).map_err(fail)?;
+                controls.add(row.controls.iter().map(String::as_str));
                 // Context rows are earlier entries of the period's requests: a period from
                 // entry 0 has none, so its request ids need not be sorted.
                 if range.start > 0 {
@@ -856,7 +856,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         &mut |index| {
             log.rows(index, index + 1, size, &mut |index, leaf, proof| {
                 let row = make_row(index, leaf, proof, &framework)?;
-                summary.add(&row.projection, false).map_err(fail)?;
+                summary.add(&row.projection.view(), false).map_err(fail)?;
                 context.push(row)?;
                 Ok(())
             })
@@ -1013,7 +1013,7 @@ fn make_row(
     Ok(Row {
         leaf_hash: Blake3::leaf(&leaf),
         inclusion_proof: proof,
-        controls: framework.controls_for(&projection),
+        controls: framework.controls_for(&projection.view()),
         projection,
         leaf,
     })

@@ -15,7 +15,7 @@ use crate::core::findings::{
     Counts, DIGEST_FINDINGS, Digest, Ev, Finding, FindingList, Judge, Kind, LatencyBuilder, Rule,
     Verdicts,
 };
-use crate::core::projection::Projection;
+use crate::core::projection::ProjectionRef;
 use crate::spill::{DEFAULT_BUDGET, Record, Sorter, put_bytes, take_bytes, take_u64};
 
 /// Context rows reported per orphan (rows whose request has no event in the period).
@@ -203,7 +203,7 @@ impl SummaryBuilder {
     ///
     /// # Errors
     /// If a sort run cannot be written.
-    pub fn add(&mut self, row: &Projection, in_period: bool) -> io::Result<()> {
+    pub fn add(&mut self, row: &ProjectionRef<'_>, in_period: bool) -> io::Result<()> {
         if in_period {
             self.counts.add(row);
         }
@@ -326,6 +326,7 @@ impl SummaryBuilder {
 mod tests {
     use super::*;
     use crate::core::findings::Summary;
+    use crate::core::projection::Projection;
 
     fn row(index: u64, kind: &str, request: &str, reviewer: Option<&str>) -> Projection {
         Projection {
@@ -362,7 +363,7 @@ mod tests {
                 _ => "approval.denied",
             };
             let reviewer = (i % 4 >= 2).then_some(if i % 5 == 0 { "agent" } else { "bob" });
-            b.add(&row(i, kind, &request, reviewer), i >= 100).unwrap();
+            b.add(&row(i, kind, &request, reviewer).view(), i >= 100).unwrap();
         }
         let mut out = Vec::new();
         let built = b.finish(&mut out).unwrap();
@@ -395,11 +396,11 @@ mod tests {
     #[test]
     fn context_rows_of_requests_without_period_events_are_reported() {
         let mut b = SummaryBuilder::new(None).unwrap();
-        b.add(&row(1, "approval.requested", "a", None), false)
+        b.add(&row(1, "approval.requested", "a", None).view(), false)
             .unwrap();
-        b.add(&row(2, "approval.requested", "b", None), false)
+        b.add(&row(2, "approval.requested", "b", None).view(), false)
             .unwrap();
-        b.add(&row(3, "approval.approved", "b", Some("bob")), true)
+        b.add(&row(3, "approval.approved", "b", Some("bob")).view(), true)
             .unwrap();
         let built = b.finish(&mut Vec::new()).unwrap();
         assert_eq!((built.orphan_context, built.orphan_count), (vec![1], 1));
@@ -407,7 +408,7 @@ mod tests {
 
     #[test]
     fn every_record_round_trips() {
-        let mut e = Ev::of(&row(21, "action.executed", "r-é", Some("bob")), true);
+        let mut e = Ev::of(&row(21, "action.executed", "r-é", Some("bob")).view(), true);
         for _ in 0..2 {
             let mut bytes = Vec::new();
             e.encode(&mut bytes);

@@ -11,14 +11,16 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 
-use crate::bundle::{self, ConsistencyFile, ControlCounts, Manifest, Row, SourceKeys, files};
+use crate::bundle::{
+    self, ConsistencyFile, ControlCounts, Manifest, RowBatch, RowRef, SourceKeys, files,
+};
 use crate::core::controls::Framework;
 use crate::core::findings::Digest;
 use crate::core::hash::{Blake3, Hash, TreeHasher, from_hex, to_hex};
 use crate::core::leaf::{GENESIS_PREV, Leaf, parse_micros};
 use crate::core::merkle::{PathVerifier, verify_consistency};
 use crate::core::note::{Checkpoint, VerifierKey, open_checkpoint};
-use crate::core::projection::Projection;
+use crate::core::projection::{Projection, ProjectionRef};
 use crate::summary::SummaryBuilder;
 
 /// Most failing indexes reported per check.
@@ -388,7 +390,7 @@ impl Inspector {
     }
 
     /// The checks of one row that need nothing but the row (and the bundle's keys).
-    fn inspect(&self, row: &Row) -> Inspected {
+    fn inspect(&self, row: &RowRef<'_>) -> Inspected {
         let leaf_hash_ok = Blake3::leaf(&row.leaf) == row.leaf_hash;
         let leaf = Leaf::parse(&row.leaf).map_err(|e| e.to_string());
         let (projection, origin) = match &leaf {
@@ -396,9 +398,9 @@ impl Inspector {
             Ok(leaf) => {
                 // Compared in place: the row's columns against the leaf's fields, and (once they
                 // agree) its controls against the mapping applied to those columns.
-                let controls_ok = |p: &Projection| match &self.framework {
-                    Some(f) => f.controls_match(p, &row.controls),
-                    None => row.controls.is_empty(),
+                let controls_ok = |p: &ProjectionRef<'_>| match &self.framework {
+                    Some(f) => f.controls_match(p, row.controls.iter()),
+                    None => row.controls.iter().next().is_none(),
                 };
                 let projection = match Projection::matches(leaf, &row.projection) {
                     Ok(true) if controls_ok(&row.projection) => Ok(()),
@@ -421,12 +423,12 @@ impl Inspector {
 impl RowChecks {
     /// Records one row's results, in index order; returns its leaf's `prev_leaf_hash` if the
     /// leaf parsed.
-    fn apply(&mut self, row: &Row, inspected: Inspected) -> Option<Hash> {
+    fn apply(&mut self, row: &RowRef<'_>, inspected: Inspected) -> Option<Hash> {
         let index = row.projection.index;
         self.leaf.record(index, inspected.leaf_hash_ok);
         let ok = self
             .paths
-            .verify(index, &row.leaf_hash, &row.inclusion_proof)
+            .verify(index, &row.leaf_hash, row.inclusion_proof)
             .is_ok();
         self.proof.record(index, ok);
         match inspected.projection {
@@ -473,70 +475,57 @@ fn parse_source_keys(
         .collect()
 }
 
-/// Rows checked per round: inspected in parallel, then applied in order.
-const CHUNK_ROWS: usize = 4_096;
-
 /// Streams a row file through `checks`, calling `f` with each row and, if its leaf parsed, the
 /// leaf's `prev_leaf_hash`, in order. Three stages overlap, each on its own thread: one decodes
-/// the Parquet file into chunks of rows; one has the per-row checks that need no order (leaf
-/// hash, parse, projections, origin signatures) run on every core; this one applies the rest
-/// (proof paths, chain, summary) in order, one chunk behind. At most one chunk waits between
-/// stages, so memory stays bounded.
+/// the Parquet file a batch at a time; one has the per-row checks that need no order (leaf hash,
+/// parse, projections, origin signatures) run on every core; this one applies the rest (proof
+/// paths, chain, summary) in order, one batch behind. Rows are read in place from the decoded
+/// columns ([`RowBatch::row`]), never copied out. At most one batch waits between stages, so
+/// memory stays bounded.
 fn check_file(
     path: &Path,
     inspector: &Inspector,
     checks: &mut RowChecks,
-    mut f: impl FnMut(&Row, Option<Hash>),
+    mut f: impl FnMut(&RowRef<'_>, Option<Hash>),
 ) -> Result<u64, String> {
     std::thread::scope(|s| {
-        let (send, chunks) = std::sync::mpsc::sync_channel::<Vec<Row>>(1);
-        // Applied chunks go back to the reader to be freed: the thread that allocated a row's
+        let (send, batches) = std::sync::mpsc::sync_channel::<RowBatch>(1);
+        // Applied batches go back to the reader to be freed: the thread that allocated their
         // buffers frees them on the allocator's fast path, where any other thread takes its
-        // cross-thread path (a third of the ordered stage's instructions).
-        let (spent, to_free) = std::sync::mpsc::channel::<Vec<Row>>();
+        // cross-thread path.
+        let (spent, to_free) = std::sync::mpsc::channel::<RowBatch>();
         let reader = s.spawn(move || {
-            let mut chunk = Vec::with_capacity(CHUNK_ROWS);
             // The receiver lives until this sender is dropped (unless the checks panic).
-            let n = read_all(path, |row| {
-                chunk.push(row);
-                if chunk.len() == CHUNK_ROWS {
-                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
-                    let _ = send.send(full);
-                    to_free.try_iter().for_each(drop);
-                }
-            });
-            if !chunk.is_empty() {
-                let _ = send.send(chunk);
-            }
-            n
+            bundle::read_batches(path, |batch| {
+                let _ = send.send(batch);
+                to_free.try_iter().for_each(drop);
+                Ok(())
+            })
+            .map_err(|e| e.to_string())
         });
         let (inspected, to_apply) = std::sync::mpsc::sync_channel(1);
         s.spawn(move || {
-            for chunk in chunks {
-                let found = crate::par::map(&chunk, |row| inspector.inspect(row));
-                if inspected.send((chunk, found)).is_err() {
+            let mut rows: Vec<usize> = Vec::new();
+            for batch in batches {
+                rows.clear();
+                rows.extend(0..batch.len());
+                let found = crate::par::map(&rows, |&i| inspector.inspect(&batch.row(i)));
+                if inspected.send((batch, found)).is_err() {
                     return;
                 }
             }
         });
-        for (chunk, found) in to_apply {
-            for (row, found) in chunk.iter().zip(found) {
-                let prev_hash = checks.apply(row, found);
-                f(row, prev_hash);
+        for (batch, found) in to_apply {
+            for (i, found) in found.into_iter().enumerate() {
+                let row = batch.row(i);
+                let prev_hash = checks.apply(&row, found);
+                f(&row, prev_hash);
             }
-            // After the reader has finished, the last chunks are freed here.
-            let _ = spent.send(chunk);
+            // After the reader has finished, the last batches are freed here.
+            let _ = spent.send(batch);
         }
         reader.join().expect("row reader thread panicked")
     })
-}
-
-fn read_all(path: &Path, mut f: impl FnMut(Row)) -> Result<u64, String> {
-    bundle::read_rows(path, |row| {
-        f(row);
-        Ok(())
-    })
-    .map_err(|e| e.to_string())
 }
 
 fn check_rows(
@@ -574,7 +563,7 @@ fn check_rows(
     // Sort runs spill under TMPDIR (the bundle may be read-only).
     let mut summary = SummaryBuilder::new(None);
     let mut summary_error: Option<String> = None;
-    let mut add = |p: &Projection, in_period: bool| {
+    let mut add = |p: &ProjectionRef<'_>, in_period: bool| {
         if let Ok(builder) = summary.as_mut()
             && let Err(e) = builder.add(p, in_period)
         {
@@ -616,7 +605,7 @@ fn check_rows(
             prev = Some((index, row.leaf_hash));
             add(&row.projection, true);
             if let Some(counts) = control_counts.as_mut() {
-                counts.add(&row.controls);
+                counts.add(row.controls.iter());
             }
         },
     );
@@ -645,7 +634,7 @@ fn check_rows(
         &dir.join(files::BOUNDARIES),
         &inspector,
         &mut rows,
-        |row, prev_hash| boundary_rows.push((row.clone(), prev_hash)),
+        |row, prev_hash| boundary_rows.push((row.to_owned(), prev_hash)),
     ) {
         Ok(_) => {}
         Err(e) => read_errors.push(e),

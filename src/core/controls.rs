@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::projection::Projection;
+use super::projection::ProjectionRef;
 
 /// The shipped mapping.
 pub const CONTROLS_V1: &str = include_str!("../../schemas/controls.v1.json");
@@ -30,14 +30,14 @@ pub struct Control {
 impl Control {
     /// True when the row matches every selector the control has.
     #[must_use]
-    pub fn applies_to(&self, row: &Projection) -> bool {
+    pub fn applies_to(&self, row: &ProjectionRef<'_>) -> bool {
         self.types
             .as_ref()
-            .is_none_or(|t| t.contains(&row.event_type))
+            .is_none_or(|t| t.iter().any(|t| t == row.event_type))
             && self
                 .categories
                 .as_ref()
-                .is_none_or(|c| c.contains(&row.action_category))
+                .is_none_or(|c| c.iter().any(|c| c == row.action_category))
     }
 }
 
@@ -64,7 +64,7 @@ impl Framework {
 
     /// The IDs of the controls a row evidences, in mapping order.
     #[must_use]
-    pub fn controls_for(&self, row: &Projection) -> Vec<String> {
+    pub fn controls_for(&self, row: &ProjectionRef<'_>) -> Vec<String> {
         self.controls
             .iter()
             .filter(|c| c.applies_to(row))
@@ -74,11 +74,15 @@ impl Framework {
 
     /// Whether `listed` is exactly [`Framework::controls_for`] of `row` (no list built).
     #[must_use]
-    pub fn controls_match(&self, row: &Projection, listed: &[String]) -> bool {
+    pub fn controls_match<'a>(
+        &self,
+        row: &ProjectionRef<'_>,
+        listed: impl IntoIterator<Item = &'a str>,
+    ) -> bool {
         self.controls
             .iter()
             .filter(|c| c.applies_to(row))
-            .map(|c| &c.id)
+            .map(|c| c.id.as_str())
             .eq(listed)
     }
 }

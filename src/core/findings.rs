@@ -36,7 +36,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::projection::Projection;
+use super::projection::ProjectionRef;
 
 /// The six finding rules, in `summary.json` order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -298,12 +298,12 @@ fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
 
 impl Counts {
     /// Counts one row of the period (context rows are not counted).
-    pub fn add(&mut self, row: &Projection) {
+    pub fn add(&mut self, row: &ProjectionRef<'_>) {
         let p = &mut self.population;
         p.rows += 1;
-        bump(&mut p.by_type, &row.event_type);
-        bump(&mut p.by_action_category, &row.action_category);
-        bump(&mut p.by_environment, &row.environment);
+        bump(&mut p.by_type, row.event_type);
+        bump(&mut p.by_action_category, row.action_category);
+        bump(&mut p.by_environment, row.environment);
         if let Some(outcome) = row
             .event_type
             .strip_prefix("approval.")
@@ -476,16 +476,16 @@ pub struct Ev {
 impl Ev {
     /// The rules' view of a row.
     #[must_use]
-    pub fn of(row: &Projection, in_period: bool) -> Self {
+    pub fn of(row: &ProjectionRef<'_>, in_period: bool) -> Self {
         Self {
-            request_id: row.request_id.clone(),
+            request_id: row.request_id.to_owned(),
             index: row.index,
-            kind: Kind::of(&row.event_type),
+            kind: Kind::of(row.event_type),
             occurred_at: row.occurred_at,
             in_period,
-            actor: row.actor_id.clone(),
-            on_behalf_of: row.on_behalf_of.clone(),
-            reviewer: row.reviewer_id.clone(),
+            actor: row.actor_id.to_owned(),
+            on_behalf_of: row.on_behalf_of.map(str::to_owned),
+            reviewer: row.reviewer_id.map(str::to_owned),
             emergency: row.emergency == Some(true),
         }
     }
@@ -719,6 +719,7 @@ impl Judge {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::projection::Projection;
 
     fn row(
         index: u64,
@@ -773,7 +774,7 @@ mod tests {
                 i64::MAX / 1_000_000,
             ),
         ] {
-            counts.add(&r);
+            counts.add(&r.view());
         }
         let p = &counts.population;
         assert_eq!(p.rows, 7);
@@ -839,9 +840,9 @@ mod tests {
             .rev()
             .map(|(r, in_period)| {
                 if *in_period {
-                    counts.add(r);
+                    counts.add(&r.view());
                 }
-                Ev::of(r, *in_period)
+                Ev::of(&r.view(), *in_period)
             })
             .collect();
         evs.sort();

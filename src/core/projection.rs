@@ -7,45 +7,107 @@ use std::borrow::Cow;
 
 use super::leaf::{Leaf, parse_micros};
 
-/// The analysis columns of one row (contract: docs/bundle-format.md).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Projection {
+/// The analysis columns of one row (contract: docs/bundle-format.md). `S` is the text type:
+/// `String` for a row made from a leaf (export), `&str` for a view that borrows its text from
+/// somewhere else, such as a row's Arrow columns (verify) or an owned row ([`Projection::view`]).
+/// Everything that only reads a row takes the view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Projection<S = String> {
     /// Entry index.
     pub index: u64,
     /// `event.event_id`.
-    pub event_id: String,
+    pub event_id: S,
     /// `event.type`.
-    pub event_type: String,
+    pub event_type: S,
     /// `event.request_id`.
-    pub request_id: String,
+    pub request_id: S,
     /// `source`.
-    pub source: String,
+    pub source: S,
     /// `event.occurred_at` as microseconds since the epoch (UTC).
     pub occurred_at: i64,
     /// `ingested_at` as microseconds since the epoch (UTC).
     pub ingested_at: i64,
     /// `event.actor.id`.
-    pub actor_id: String,
+    pub actor_id: S,
     /// `event.actor.kind`.
-    pub actor_kind: String,
+    pub actor_kind: S,
     /// `event.actor.on_behalf_of`.
-    pub on_behalf_of: Option<String>,
+    pub on_behalf_of: Option<S>,
     /// `event.reviewer.id`.
-    pub reviewer_id: Option<String>,
+    pub reviewer_id: Option<S>,
     /// `event.action.name`.
-    pub action_name: String,
+    pub action_name: S,
     /// `event.action.category`.
-    pub action_category: String,
+    pub action_category: S,
     /// `event.resource.id`.
-    pub resource_id: String,
+    pub resource_id: S,
     /// `event.resource.environment`.
-    pub environment: String,
+    pub environment: S,
     /// `event.channel`.
-    pub channel: Option<String>,
+    pub channel: Option<S>,
     /// `event.reason`.
-    pub reason: Option<String>,
+    pub reason: Option<S>,
     /// `event.emergency`.
     pub emergency: Option<bool>,
+}
+
+
+/// A row's columns, borrowed.
+pub type ProjectionRef<'a> = Projection<&'a str>;
+
+impl Projection {
+    /// This row's columns, borrowed.
+    #[must_use]
+    pub fn view(&self) -> ProjectionRef<'_> {
+        Projection {
+            index: self.index,
+            event_id: &self.event_id,
+            event_type: &self.event_type,
+            request_id: &self.request_id,
+            source: &self.source,
+            occurred_at: self.occurred_at,
+            ingested_at: self.ingested_at,
+            actor_id: &self.actor_id,
+            actor_kind: &self.actor_kind,
+            on_behalf_of: self.on_behalf_of.as_deref(),
+            reviewer_id: self.reviewer_id.as_deref(),
+            action_name: &self.action_name,
+            action_category: &self.action_category,
+            resource_id: &self.resource_id,
+            environment: &self.environment,
+            channel: self.channel.as_deref(),
+            reason: self.reason.as_deref(),
+            emergency: self.emergency,
+        }
+    }
+}
+
+impl ProjectionRef<'_> {
+    /// An owned copy.
+    #[must_use]
+    pub fn to_owned(&self) -> Projection {
+        let own = |s: Option<&str>| s.map(str::to_owned);
+        Projection {
+            index: self.index,
+            event_id: self.event_id.to_owned(),
+            event_type: self.event_type.to_owned(),
+            request_id: self.request_id.to_owned(),
+            source: self.source.to_owned(),
+            occurred_at: self.occurred_at,
+            ingested_at: self.ingested_at,
+            actor_id: self.actor_id.to_owned(),
+            actor_kind: self.actor_kind.to_owned(),
+            on_behalf_of: own(self.on_behalf_of),
+            reviewer_id: own(self.reviewer_id),
+            action_name: self.action_name.to_owned(),
+            action_category: self.action_category.to_owned(),
+            resource_id: self.resource_id.to_owned(),
+            environment: self.environment.to_owned(),
+            channel: own(self.channel),
+            reason: own(self.reason),
+            emergency: self.emergency,
+        }
+    }
 }
 
 /// A leaf whose event lacks a field every valid v1 event has.
@@ -62,35 +124,35 @@ impl Projection {
     /// Whether `leaf` projects to exactly `row`: the answer of `Projection::of(leaf)? == *row`,
     /// with every column compared where the leaf holds it and no string built (`verify` asks
     /// this of every row). A required field missing or malformed gives `of`'s error.
-    pub fn matches(leaf: &Leaf<'_>, row: &Projection) -> Result<bool, ProjectionError> {
+    pub fn matches(leaf: &Leaf<'_>, row: &ProjectionRef<'_>) -> Result<bool, ProjectionError> {
         let e = &leaf.fields;
         let text = |field: &str, want: &str| e.str(field).map(|v| v == want);
-        let opt = |field: &str, want: &Option<String>| e.str(field).as_deref() == want.as_deref();
+        let opt = |field: &str, want: Option<&str>| e.str(field).as_deref() == want;
         let required = [
-            text("/event_id", &row.event_id),
-            text("/type", &row.event_type),
-            text("/request_id", &row.request_id),
-            text("/actor/id", &row.actor_id),
-            text("/actor/kind", &row.actor_kind),
-            text("/action/name", &row.action_name),
-            text("/action/category", &row.action_category),
-            text("/resource/id", &row.resource_id),
-            text("/resource/environment", &row.environment),
+            text("/event_id", row.event_id),
+            text("/type", row.event_type),
+            text("/request_id", row.request_id),
+            text("/actor/id", row.actor_id),
+            text("/actor/kind", row.actor_kind),
+            text("/action/name", row.action_name),
+            text("/action/category", row.action_category),
+            text("/resource/id", row.resource_id),
+            text("/resource/environment", row.environment),
         ];
         let occurred_at = e.str("/occurred_at").and_then(|t| parse_micros(&t));
         if occurred_at.is_none() || required.contains(&None) {
             // Cold: the error `of` gives (the first bad field in its order).
-            return Self::of(leaf).map(|p| p == *row);
+            return Self::of(leaf).map(|p| p.view() == *row);
         }
         Ok(required.iter().all(|same| *same == Some(true))
             && row.index == leaf.index
             && occurred_at == Some(row.occurred_at)
             && row.ingested_at == leaf.ingested_micros
             && row.source == leaf.source
-            && opt("/actor/on_behalf_of", &row.on_behalf_of)
-            && opt("/reviewer/id", &row.reviewer_id)
-            && opt("/channel", &row.channel)
-            && opt("/reason", &row.reason)
+            && opt("/actor/on_behalf_of", row.on_behalf_of)
+            && opt("/reviewer/id", row.reviewer_id)
+            && opt("/channel", row.channel)
+            && opt("/reason", row.reason)
             && e.bool("/emergency") == row.emergency)
     }
 
@@ -234,11 +296,11 @@ mod tests {
             let (la, lb) = (leaf_bytes(&a, ia, sa), leaf_bytes(&b, ib, sb));
             let (la, lb) = (Leaf::parse(&la).unwrap(), Leaf::parse(&lb).unwrap());
             if let Ok(own) = Projection::of(&la) {
-                prop_assert_eq!(Projection::matches(&la, &own), Ok(true));
+                prop_assert_eq!(Projection::matches(&la, &own.view()), Ok(true));
             }
             if let Ok(row) = Projection::of(&lb) {
                 prop_assert_eq!(
-                    Projection::matches(&la, &row),
+                    Projection::matches(&la, &row.view()),
                     Projection::of(&la).map(|p| p == row)
                 );
             }
