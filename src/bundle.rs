@@ -13,11 +13,11 @@ use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, FixedSizeBinaryBuilder, ListBuilder, StringBuilder,
     TimestampMicrosecondBuilder, UInt64Builder,
 };
-use arrow_buffer::OffsetBuffer;
 use arrow_array::{
     Array, BinaryArray, BooleanArray, FixedSizeBinaryArray, ListArray, RecordBatch, StringArray,
     TimestampMicrosecondArray, UInt64Array,
 };
+use arrow_buffer::OffsetBuffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{
@@ -206,6 +206,20 @@ impl RowWriter {
         Ok(())
     }
 
+    /// Appends a batch of rows (the bundle schema, as [`BatchBuilder`] makes), after any rows
+    /// pushed before it.
+    ///
+    /// # Errors
+    /// If the file cannot be written.
+    pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), BundleError> {
+        self.flush()?;
+        self.writer
+            .write(batch)
+            .map_err(|e| format_err(Path::new(&self.path), e))?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
     /// Writes the footer, fsyncs, and returns the row count.
     pub fn finish(mut self) -> Result<u64, BundleError> {
         self.flush()?;
@@ -242,110 +256,196 @@ fn writer_properties() -> Result<WriterProperties, parquet::errors::ParquetError
 }
 
 /// A row's text columns in [`TEXT_COLUMNS`] order.
-fn texts(p: &Projection) -> [Option<&str>; 14] {
+fn texts<'a>(p: &ProjectionRef<'a>) -> [Option<&'a str>; 14] {
     [
-        Some(&p.event_id),
-        Some(&p.event_type),
-        Some(&p.request_id),
-        Some(&p.source),
-        Some(&p.actor_id),
-        Some(&p.actor_kind),
-        p.on_behalf_of.as_deref(),
-        p.reviewer_id.as_deref(),
-        Some(&p.action_name),
-        Some(&p.action_category),
-        Some(&p.resource_id),
-        Some(&p.environment),
-        p.channel.as_deref(),
-        p.reason.as_deref(),
+        Some(p.event_id),
+        Some(p.event_type),
+        Some(p.request_id),
+        Some(p.source),
+        Some(p.actor_id),
+        Some(p.actor_kind),
+        p.on_behalf_of,
+        p.reviewer_id,
+        Some(p.action_name),
+        Some(p.action_category),
+        Some(p.resource_id),
+        Some(p.environment),
+        p.channel,
+        p.reason,
     ]
 }
 
 fn to_batch(rows: &[Row]) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    let n = rows.len();
-    let mut index = UInt64Builder::with_capacity(n);
-    let mut leaf = BinaryBuilder::with_capacity(n, rows.iter().map(|r| r.leaf.len()).sum());
-    let mut leaf_hash = FixedSizeBinaryBuilder::with_capacity(n, 32);
-    // Every builder sized exactly up front: growing them by doubling copied each column's bytes
-    // about once more (4,300 instructions per row in a 40,000-row export, callgrind).
-    let proof_items = rows.iter().map(|r| r.inclusion_proof.len()).sum();
-    let mut proof = ListBuilder::with_capacity(
-        FixedSizeBinaryBuilder::with_capacity(proof_items, 32),
-        n,
-    )
-    .with_field(Arc::new(Field::new_list_field(
-        DataType::FixedSizeBinary(32),
-        false,
-    )));
-    let mut text_bytes = [0usize; 14];
+    let mut sizes = Sizes::default();
     for r in rows {
-        for (total, text) in text_bytes.iter_mut().zip(texts(&r.projection)) {
+        sizes.add(
+            &r.leaf,
+            &r.inclusion_proof,
+            &r.projection.view(),
+            r.controls.iter().map(String::as_str),
+        );
+    }
+    let mut batch = BatchBuilder::with_capacity(&sizes);
+    for r in rows {
+        batch.push(
+            &r.leaf,
+            &r.leaf_hash,
+            &r.inclusion_proof,
+            &r.projection.view(),
+            r.controls.iter().map(String::as_str),
+        )?;
+    }
+    batch.finish()
+}
+
+/// What a batch of rows holds, to size a [`BatchBuilder`] exactly: growing its builders by
+/// doubling would copy each column's bytes about once more.
+#[derive(Debug, Default)]
+pub struct Sizes {
+    rows: usize,
+    leaf_bytes: usize,
+    proof_items: usize,
+    text_bytes: [usize; 14],
+    control_items: usize,
+    control_bytes: usize,
+}
+
+impl Sizes {
+    /// Counts one row.
+    pub fn add<'a>(
+        &mut self,
+        leaf: &[u8],
+        proof: &[Hash],
+        p: &ProjectionRef<'_>,
+        controls: impl IntoIterator<Item = &'a str>,
+    ) {
+        self.rows += 1;
+        self.leaf_bytes += leaf.len();
+        self.proof_items += proof.len();
+        for (total, text) in self.text_bytes.iter_mut().zip(texts(p)) {
             *total += text.map_or(0, str::len);
         }
-    }
-    let mut strings: Vec<StringBuilder> = text_bytes
-        .iter()
-        .map(|&bytes| StringBuilder::with_capacity(n, bytes))
-        .collect();
-    let mut occurred = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut ingested = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut emergency = BooleanBuilder::with_capacity(n);
-    let (control_items, control_bytes) = rows.iter().flat_map(|r| &r.controls).fold(
-        (0, 0),
-        |(items, bytes), c| (items + 1, bytes + c.len()),
-    );
-    let mut controls =
-        ListBuilder::with_capacity(StringBuilder::with_capacity(control_items, control_bytes), n)
-            .with_field(Arc::new(Field::new_list_field(DataType::Utf8, false)));
-    for r in rows {
-        let p = &r.projection;
-        index.append_value(p.index);
-        leaf.append_value(&r.leaf);
-        leaf_hash.append_value(r.leaf_hash)?;
-        for h in &r.inclusion_proof {
-            proof.values().append_value(h)?;
+        for c in controls {
+            self.control_items += 1;
+            self.control_bytes += c.len();
         }
-        proof.append(true);
-        for (b, v) in strings.iter_mut().zip(texts(p)) {
+    }
+}
+
+/// Builds one Arrow batch of bundle rows (the bundle schema), a row at a time.
+pub struct BatchBuilder {
+    index: UInt64Builder,
+    leaf: BinaryBuilder,
+    leaf_hash: FixedSizeBinaryBuilder,
+    proof: ListBuilder<FixedSizeBinaryBuilder>,
+    texts: Vec<StringBuilder>,
+    occurred: TimestampMicrosecondBuilder,
+    ingested: TimestampMicrosecondBuilder,
+    emergency: BooleanBuilder,
+    controls: ListBuilder<StringBuilder>,
+}
+
+impl BatchBuilder {
+    /// A builder with room for exactly `sizes`.
+    #[must_use]
+    pub fn with_capacity(sizes: &Sizes) -> Self {
+        let n = sizes.rows;
+        Self {
+            index: UInt64Builder::with_capacity(n),
+            leaf: BinaryBuilder::with_capacity(n, sizes.leaf_bytes),
+            leaf_hash: FixedSizeBinaryBuilder::with_capacity(n, 32),
+            proof: ListBuilder::with_capacity(
+                FixedSizeBinaryBuilder::with_capacity(sizes.proof_items, 32),
+                n,
+            )
+            .with_field(Arc::new(Field::new_list_field(
+                DataType::FixedSizeBinary(32),
+                false,
+            ))),
+            texts: sizes
+                .text_bytes
+                .iter()
+                .map(|&bytes| StringBuilder::with_capacity(n, bytes))
+                .collect(),
+            occurred: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            ingested: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            emergency: BooleanBuilder::with_capacity(n),
+            controls: ListBuilder::with_capacity(
+                StringBuilder::with_capacity(sizes.control_items, sizes.control_bytes),
+                n,
+            )
+            .with_field(Arc::new(Field::new_list_field(DataType::Utf8, false))),
+        }
+    }
+
+    /// Appends one row.
+    ///
+    /// # Errors
+    /// Never for a 32-byte hash; Arrow's builders return a `Result`.
+    pub fn push<'a>(
+        &mut self,
+        leaf: &[u8],
+        leaf_hash: &Hash,
+        proof: &[Hash],
+        p: &ProjectionRef<'_>,
+        controls: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), arrow_schema::ArrowError> {
+        self.index.append_value(p.index);
+        self.leaf.append_value(leaf);
+        self.leaf_hash.append_value(leaf_hash)?;
+        for h in proof {
+            self.proof.values().append_value(h)?;
+        }
+        self.proof.append(true);
+        for (b, v) in self.texts.iter_mut().zip(texts(p)) {
             b.append_option(v);
         }
-        occurred.append_value(p.occurred_at);
-        ingested.append_value(p.ingested_at);
-        emergency.append_option(p.emergency);
-        for c in &r.controls {
-            controls.values().append_value(c);
+        self.occurred.append_value(p.occurred_at);
+        self.ingested.append_value(p.ingested_at);
+        self.emergency.append_option(p.emergency);
+        for c in controls {
+            self.controls.values().append_value(c);
         }
-        controls.append(true);
+        self.controls.append(true);
+        Ok(())
     }
-    let mut s = strings
-        .into_iter()
-        .map(|mut b| Arc::new(b.finish()) as Arc<dyn Array>);
-    let mut next = || s.next().expect("14 string columns");
-    let columns: Vec<Arc<dyn Array>> = vec![
-        Arc::new(index.finish()),
-        Arc::new(leaf.finish()),
-        Arc::new(leaf_hash.finish()),
-        Arc::new(proof.finish()),
-        next(), // event_id
-        next(), // type
-        next(), // request_id
-        next(), // source
-        Arc::new(occurred.finish()),
-        Arc::new(ingested.finish()),
-        next(), // actor_id
-        next(), // actor_kind
-        next(), // on_behalf_of
-        next(), // reviewer_id
-        next(), // action_name
-        next(), // action_category
-        next(), // resource_id
-        next(), // environment
-        next(), // channel
-        next(), // reason
-        Arc::new(emergency.finish()),
-        Arc::new(controls.finish()),
-    ];
-    RecordBatch::try_new(schema(), columns)
+
+    /// The batch.
+    ///
+    /// # Errors
+    /// If the columns do not make a batch of the bundle schema (they always do).
+    pub fn finish(mut self) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        let mut s = self
+            .texts
+            .into_iter()
+            .map(|mut b| Arc::new(b.finish()) as Arc<dyn Array>);
+        let mut next = || s.next().expect("14 string columns");
+        let columns: Vec<Arc<dyn Array>> = vec![
+            Arc::new(self.index.finish()),
+            Arc::new(self.leaf.finish()),
+            Arc::new(self.leaf_hash.finish()),
+            Arc::new(self.proof.finish()),
+            next(), // event_id
+            next(), // type
+            next(), // request_id
+            next(), // source
+            Arc::new(self.occurred.finish()),
+            Arc::new(self.ingested.finish()),
+            next(), // actor_id
+            next(), // actor_kind
+            next(), // on_behalf_of
+            next(), // reviewer_id
+            next(), // action_name
+            next(), // action_category
+            next(), // resource_id
+            next(), // environment
+            next(), // channel
+            next(), // reason
+            Arc::new(self.emergency.finish()),
+            Arc::new(self.controls.finish()),
+        ];
+        RecordBatch::try_new(schema(), columns)
+    }
 }
 
 fn column<T: Array + Clone + 'static>(
@@ -422,7 +522,10 @@ const TEXT_COLUMNS: [&str; 14] = [
 
 impl RowBatch {
     /// Types the columns of `batch`, a batch of the bundle schema; `path` names it in errors.
-    fn new(batch: &RecordBatch, path: &Path) -> Result<Self, BundleError> {
+    ///
+    /// # Errors
+    /// If a column is missing or of the wrong type.
+    pub fn new(batch: &RecordBatch, path: &Path) -> Result<Self, BundleError> {
         let mut texts = Vec::with_capacity(TEXT_COLUMNS.len());
         for name in TEXT_COLUMNS {
             texts.push(column::<StringArray>(batch, name, path)?);

@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use arrow_array::RecordBatch;
+
 use crate::bundle::{
-    self, BundleError, ConsistencyFile, IndexRange, Manifest, ManifestCheckpoint, ManifestKey,
-    Period, Row, RowCounts, RowWriter, SourceKeys, Tool, files,
+    self, BatchBuilder, BundleError, ConsistencyFile, IndexRange, Manifest, ManifestCheckpoint,
+    ManifestKey, Period, RowBatch, RowCounts, RowRef, RowWriter, Sizes, SourceKeys, Tool, files,
 };
 pub use crate::bundle::{ControlCounts, hash_files, json_bytes};
 use crate::core::controls::Framework;
@@ -776,36 +778,33 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     // projected, hashed) a chunk at a time on every core; a writer thread encodes and compresses
     // them into events.parquet, in order. At most two made chunks wait for the writer.
     let events = std::thread::scope(|s| -> Result<u64, ExportError> {
-        let (send, made_chunks) = std::sync::mpsc::sync_channel::<Vec<Row>>(2);
+        let (send, made_chunks) = std::sync::mpsc::sync_channel::<Vec<RecordBatch>>(2);
         let writing = s.spawn(move || -> Result<u64, ExportError> {
             let mut writer = writer;
-            for chunk in made_chunks {
-                for row in chunk {
-                    writer.push(row)?;
-                }
+            for batch in made_chunks.iter().flatten() {
+                writer.write_batch(&batch)?;
             }
             Ok(writer.finish()?)
         });
         let mut chunk = Vec::with_capacity(CHUNK_ROWS);
-        let mut flush = |chunk: &mut Vec<(u64, Vec<u8>, Vec<Hash>)>| -> Result<(), ExportError> {
-            let made = crate::par::map_owned(
+        let mut flush = |chunk: &mut Vec<Unmade>| -> Result<(), ExportError> {
+            let made = make_batches(
                 std::mem::replace(chunk, Vec::with_capacity(CHUNK_ROWS)),
-                |(index, leaf, proof)| make_row(index, leaf, proof, &framework),
-            )
-            .into_iter()
-            .collect::<Result<Vec<Row>, _>>()?;
-            for row in &made {
-                summary.add(&row.projection.view(), true).map_err(fail)?;
-                controls.add(row.controls.iter().map(String::as_str));
+                &framework,
+            )?;
+            let rows = for_each_made(&made, |row| {
+                summary.add(&row.projection, true).map_err(fail)?;
+                controls.add(row.controls.iter());
                 // Context rows are earlier entries of the period's requests: a period from
                 // entry 0 has none, so its request ids need not be sorted.
                 if range.start > 0 {
                     requests
-                        .push(row.projection.request_id.clone())
+                        .push(row.projection.request_id.to_owned())
                         .map_err(fail)?;
                 }
-            }
-            progress.inc(made.len() as u64);
+                Ok(())
+            })?;
+            progress.inc(rows);
             // The writer hung up only if it failed; its error is reported below.
             send.send(made).map_err(|_| ExportError::WriterStopped)
         };
@@ -832,21 +831,36 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     progress.finish_and_clear();
 
     let mut boundaries = RowWriter::create(&dir.join(files::BOUNDARIES))?;
+    let mut unmade = Vec::new();
     for (start, end) in [
         (range.start.saturating_sub(1), range.start),
         (range.end, (range.end + 1).min(size)),
     ] {
         if start < end {
             log.rows(start, end, size, &mut |index, leaf, proof| {
-                boundaries.push(make_row(index, leaf, proof, &framework)?)?;
+                unmade.push((index, leaf, proof));
                 Ok(())
             })?;
         }
+    }
+    for batch in make_batches(unmade, &framework)? {
+        boundaries.write_batch(&batch)?;
     }
     let boundary_rows = boundaries.finish()?;
 
     // Earlier entries of the period's requests, so each request is judged on its whole lifecycle.
     let mut context = RowWriter::create(&dir.join(files::CONTEXT))?;
+    let mut unmade = Vec::with_capacity(CHUNK_ROWS);
+    let mut flush = |unmade: &mut Vec<Unmade>| -> Result<(), ExportError> {
+        let made = make_batches(std::mem::take(unmade), &framework)?;
+        for_each_made(&made, |row| {
+            summary.add(&row.projection, false).map_err(fail)
+        })?;
+        for batch in &made {
+            context.write_batch(batch)?;
+        }
+        Ok(())
+    };
     for_each_context_index(
         requests,
         range.start,
@@ -855,13 +869,15 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         &mut *log.request_lookup(),
         &mut |index| {
             log.rows(index, index + 1, size, &mut |index, leaf, proof| {
-                let row = make_row(index, leaf, proof, &framework)?;
-                summary.add(&row.projection.view(), false).map_err(fail)?;
-                context.push(row)?;
+                unmade.push((index, leaf, proof));
+                if unmade.len() == CHUNK_ROWS {
+                    flush(&mut unmade)?;
+                }
                 Ok(())
             })
         },
     )?;
+    flush(&mut unmade)?;
     let context_rows = context.finish()?;
 
     let summary_path = dir.join(files::SUMMARY);
@@ -992,31 +1008,81 @@ fn stored_entry(store: &Store, index: u64) -> Result<Vec<u8>, ExportError> {
     })
 }
 
-/// One row: leaf, its hash, its proof against the bundle's checkpoint, projections and controls.
-fn make_row(
-    index: u64,
-    leaf: Vec<u8>,
-    proof: Vec<Hash>,
+/// An entry read for a row: its index, leaf bytes and inclusion proof.
+type Unmade = (u64, Vec<u8>, Vec<Hash>);
+
+/// Rows made from `entries` (parsed, projected, hashed, mapped to controls) on every core: one
+/// Arrow batch per part, in order, built straight from the leaves' bytes (no owned row).
+fn make_batches(
+    entries: Vec<Unmade>,
     framework: &Framework,
-) -> Result<Row, ExportError> {
-    let parsed = Leaf::parse(&leaf).map_err(|e| ExportError::BadEntry {
-        index,
-        message: e.to_string(),
-    })?;
-    if parsed.index != index {
-        return Err(ExportError::BadEntry {
-            index,
-            message: format!("leaf says index {}", parsed.index),
-        });
+) -> Result<Vec<RecordBatch>, ExportError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
     }
-    let projection = Projection::of(&parsed)?;
-    Ok(Row {
-        leaf_hash: Blake3::leaf(&leaf),
-        inclusion_proof: proof,
-        controls: framework.controls_for(&projection.view()),
-        projection,
-        leaf,
-    })
+    crate::par::map_parts(entries, |part| make_batch(&part, framework))
+        .into_iter()
+        .collect()
+}
+
+/// One batch of rows: each leaf, its hash, its proof against the bundle's checkpoint,
+/// projections and controls.
+fn make_batch(entries: &[Unmade], framework: &Framework) -> Result<RecordBatch, ExportError> {
+    let projected = entries
+        .iter()
+        .map(|(index, leaf, _)| {
+            let bad = |message: String| ExportError::BadEntry {
+                index: *index,
+                message,
+            };
+            let parsed = Leaf::parse(leaf).map_err(|e| bad(e.to_string()))?;
+            if parsed.index != *index {
+                return Err(bad(format!("leaf says index {}", parsed.index)));
+            }
+            Ok(Projection::borrowed(&parsed)?)
+        })
+        .collect::<Result<Vec<_>, ExportError>>()?;
+    let mut sizes = Sizes::default();
+    for ((_, leaf, proof), p) in entries.iter().zip(&projected) {
+        let p = p.view();
+        sizes.add(leaf, proof, &p, framework.controls_of(&p));
+    }
+    let mut batch = BatchBuilder::with_capacity(&sizes);
+    let arrow = |e: arrow_schema::ArrowError| {
+        ExportError::Bundle(BundleError::Format {
+            path: files::EVENTS.into(),
+            message: e.to_string(),
+        })
+    };
+    for ((_, leaf, proof), p) in entries.iter().zip(&projected) {
+        let p = p.view();
+        batch
+            .push(
+                leaf,
+                &Blake3::leaf(leaf),
+                proof,
+                &p,
+                framework.controls_of(&p),
+            )
+            .map_err(arrow)?;
+    }
+    batch.finish().map_err(arrow)
+}
+
+/// Calls `f` with each row of `made`, in order; returns how many.
+fn for_each_made(
+    made: &[RecordBatch],
+    mut f: impl FnMut(RowRef<'_>) -> Result<(), ExportError>,
+) -> Result<u64, ExportError> {
+    let mut n = 0u64;
+    for batch in made {
+        let rows = RowBatch::new(batch, Path::new(files::EVENTS))?;
+        for i in 0..rows.len() {
+            f(rows.row(i))?;
+        }
+        n += rows.len() as u64;
+    }
+    Ok(n)
 }
 
 /// The first index in `[0, size)` whose `ingested_at` is at or after `micros` (`size` if none).

@@ -19,10 +19,19 @@ pub fn map<'a, T: Sync, R: Send>(items: &'a [T], f: impl Fn(&'a T) -> R + Sync) 
 
 /// `items.into_iter().map(f)` on up to [`threads`] scoped threads, results in input order: for
 /// an `f` that keeps its item (no copy of each). Small inputs run on the calling thread.
-pub fn map_owned<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+pub fn map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    map_parts(items, |part| part.into_iter().map(&f).collect::<Vec<_>>())
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// `f` on each of up to [`threads`] consecutive, equal parts of `items`, on scoped threads; the
+/// results in part order. Small inputs are one part, on the calling thread.
+pub fn map_parts<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(Vec<T>) -> R + Sync) -> Vec<R> {
     let threads = threads();
     if threads < 2 || items.len() < 256 {
-        return items.into_iter().map(f).collect();
+        return vec![f(items)];
     }
     // Split off equal tails, last first, so the parts in reverse are in input order.
     let size = items.len().div_ceil(threads);
@@ -36,11 +45,11 @@ pub fn map_owned<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(T) -> R + Sync)
     std::thread::scope(|s| {
         let handles: Vec<_> = parts
             .into_iter()
-            .map(|part| s.spawn(move || part.into_iter().map(f).collect::<Vec<_>>()))
+            .map(|part| s.spawn(move || f(part)))
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().expect("parallel map thread panicked"))
+            .map(|h| h.join().expect("parallel map thread panicked"))
             .collect()
     })
 }
@@ -54,7 +63,10 @@ mod tests {
             let squares = super::map(&items, |i| i * i);
             let want = items.iter().map(|i| i * i).collect::<Vec<_>>();
             assert_eq!(squares, want, "{n}");
-            assert_eq!(super::map_owned(items, |i| i * i), want, "{n}");
+            assert_eq!(super::map_owned(items.clone(), |i| i * i), want, "{n}");
+            let parts = super::map_parts(items, |part| part);
+            assert!(parts.len() <= super::threads().max(1), "{n}");
+            assert_eq!(parts.concat(), (0..n as u64).collect::<Vec<_>>(), "{n}");
         }
     }
 }

@@ -640,7 +640,11 @@ impl Store {
     /// [`Frontier`]: crate::core::merkle::Frontier
     pub fn nodes(&self) -> impl Iterator<Item = Result<(NodeId, Hash), StoreError>> + '_ {
         self.db
-            .iterator_cf_opt(self.cf(CF_TREE), scan_options(SCAN_READAHEAD), IteratorMode::Start)
+            .iterator_cf_opt(
+                self.cf(CF_TREE),
+                scan_options(SCAN_READAHEAD),
+                IteratorMode::Start,
+            )
             .map(decode_node)
     }
 

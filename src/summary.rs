@@ -363,7 +363,8 @@ mod tests {
                 _ => "approval.denied",
             };
             let reviewer = (i % 4 >= 2).then_some(if i % 5 == 0 { "agent" } else { "bob" });
-            b.add(&row(i, kind, &request, reviewer).view(), i >= 100).unwrap();
+            b.add(&row(i, kind, &request, reviewer).view(), i >= 100)
+                .unwrap();
         }
         let mut out = Vec::new();
         let built = b.finish(&mut out).unwrap();

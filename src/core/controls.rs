@@ -65,11 +65,18 @@ impl Framework {
     /// The IDs of the controls a row evidences, in mapping order.
     #[must_use]
     pub fn controls_for(&self, row: &ProjectionRef<'_>) -> Vec<String> {
+        self.controls_of(row).map(str::to_owned).collect()
+    }
+
+    /// [`Framework::controls_for`], borrowed from the mapping.
+    pub fn controls_of<'a>(
+        &'a self,
+        row: &'a ProjectionRef<'_>,
+    ) -> impl Iterator<Item = &'a str> + 'a {
         self.controls
             .iter()
             .filter(|c| c.applies_to(row))
-            .map(|c| c.id.clone())
-            .collect()
+            .map(|c| c.id.as_str())
     }
 
     /// Whether `listed` is exactly [`Framework::controls_for`] of `row` (no list built).
@@ -79,10 +86,6 @@ impl Framework {
         row: &ProjectionRef<'_>,
         listed: impl IntoIterator<Item = &'a str>,
     ) -> bool {
-        self.controls
-            .iter()
-            .filter(|c| c.applies_to(row))
-            .map(|c| c.id.as_str())
-            .eq(listed)
+        self.controls_of(row).eq(listed)
     }
 }

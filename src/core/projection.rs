@@ -51,32 +51,34 @@ pub struct Projection<S = String> {
     pub emergency: Option<bool>,
 }
 
-
 /// A row's columns, borrowed.
 pub type ProjectionRef<'a> = Projection<&'a str>;
 
-impl Projection {
+impl<S: AsRef<str>> Projection<S> {
     /// This row's columns, borrowed.
     #[must_use]
     pub fn view(&self) -> ProjectionRef<'_> {
+        fn opt<S: AsRef<str>>(s: &Option<S>) -> Option<&str> {
+            s.as_ref().map(AsRef::as_ref)
+        }
         Projection {
             index: self.index,
-            event_id: &self.event_id,
-            event_type: &self.event_type,
-            request_id: &self.request_id,
-            source: &self.source,
+            event_id: self.event_id.as_ref(),
+            event_type: self.event_type.as_ref(),
+            request_id: self.request_id.as_ref(),
+            source: self.source.as_ref(),
             occurred_at: self.occurred_at,
             ingested_at: self.ingested_at,
-            actor_id: &self.actor_id,
-            actor_kind: &self.actor_kind,
-            on_behalf_of: self.on_behalf_of.as_deref(),
-            reviewer_id: self.reviewer_id.as_deref(),
-            action_name: &self.action_name,
-            action_category: &self.action_category,
-            resource_id: &self.resource_id,
-            environment: &self.environment,
-            channel: self.channel.as_deref(),
-            reason: self.reason.as_deref(),
+            actor_id: self.actor_id.as_ref(),
+            actor_kind: self.actor_kind.as_ref(),
+            on_behalf_of: opt(&self.on_behalf_of),
+            reviewer_id: opt(&self.reviewer_id),
+            action_name: self.action_name.as_ref(),
+            action_category: self.action_category.as_ref(),
+            resource_id: self.resource_id.as_ref(),
+            environment: self.environment.as_ref(),
+            channel: opt(&self.channel),
+            reason: opt(&self.reason),
             emergency: self.emergency,
         }
     }
@@ -158,9 +160,26 @@ impl Projection {
 
     /// Projects a parsed leaf (its event's fields were outlined by the parse: no JSON tree).
     pub fn of(leaf: &Leaf<'_>) -> Result<Self, ProjectionError> {
+        Projection::of_with(leaf, Cow::into_owned)
+    }
+}
+
+impl<'a> Projection<Cow<'a, str>> {
+    /// [`Projection::of`], its text borrowed from the leaf wherever the leaf holds it unescaped.
+    pub fn borrowed(leaf: &Leaf<'a>) -> Result<Self, ProjectionError> {
+        Projection::of_with(leaf, |text| text)
+    }
+}
+
+impl<S> Projection<S> {
+    /// Projects a parsed leaf, each text made by `text` from the leaf's (unescaped) value.
+    fn of_with<'a>(
+        leaf: &Leaf<'a>,
+        text: impl Fn(Cow<'a, str>) -> S,
+    ) -> Result<Self, ProjectionError> {
         let e = &leaf.fields;
         let index = leaf.index;
-        let opt = |field: &str| e.str(field).map(Cow::into_owned);
+        let opt = |field: &str| e.str(field).map(&text);
         let req = |field: &'static str| opt(field).ok_or(ProjectionError { index, field });
         let occurred_at =
             e.str("/occurred_at")
@@ -174,7 +193,7 @@ impl Projection {
             event_id: req("/event_id")?,
             event_type: req("/type")?,
             request_id: req("/request_id")?,
-            source: leaf.source.clone().into_owned(),
+            source: text(leaf.source.clone()),
             occurred_at,
             ingested_at: leaf.ingested_micros,
             actor_id: req("/actor/id")?,

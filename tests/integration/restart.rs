@@ -108,7 +108,11 @@ async fn a_clean_stop_leaves_nothing_in_the_wal() {
         .await;
     assert_eq!(status, 200);
     let (dir, _tmp) = server.stop().await;
-    assert_eq!(wal_bytes(&dir), 0, "WAL files left with records after a clean stop");
+    assert_eq!(
+        wal_bytes(&dir),
+        0,
+        "WAL files left with records after a clean stop"
+    );
 }
 
 async fn start_err(dir: std::path::PathBuf, key: SignerKey) -> ServeError {
