@@ -1239,6 +1239,70 @@ mod tests {
         ));
     }
 
+    /// Rows pushed one at a time and written as batches, across a row-group boundary: read back
+    /// equal, in order, in groups of [`ROW_GROUP_ROWS`].
+    #[test]
+    fn rows_span_row_groups_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(files::EVENTS);
+        let row = |i: u64| {
+            let text = |s: &str| format!("{s}-{i}");
+            let opt = |s: &str| (i % 3 == 0).then(|| text(s));
+            Row {
+                leaf: text("leaf").into_bytes(),
+                leaf_hash: [(i % 251) as u8; 32],
+                inclusion_proof: (0..i % 5).map(|k| [k as u8; 32]).collect(),
+                projection: Projection {
+                    index: i,
+                    event_id: text("evt"),
+                    event_type: "approval.requested".into(),
+                    request_id: text("req"),
+                    source: "gateway".into(),
+                    occurred_at: i as i64,
+                    ingested_at: i as i64 + 1,
+                    actor_id: text("actor"),
+                    actor_kind: "agent".into(),
+                    on_behalf_of: opt("user"),
+                    reviewer_id: opt("bob"),
+                    action_name: "grant".into(),
+                    action_category: "privilege_escalation".into(),
+                    resource_id: text("res"),
+                    environment: "prod".into(),
+                    channel: opt("slack"),
+                    reason: opt("why"),
+                    emergency: (i % 2 == 0).then_some(i % 4 == 0),
+                },
+                controls: (0..i % 3).map(|k| format!("CC{k}")).collect(),
+            }
+        };
+        let n = ROW_GROUP_ROWS as u64 + 5;
+        let rows: Vec<Row> = (0..n).map(row).collect();
+        let mut writer = RowWriter::create(&path).unwrap();
+        for r in &rows[..10] {
+            writer.push(r.clone()).unwrap();
+        }
+        for part in rows[10..].chunks(3_000) {
+            writer.write_batch(&to_batch(part).unwrap()).unwrap();
+        }
+        assert_eq!(writer.finish().unwrap(), n);
+        let file = File::open(&path).unwrap();
+        let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default()).unwrap();
+        let groups: Vec<i64> = meta
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        assert_eq!(groups, [ROW_GROUP_ROWS as i64, 5]);
+        let mut read = Vec::new();
+        read_rows(&path, |r| {
+            read.push(r);
+            Ok(())
+        })
+        .unwrap();
+        assert!(read == rows, "rows differ after the round trip");
+    }
+
     #[test]
     fn rows_written_read_back() {
         let dir = tempfile::tempdir().unwrap();
