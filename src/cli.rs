@@ -29,6 +29,14 @@ pub struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// Whether the command runs until stopped (`serve`), rather than doing one job and exiting.
+    #[must_use]
+    pub fn runs_until_stopped(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the ingestion service (HTTP API on --listen, data in --data-dir).
