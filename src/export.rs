@@ -74,8 +74,9 @@ pub enum ExportError {
     /// `--since` names a checkpoint this log cannot extend.
     #[error("--since checkpoint: {0}")]
     Since(String),
-    /// The events writer stopped early (its own error is the one reported).
-    #[error("the events writer stopped")]
+    /// A later stage of the events file (making rows, writing them) stopped early; its own error
+    /// is the one reported.
+    #[error("the events stage after this one stopped")]
     WriterStopped,
     /// Writing the bundle failed.
     #[error(transparent)]
@@ -786,46 +787,61 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
             }
             Ok(writer.finish()?)
         });
+        // The maker: each chunk's rows made on every core, then read back for the sorts and
+        // counts, while this thread reads the next chunk's entries and proofs.
+        let (to_make, unmade_chunks) = std::sync::mpsc::sync_channel::<Vec<Unmade>>(1);
+        let (summary, controls, requests, progress, framework) = (
+            &mut summary,
+            &mut controls,
+            &mut requests,
+            &progress,
+            &framework,
+        );
+        let making = s.spawn(move || -> Result<(), ExportError> {
+            for chunk in unmade_chunks {
+                let made = make_batches(chunk, framework)?;
+                let rows = for_each_made(&made, |row| {
+                    summary.add(&row.projection, true).map_err(fail)?;
+                    controls.add(row.controls.iter());
+                    // Context rows are earlier entries of the period's requests: a period from
+                    // entry 0 has none, so its request ids need not be sorted.
+                    if range.start > 0 {
+                        requests
+                            .push(row.projection.request_id.to_owned())
+                            .map_err(fail)?;
+                    }
+                    Ok(())
+                })?;
+                progress.inc(rows);
+                // The writer hung up only if it failed; its error is reported below.
+                send.send(made).map_err(|_| ExportError::WriterStopped)?;
+            }
+            Ok(())
+        });
         let mut chunk = Vec::with_capacity(CHUNK_ROWS);
-        let mut flush = |chunk: &mut Vec<Unmade>| -> Result<(), ExportError> {
-            let made = make_batches(
-                std::mem::replace(chunk, Vec::with_capacity(CHUNK_ROWS)),
-                &framework,
-            )?;
-            let rows = for_each_made(&made, |row| {
-                summary.add(&row.projection, true).map_err(fail)?;
-                controls.add(row.controls.iter());
-                // Context rows are earlier entries of the period's requests: a period from
-                // entry 0 has none, so its request ids need not be sorted.
-                if range.start > 0 {
-                    requests
-                        .push(row.projection.request_id.to_owned())
-                        .map_err(fail)?;
-                }
-                Ok(())
-            })?;
-            progress.inc(rows);
-            // The writer hung up only if it failed; its error is reported below.
-            send.send(made).map_err(|_| ExportError::WriterStopped)
-        };
+        // The maker hung up only if it (or the writer) failed; that error is reported below.
+        let stopped = |_| ExportError::WriterStopped;
         let read = log
             .rows(range.start, range.end, size, &mut |index, leaf, proof| {
                 chunk.push((index, leaf, proof));
                 if chunk.len() == CHUNK_ROWS {
-                    flush(&mut chunk)?;
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
+                    to_make.send(full).map_err(stopped)?;
                 }
                 Ok(())
             })
-            .and_then(|()| flush(&mut chunk));
-        // The writer ends when the last sender is gone (`flush` only borrowed it).
-        drop(send);
+            .and_then(|()| to_make.send(chunk).map_err(stopped));
+        // The maker ends when this sender is gone, and the writer when the maker is.
+        drop(to_make);
+        let made = making.join().expect("row maker thread panicked");
         let written = writing.join().expect("events writer thread panicked");
-        match (read, written) {
-            (Ok(()), written) => written,
-            // A send failed because the writer stopped: its own error is the cause.
-            (Err(ExportError::WriterStopped), Err(e)) => Err(e),
-            // Otherwise the reading side's error (a bad entry, a store error) came first.
-            (Err(e), _) => Err(e),
+        // The first real error: a send fails only because the next stage stopped on its own.
+        match (read, made, written) {
+            (Err(ExportError::WriterStopped), Err(ExportError::WriterStopped), Err(e))
+            | (Err(ExportError::WriterStopped), Err(e), _)
+            | (Err(e), _, _) => Err(e),
+            (Ok(()), Err(ExportError::WriterStopped), Err(e)) | (Ok(()), Err(e), _) => Err(e),
+            (Ok(()), Ok(()), written) => written,
         }
     })?;
     progress.finish_and_clear();
