@@ -1247,7 +1247,7 @@ mod tests {
         let path = dir.path().join(files::EVENTS);
         let row = |i: u64| {
             let text = |s: &str| format!("{s}-{i}");
-            let opt = |s: &str| (i % 3 == 0).then(|| text(s));
+            let opt = |s: &str| i.is_multiple_of(3).then(|| text(s));
             Row {
                 leaf: text("leaf").into_bytes(),
                 leaf_hash: [(i % 251) as u8; 32],
@@ -1270,7 +1270,7 @@ mod tests {
                     environment: "prod".into(),
                     channel: opt("slack"),
                     reason: opt("why"),
-                    emergency: (i % 2 == 0).then_some(i % 4 == 0),
+                    emergency: i.is_multiple_of(2).then_some(i.is_multiple_of(4)),
                 },
                 controls: (0..i % 3).map(|k| format!("CC{k}")).collect(),
             }

@@ -391,8 +391,8 @@ impl Inspector {
 
     /// The checks of one row that need nothing but the row (and the bundle's keys).
     fn inspect(&self, row: &RowRef<'_>) -> Inspected {
-        let leaf_hash_ok = Blake3::leaf(&row.leaf) == row.leaf_hash;
-        let leaf = Leaf::parse(&row.leaf).map_err(|e| e.to_string());
+        let leaf_hash_ok = Blake3::leaf(row.leaf) == row.leaf_hash;
+        let leaf = Leaf::parse(row.leaf).map_err(|e| e.to_string());
         let (projection, origin) = match &leaf {
             Err(e) => (Err(e.clone()), Origin::Unsigned(false)),
             Ok(leaf) => {
