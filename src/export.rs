@@ -28,7 +28,7 @@ use crate::core::merkle::{HashReader, NodeId, ProofCursor, TreeError, consistenc
 use crate::core::note::{Checkpoint, NoteError, SignerKey, VerifierKey, open_checkpoint};
 use crate::core::projection::{Projection, ProjectionError};
 use crate::spill::{DEFAULT_BUDGET, Sorter};
-use crate::store::{META_LOG_KEY, Store, StoreError};
+use crate::store::{META_LOG_KEY, Reads, Store, StoreError};
 use crate::summary::SummaryBuilder;
 
 /// Export errors (exit code 2; nothing is left at `--out`).
@@ -192,14 +192,21 @@ pub fn proved_rows(
     max_bytes: usize,
     f: &mut dyn FnMut(u64, Vec<u8>, Vec<Hash>) -> Result<(), ExportError>,
 ) -> Result<u64, ExportError> {
+    // A period's rows are a scan; a boundary or context row is one or two.
+    let reads = if end - start >= BLOCK {
+        Reads::Scan
+    } else {
+        Reads::Few
+    };
     let reader = MemoReader {
         store,
+        reads,
         cache: RefCell::default(),
     };
     let mut cursor = ProofCursor::<Blake3>::new(size);
     let mut next = start;
     let mut bytes = 0usize;
-    for item in store.entries_from(start) {
+    for item in store.entries_from(start, reads) {
         if next >= end || bytes >= max_bytes {
             return Ok(next);
         }
@@ -507,7 +514,7 @@ pub fn summary_hash(
     };
     let mut builder = SummaryBuilder::new(scratch).map_err(fail)?;
     let mut requests = Sorter::<String>::new(scratch, DEFAULT_BUDGET).map_err(fail)?;
-    for item in store.entries_from(start) {
+    for item in store.entries_from(start, Reads::Scan) {
         let (index, leaf) = item?;
         if index >= end {
             break;
@@ -621,6 +628,8 @@ pub struct ExportReport {
 /// are point reads.
 struct MemoReader<'a> {
     store: &'a Store,
+    /// How its blocks are read.
+    reads: Reads,
     cache: RefCell<[Block; 2]>,
 }
 
@@ -646,12 +655,12 @@ impl Block {
     }
 
     /// Loads the stored nodes below [`BLOCK_LEVELS`] completed in `[first, first + BLOCK)`.
-    fn load(&mut self, store: &Store, first: u64) -> Result<(), StoreError> {
+    fn load(&mut self, store: &Store, first: u64, reads: Reads) -> Result<(), StoreError> {
         self.first = None;
         for (_, hashes) in &mut self.levels {
             hashes.clear();
         }
-        for item in store.nodes_completed_in(first..first.saturating_add(BLOCK)) {
+        for item in store.nodes_completed_in(first..first.saturating_add(BLOCK), reads) {
             let (id, hash) = match item {
                 Ok(node) => node,
                 // A key that names no node (fsck reports it) holds nothing a proof needs.
@@ -692,7 +701,7 @@ impl HashReader for MemoReader<'_> {
                     .min_by_key(|b| b.used)
                     .expect("two blocks");
                 victim
-                    .load(self.store, first)
+                    .load(self.store, first, self.reads)
                     .map_err(|e| TreeError::Read {
                         level: id.level,
                         index: id.index,
@@ -799,8 +808,8 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         );
         let making = s.spawn(move || -> Result<(), ExportError> {
             for chunk in unmade_chunks {
-                let made = make_batches(chunk, framework)?;
-                let rows = for_each_made(&made, |row| {
+                let made = make_batches(chunk, framework, files::EVENTS)?;
+                let rows = for_each_made(&made, files::EVENTS, |row| {
                     summary.add(&row.projection, true).map_err(fail)?;
                     controls.add(row.controls.iter());
                     // Context rows are earlier entries of the period's requests: a period from
@@ -836,12 +845,13 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         let made = making.join().expect("row maker thread panicked");
         let written = writing.join().expect("events writer thread panicked");
         // The first real error: a send fails only because the next stage stopped on its own.
+        // The maker's own error first: it is about a chunk the reader had already passed.
+        let stopped = |e: &ExportError| matches!(e, ExportError::WriterStopped);
         match (read, made, written) {
-            (Err(ExportError::WriterStopped), Err(ExportError::WriterStopped), Err(e))
-            | (Err(ExportError::WriterStopped), Err(e), _)
-            | (Err(e), _, _) => Err(e),
-            (Ok(()), Err(ExportError::WriterStopped), Err(e)) | (Ok(()), Err(e), _) => Err(e),
-            (Ok(()), Ok(()), written) => written,
+            (_, Err(e), _) if !stopped(&e) => Err(e),
+            (Err(e), _, _) if !stopped(&e) => Err(e),
+            (_, _, Err(e)) | (_, Err(e), _) | (Err(e), _, _) => Err(e),
+            (Ok(()), Ok(()), Ok(rows)) => Ok(rows),
         }
     })?;
     progress.finish_and_clear();
@@ -859,7 +869,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
             })?;
         }
     }
-    for batch in make_batches(unmade, &framework)? {
+    for batch in make_batches(unmade, &framework, files::BOUNDARIES)? {
         boundaries.write_batch(&batch)?;
     }
     let boundary_rows = boundaries.finish()?;
@@ -868,8 +878,8 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     let mut context = RowWriter::create(&dir.join(files::CONTEXT))?;
     let mut unmade = Vec::with_capacity(CHUNK_ROWS);
     let mut flush = |unmade: &mut Vec<Unmade>| -> Result<(), ExportError> {
-        let made = make_batches(std::mem::take(unmade), &framework)?;
-        for_each_made(&made, |row| {
+        let made = make_batches(std::mem::take(unmade), &framework, files::CONTEXT)?;
+        for_each_made(&made, files::CONTEXT, |row| {
             summary.add(&row.projection, false).map_err(fail)
         })?;
         for batch in &made {
@@ -1028,22 +1038,28 @@ fn stored_entry(store: &Store, index: u64) -> Result<Vec<u8>, ExportError> {
 type Unmade = (u64, Vec<u8>, Vec<Hash>);
 
 /// Rows made from `entries` (parsed, projected, hashed, mapped to controls) on every core: one
-/// Arrow batch per part, in order, built straight from the leaves' bytes (no owned row).
+/// Arrow batch per part, in order, built straight from the leaves' bytes (no owned row). `file`
+/// names the bundle file they are for in errors.
 fn make_batches(
     entries: Vec<Unmade>,
     framework: &Framework,
+    file: &str,
 ) -> Result<Vec<RecordBatch>, ExportError> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
-    crate::par::map_parts(entries, |part| make_batch(&part, framework))
+    crate::par::map_parts(entries, |part| make_batch(&part, framework, file))
         .into_iter()
         .collect()
 }
 
 /// One batch of rows: each leaf, its hash, its proof against the bundle's checkpoint,
 /// projections and controls.
-fn make_batch(entries: &[Unmade], framework: &Framework) -> Result<RecordBatch, ExportError> {
+fn make_batch(
+    entries: &[Unmade],
+    framework: &Framework,
+    file: &str,
+) -> Result<RecordBatch, ExportError> {
     let projected = entries
         .iter()
         .map(|(index, leaf, _)| {
@@ -1066,7 +1082,7 @@ fn make_batch(entries: &[Unmade], framework: &Framework) -> Result<RecordBatch, 
     let mut batch = BatchBuilder::with_capacity(&sizes);
     let arrow = |e: arrow_schema::ArrowError| {
         ExportError::Bundle(BundleError::Format {
-            path: files::EVENTS.into(),
+            path: file.into(),
             message: e.to_string(),
         })
     };
@@ -1085,14 +1101,15 @@ fn make_batch(entries: &[Unmade], framework: &Framework) -> Result<RecordBatch, 
     batch.finish().map_err(arrow)
 }
 
-/// Calls `f` with each row of `made`, in order; returns how many.
+/// Calls `f` with each row of `made` (for bundle file `file`), in order; returns how many.
 fn for_each_made(
     made: &[RecordBatch],
+    file: &str,
     mut f: impl FnMut(RowRef<'_>) -> Result<(), ExportError>,
 ) -> Result<u64, ExportError> {
     let mut n = 0u64;
     for batch in made {
-        let rows = RowBatch::new(batch, Path::new(files::EVENTS))?;
+        let rows = RowBatch::new(batch, Path::new(file))?;
         for i in 0..rows.len() {
             f(rows.row(i))?;
         }
@@ -1190,6 +1207,7 @@ mod reader_tests {
         store.commit(&commit).unwrap();
         let reader = MemoReader {
             store: &store,
+            reads: Reads::Scan,
             cache: RefCell::default(),
         };
         let mut cursor = ProofCursor::<Blake3>::new(size);

@@ -34,7 +34,7 @@ use crate::core::hash::{Blake3, Hash, TreeHasher, to_hex};
 use crate::core::leaf::{GENESIS_PREV, Leaf};
 use crate::core::merkle::{Frontier, NodeId};
 use crate::core::note::{NoteError, VerifierKey, open_checkpoint};
-use crate::store::{META_LOG_KEY, Store, StoreError, dedup_key};
+use crate::store::{META_LOG_KEY, Reads, Store, StoreError, dedup_key};
 
 /// Most problems listed in a report (all are counted).
 pub const MAX_PROBLEMS: usize = 100;
@@ -628,7 +628,7 @@ impl<'a> Scan<'a> {
 
         let mut size = 0u64;
         let mut complete = true;
-        for item in store.entries_from(0) {
+        for item in store.entries_from(0, Reads::Scan) {
             let (index, bytes) = match item {
                 Ok(item) => item,
                 Err(e) => {

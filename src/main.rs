@@ -20,9 +20,9 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// design, so keeping freed pages only holds the peak. `serve` keeps the default: its memory
 /// must fall back after a burst.
 fn keep_freed_memory() {
-    // SAFETY: sets a documented option to a documented value (-1: never purge); called before
-    // any other thread exists.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+    // SAFETY: sets a documented option's default to a documented value (-1: never purge);
+    // called before any other thread exists. A default, so `MIMALLOC_PURGE_DELAY` still wins.
+    unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, -1) }
 }
 
 fn main() -> ExitCode {

@@ -43,7 +43,7 @@ const CF_SOURCES: &str = "sources";
 const CF_AUDITORS: &str = "auditors";
 const CF_ADMINS: &str = "admins";
 const CF_META: &str = "meta";
-/// Bytes a long forward scan reads ahead at a time ([`scan_options`]).
+/// Bytes a long forward scan reads ahead at a time ([`Reads::Scan`]).
 const SCAN_READAHEAD: usize = 1 << 20;
 const ALL_CFS: [&str; 9] = [
     CF_ENTRIES,
@@ -523,16 +523,18 @@ impl Store {
         Ok(self.db.get_cf(self.cf(CF_ENTRIES), index.to_be_bytes())?)
     }
 
-    /// Entries from `start` on, in index order, as `(index, leaf bytes)`.
+    /// Entries from `start` on, in index order, as `(index, leaf bytes)`; `reads` says how
+    /// many the caller will take.
     pub fn entries_from(
         &self,
         start: u64,
+        reads: Reads,
     ) -> impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + '_ {
         let key = start.to_be_bytes();
         self.db
             .iterator_cf_opt(
                 self.cf(CF_ENTRIES),
-                scan_options(SCAN_READAHEAD),
+                reads.options(SCAN_READAHEAD),
                 IteratorMode::From(&key, Direction::Forward),
             )
             .map(|item| {
@@ -642,7 +644,7 @@ impl Store {
         self.db
             .iterator_cf_opt(
                 self.cf(CF_TREE),
-                scan_options(SCAN_READAHEAD),
+                Reads::Scan.options(SCAN_READAHEAD),
                 IteratorMode::Start,
             )
             .map(decode_node)
@@ -653,9 +655,10 @@ impl Store {
     pub fn nodes_completed_in(
         &self,
         leaves: std::ops::Range<u64>,
+        reads: Reads,
     ) -> impl Iterator<Item = Result<(NodeId, Hash), StoreError>> + '_ {
         // A block's nodes are about 400 KB: read ahead less than a whole-family scan does.
-        let mut opts = scan_options(SCAN_READAHEAD / 4);
+        let mut opts = reads.options(SCAN_READAHEAD / 4);
         opts.set_iterate_upper_bound(leaves.end.to_be_bytes().to_vec());
         let start = leaves.start.to_be_bytes();
         self.db
@@ -843,15 +846,28 @@ impl RequestCursor<'_> {
     }
 }
 
-/// Read options for a long forward scan (export, fsck): RocksDB reads the table files ahead in
-/// large pieces into its own buffer, where it would otherwise make one `pread` per 4 KiB block
-/// (178,000 of them in a 1 M-row export), and the blocks, each read once, do not displace what
-/// the block cache holds for point lookups.
-fn scan_options(readahead: usize) -> rocksdb::ReadOptions {
-    let mut opts = rocksdb::ReadOptions::default();
-    opts.set_readahead_size(readahead);
-    opts.fill_cache(false);
-    opts
+/// How many rows a range read will take, which decides how RocksDB reads for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// A long forward scan (export of a period, fsck): RocksDB reads the table files ahead in
+    /// large pieces into its own buffer, where it would otherwise make one `pread` per 4 KiB
+    /// block (178,000 of them in a 1 M-row export), and the blocks, each read once, do not
+    /// displace what the block cache holds.
+    Scan,
+    /// A few rows (a context row, a boundary): through the block cache, no readahead (a scan's
+    /// readahead would read its whole first piece for each one).
+    Few,
+}
+
+impl Reads {
+    fn options(self, readahead: usize) -> rocksdb::ReadOptions {
+        let mut opts = rocksdb::ReadOptions::default();
+        if self == Self::Scan {
+            opts.set_readahead_size(readahead);
+            opts.fill_cache(false);
+        }
+        opts
+    }
 }
 
 /// Column family options; `index_in_cache`: see [`table_options`].
