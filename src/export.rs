@@ -784,9 +784,10 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     let mut requests = Sorter::<String>::new(scratch, DEFAULT_BUDGET).map_err(fail)?;
     let writer = RowWriter::create(&dir.join(files::EVENTS))?;
     let mut controls = ControlCounts::new(&framework);
-    // Three stages overlap: this thread reads entries and proofs; rows are made (parsed,
-    // projected, hashed) a chunk at a time on every core; a writer thread encodes and compresses
-    // them into events.parquet, in order. At most two made chunks wait for the writer.
+    // Three stages overlap, each on its own thread: this one reads entries and proofs; a maker
+    // has rows made (parsed, projected, hashed) a chunk at a time on every core; a writer encodes
+    // and compresses them into events.parquet, in order. At most one chunk waits for the maker
+    // and two made chunks for the writer.
     let events = std::thread::scope(|s| -> Result<u64, ExportError> {
         let (send, made_chunks) = std::sync::mpsc::sync_channel::<Vec<RecordBatch>>(2);
         let writing = s.spawn(move || -> Result<u64, ExportError> {
@@ -829,17 +830,17 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         });
         let mut chunk = Vec::with_capacity(CHUNK_ROWS);
         // The maker hung up only if it (or the writer) failed; that error is reported below.
-        let stopped = |_| ExportError::WriterStopped;
+        let hung_up = |_| ExportError::WriterStopped;
         let read = log
             .rows(range.start, range.end, size, &mut |index, leaf, proof| {
                 chunk.push((index, leaf, proof));
                 if chunk.len() == CHUNK_ROWS {
                     let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
-                    to_make.send(full).map_err(stopped)?;
+                    to_make.send(full).map_err(hung_up)?;
                 }
                 Ok(())
             })
-            .and_then(|()| to_make.send(chunk).map_err(stopped));
+            .and_then(|()| to_make.send(chunk).map_err(hung_up));
         // The maker ends when this sender is gone, and the writer when the maker is.
         drop(to_make);
         let made = making.join().expect("row maker thread panicked");
