@@ -493,8 +493,7 @@ pub struct RowBatch {
     leaf: BinaryArray,
     leaf_hash: FixedSizeBinaryArray,
     proof: (OffsetBuffer<i32>, FixedSizeBinaryArray),
-    /// `event_id, type, request_id, source, actor_id, actor_kind, on_behalf_of, reviewer_id,
-    /// action_name, action_category, resource_id, environment, channel, reason`.
+    /// In [`TEXT_COLUMNS`] order.
     texts: [StringArray; 14],
     occurred: TimestampMicrosecondArray,
     ingested: TimestampMicrosecondArray,

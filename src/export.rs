@@ -77,7 +77,7 @@ pub enum ExportError {
     /// A later stage of the events file (making rows, writing them) stopped early; its own error
     /// is the one reported.
     #[error("the events stage after this one stopped")]
-    WriterStopped,
+    StageStopped,
     /// Writing the bundle failed.
     #[error(transparent)]
     Bundle(#[from] BundleError),
@@ -502,11 +502,7 @@ pub fn summary_hash(
     scratch: Option<&Path>,
 ) -> Result<(String, u64), ExportError> {
     let project = |index: u64, leaf: &[u8]| -> Result<Projection, ExportError> {
-        let parsed = Leaf::parse(leaf).map_err(|e| ExportError::BadEntry {
-            index,
-            message: e.to_string(),
-        })?;
-        Ok(Projection::of(&parsed)?)
+        Ok(Projection::of(&stored_leaf(index, leaf)?)?)
     };
     let fail = |e: std::io::Error| ExportError::Io {
         path: scratch.map_or_else(std::env::temp_dir, Path::to_owned),
@@ -824,13 +820,13 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
                 })?;
                 progress.inc(rows);
                 // The writer hung up only if it failed; its error is reported below.
-                send.send(made).map_err(|_| ExportError::WriterStopped)?;
+                send.send(made).map_err(|_| ExportError::StageStopped)?;
             }
             Ok(())
         });
         let mut chunk = Vec::with_capacity(CHUNK_ROWS);
         // The maker hung up only if it (or the writer) failed; that error is reported below.
-        let hung_up = |_| ExportError::WriterStopped;
+        let hung_up = |_| ExportError::StageStopped;
         let read = log
             .rows(range.start, range.end, size, &mut |index, leaf, proof| {
                 chunk.push((index, leaf, proof));
@@ -847,7 +843,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         let written = writing.join().expect("events writer thread panicked");
         // The first real error: a send fails only because the next stage stopped on its own.
         // The maker's own error first: it is about a chunk the reader had already passed.
-        let stopped = |e: &ExportError| matches!(e, ExportError::WriterStopped);
+        let stopped = |e: &ExportError| matches!(e, ExportError::StageStopped);
         match (read, made, written) {
             (_, Err(e), _) if !stopped(&e) => Err(e),
             (Err(e), _, _) if !stopped(&e) => Err(e),
@@ -1035,6 +1031,16 @@ fn stored_entry(store: &Store, index: u64) -> Result<Vec<u8>, ExportError> {
     })
 }
 
+/// The stored entry `index`, parsed: a contract leaf that says it is entry `index`.
+fn stored_leaf(index: u64, bytes: &[u8]) -> Result<Leaf<'_>, ExportError> {
+    let bad = |message: String| ExportError::BadEntry { index, message };
+    let leaf = Leaf::parse(bytes).map_err(|e| bad(e.to_string()))?;
+    if leaf.index != index {
+        return Err(bad(format!("leaf says index {}", leaf.index)));
+    }
+    Ok(leaf)
+}
+
 /// An entry read for a row: its index, leaf bytes and inclusion proof.
 type Unmade = (u64, Vec<u8>, Vec<Hash>);
 
@@ -1063,17 +1069,7 @@ fn make_batch(
 ) -> Result<RecordBatch, ExportError> {
     let projected = entries
         .iter()
-        .map(|(index, leaf, _)| {
-            let bad = |message: String| ExportError::BadEntry {
-                index: *index,
-                message,
-            };
-            let parsed = Leaf::parse(leaf).map_err(|e| bad(e.to_string()))?;
-            if parsed.index != *index {
-                return Err(bad(format!("leaf says index {}", parsed.index)));
-            }
-            Ok(Projection::borrowed(&parsed)?)
-        })
+        .map(|(index, leaf, _)| Ok(Projection::borrowed(&stored_leaf(*index, leaf)?)?))
         .collect::<Result<Vec<_>, ExportError>>()?;
     let mut sizes = Sizes::default();
     for ((_, leaf, proof), p) in entries.iter().zip(&projected) {

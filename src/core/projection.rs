@@ -54,33 +54,37 @@ pub struct Projection<S = String> {
 /// A row's columns, borrowed.
 pub type ProjectionRef<'a> = Projection<&'a str>;
 
+impl<S> Projection<S> {
+    /// The same row with every text column passed through `f`.
+    fn map<'s, T>(&'s self, f: impl Fn(&'s S) -> T) -> Projection<T> {
+        Projection {
+            index: self.index,
+            event_id: f(&self.event_id),
+            event_type: f(&self.event_type),
+            request_id: f(&self.request_id),
+            source: f(&self.source),
+            occurred_at: self.occurred_at,
+            ingested_at: self.ingested_at,
+            actor_id: f(&self.actor_id),
+            actor_kind: f(&self.actor_kind),
+            on_behalf_of: self.on_behalf_of.as_ref().map(&f),
+            reviewer_id: self.reviewer_id.as_ref().map(&f),
+            action_name: f(&self.action_name),
+            action_category: f(&self.action_category),
+            resource_id: f(&self.resource_id),
+            environment: f(&self.environment),
+            channel: self.channel.as_ref().map(&f),
+            reason: self.reason.as_ref().map(&f),
+            emergency: self.emergency,
+        }
+    }
+}
+
 impl<S: AsRef<str>> Projection<S> {
     /// This row's columns, borrowed.
     #[must_use]
     pub fn view(&self) -> ProjectionRef<'_> {
-        fn opt<S: AsRef<str>>(s: &Option<S>) -> Option<&str> {
-            s.as_ref().map(AsRef::as_ref)
-        }
-        Projection {
-            index: self.index,
-            event_id: self.event_id.as_ref(),
-            event_type: self.event_type.as_ref(),
-            request_id: self.request_id.as_ref(),
-            source: self.source.as_ref(),
-            occurred_at: self.occurred_at,
-            ingested_at: self.ingested_at,
-            actor_id: self.actor_id.as_ref(),
-            actor_kind: self.actor_kind.as_ref(),
-            on_behalf_of: opt(&self.on_behalf_of),
-            reviewer_id: opt(&self.reviewer_id),
-            action_name: self.action_name.as_ref(),
-            action_category: self.action_category.as_ref(),
-            resource_id: self.resource_id.as_ref(),
-            environment: self.environment.as_ref(),
-            channel: opt(&self.channel),
-            reason: opt(&self.reason),
-            emergency: self.emergency,
-        }
+        self.map(AsRef::as_ref)
     }
 }
 
@@ -88,27 +92,7 @@ impl ProjectionRef<'_> {
     /// An owned copy.
     #[must_use]
     pub fn to_owned(&self) -> Projection {
-        let own = |s: Option<&str>| s.map(str::to_owned);
-        Projection {
-            index: self.index,
-            event_id: self.event_id.to_owned(),
-            event_type: self.event_type.to_owned(),
-            request_id: self.request_id.to_owned(),
-            source: self.source.to_owned(),
-            occurred_at: self.occurred_at,
-            ingested_at: self.ingested_at,
-            actor_id: self.actor_id.to_owned(),
-            actor_kind: self.actor_kind.to_owned(),
-            on_behalf_of: own(self.on_behalf_of),
-            reviewer_id: own(self.reviewer_id),
-            action_name: self.action_name.to_owned(),
-            action_category: self.action_category.to_owned(),
-            resource_id: self.resource_id.to_owned(),
-            environment: self.environment.to_owned(),
-            channel: own(self.channel),
-            reason: own(self.reason),
-            emergency: self.emergency,
-        }
+        self.map(|text| (*text).to_owned())
     }
 }
 
