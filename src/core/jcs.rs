@@ -21,6 +21,7 @@
 //! parsed and printed to compare).
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
 
 use serde_json::{Map, Number, Value};
 
@@ -146,11 +147,48 @@ pub const MAX_NESTING: usize = 127;
 
 /// A member value noted by [`check`]; a string is its raw (escaped) body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Noted<'a> {
+pub enum Noted<'a> {
+    /// A string, its raw body (escapes as written; [`Noted::str`] decodes them).
     Str(&'a str),
+    /// `true` or `false`.
     Bool(bool),
+    /// An object (its string and boolean members are noted if it is a top-level member's value).
     Object,
+    /// A number, an array or `null`.
     Other,
+}
+
+impl<'a> Noted<'a> {
+    /// The string, unescaped; `None` if this is not a string.
+    #[must_use]
+    pub fn str(self) -> Option<Cow<'a, str>> {
+        match self {
+            Noted::Str(raw) => Some(unescape(raw)),
+            _ => None,
+        }
+    }
+
+    /// The boolean; `None` if this is not one.
+    #[must_use]
+    pub fn bool(self) -> Option<bool> {
+        match self {
+            Noted::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+/// A member for [`Outline::lookup`]: `(None, "type")` is `/type` and `(Some("actor"), "id")` is
+/// `/actor/id`.
+pub type MemberPath<'p> = (Option<&'p str>, &'p str);
+
+/// Where `path` sorts among an outline's members: by its top-level name, the member itself before
+/// the members of its value.
+fn path_order<'p>((parent, name): MemberPath<'p>) -> (&'p str, Option<&'p str>) {
+    match parent {
+        None => (name, None),
+        Some(parent) => (parent, Some(name)),
+    }
 }
 
 /// A member noted in an [`Outline`].
@@ -174,6 +212,17 @@ impl Member<'_> {
             unescape(self.name) == name
         } else {
             self.name == name
+        }
+    }
+
+    /// How this member's name sorts against the ASCII `name`. Bytes compare as RFC 8785's UTF-16
+    /// code units do when one side is ASCII: at the first difference, a non-ASCII character is
+    /// above every ASCII one in both encodings.
+    fn cmp_name(&self, name: &str) -> Ordering {
+        if self.escaped {
+            unescape(self.name).as_bytes().cmp(name.as_bytes())
+        } else {
+            self.name.as_bytes().cmp(name.as_bytes())
         }
     }
 }
@@ -218,19 +267,70 @@ impl<'a> Outline<'a> {
     /// The string at `pointer` (see [`Outline::get`]), unescaped; `None` if absent or not a string.
     #[must_use]
     pub fn str(&self, pointer: &str) -> Option<Cow<'a, str>> {
-        match self.get(pointer)? {
-            Noted::Str(raw) => Some(unescape(raw)),
-            _ => None,
-        }
+        self.get(pointer)?.str()
     }
 
     /// The boolean at `pointer` (see [`Outline::get`]); `None` if absent or not a boolean.
     #[must_use]
     pub fn bool(&self, pointer: &str) -> Option<bool> {
-        match self.get(pointer)? {
-            Noted::Bool(b) => Some(b),
-            _ => None,
+        self.get(pointer)?.bool()
+    }
+
+    /// The members at several paths at once, in one walk over the outline: what `get` gives for
+    /// each, without a scan per path. `paths` must be ASCII names in the order the outline holds
+    /// members (sorted by top-level name, a member before the members of its value, then by name;
+    /// for ASCII, byte order is RFC 8785's UTF-16 order), so that the walk is a merge of two
+    /// sorted lists. Callers keep their path table in that order; a debug build checks it.
+    #[must_use]
+    pub fn lookup<const N: usize>(&self, paths: &[MemberPath<'_>; N]) -> [Option<Noted<'a>>; N] {
+        debug_assert!(
+            paths
+                .windows(2)
+                .all(|w| path_order(w[0]) < path_order(w[1]))
+                && paths
+                    .iter()
+                    .all(|(parent, name)| parent.unwrap_or("").is_ascii() && name.is_ascii()),
+            "lookup paths must be ASCII and sorted"
+        );
+        let members = &self.members;
+        // The next top-level member after the one at `i`: its value's members come between.
+        let next_top = |i: usize| {
+            (i + 1..members.len())
+                .find(|&j| members[j].parent == TOP)
+                .unwrap_or(members.len())
+        };
+        let mut found = [None; N];
+        let (mut i, mut w) = (0, 0);
+        while i < members.len() && w < N {
+            let (top, top_name) = (&members[i], path_order(paths[w]).0);
+            match top.cmp_name(top_name) {
+                Ordering::Less => i = next_top(i),
+                Ordering::Greater => w += 1,
+                Ordering::Equal => {
+                    if paths[w].0.is_none() {
+                        found[w] = Some(top.value);
+                        w += 1;
+                    }
+                    let mut j = i + 1;
+                    while w < N && paths[w].0 == Some(top_name) {
+                        match members.get(j).filter(|m| m.parent == i) {
+                            None => w += 1,
+                            Some(member) => match member.cmp_name(paths[w].1) {
+                                Ordering::Less => j += 1,
+                                Ordering::Greater => w += 1,
+                                Ordering::Equal => {
+                                    found[w] = Some(member.value);
+                                    w += 1;
+                                    j += 1;
+                                }
+                            },
+                        }
+                    }
+                    i = next_top(i);
+                }
+            }
         }
+        found
     }
 }
 
@@ -843,6 +943,61 @@ mod tests {
             prop_assert!(check(&canonical).is_ok());
             let edited = edits.iter().fold(canonical, |b, &(op, at, with)| mutate(&b, op, at, with));
             prop_assert_eq!(check(&edited).is_ok(), reparses_to_itself(&edited), "{:?}", String::from_utf8_lossy(&edited));
+        }
+
+        /// `lookup` finds in one walk what `get` finds path by path, on objects whose names
+        /// often are the looked-up ones, sort among them, or need escapes or UTF-16 order.
+        #[test]
+        fn lookup_agrees_with_get(
+            value in prop::collection::btree_map(
+                "a|ab|b|c|d|\\u{1}|\"|\u{e9}|\u{e000}|\u{1F600}",
+                prop_oneof![
+                    Just(json!("s")),
+                    Just(json!("t\\n")),
+                    any::<bool>().prop_map(Value::Bool),
+                    Just(json!(1)),
+                    Just(json!(["x"])),
+                    prop::collection::btree_map(
+                        "a|ab|b|c|\u{1}|\u{e9}",
+                        prop_oneof![Just(json!("u")), any::<bool>().prop_map(Value::Bool), Just(json!({"a": "v"}))],
+                        0..5,
+                    ).prop_map(|m| Value::Object(m.into_iter().collect())),
+                ],
+                0..7,
+            ),
+            picks in prop::collection::vec(any::<bool>(), 20),
+        ) {
+            let bytes = to_vec(&Value::Object(value.into_iter().collect()));
+            let outline = check(&bytes).unwrap();
+            // Every path over these names, in lookup order; `picks` keeps a subset.
+            let names = ["a", "ab", "b", "c", "d"];
+            let mut all: Vec<MemberPath<'_>> = Vec::new();
+            for top in names {
+                all.push((None, top));
+                all.extend(names.iter().map(|&name| (Some(top), name)));
+            }
+            let paths: Vec<MemberPath<'_>> = all
+                .iter()
+                .zip(picks.iter().cycle())
+                .filter(|&(_, &keep)| keep)
+                .map(|(&path, _)| path)
+                .take(8)
+                .collect();
+            let mut fixed = [(None, ""); 8];
+            let n = paths.len();
+            fixed[..n].copy_from_slice(&paths);
+            // Pad with paths past every name, which must come back absent.
+            for (k, slot) in fixed[n..].iter_mut().enumerate() {
+                *slot = (None, ["z", "za", "zb", "zc", "zd", "ze", "zf", "zg"][k]);
+            }
+            let got = outline.lookup(&fixed);
+            for (path, got) in fixed.iter().zip(got) {
+                let pointer = match path {
+                    (None, name) => format!("/{name}"),
+                    (Some(parent), name) => format!("/{parent}/{name}"),
+                };
+                prop_assert_eq!(got, outline.get(&pointer), "{}", pointer);
+            }
         }
 
         /// The outline gives what member lookups on the parsed tree give.

@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 
+use super::jcs::{MemberPath, Noted};
 use super::leaf::{Leaf, parse_micros};
 
 /// The analysis columns of one row (contract: docs/bundle-format.md). `S` is the text type:
@@ -50,6 +51,27 @@ pub struct Projection<S = String> {
     /// `event.emergency`.
     pub emergency: Option<bool>,
 }
+
+/// The event fields a row projects, in the order [`lookup`](super::jcs::Outline::lookup) walks them (by top-level
+/// name, a member before its value's members). `matches` and `of_with` destructure the lookup's
+/// answer in this order.
+const FIELDS: [MemberPath<'static>; 15] = [
+    (Some("action"), "category"),
+    (Some("action"), "name"),
+    (Some("actor"), "id"),
+    (Some("actor"), "kind"),
+    (Some("actor"), "on_behalf_of"),
+    (None, "channel"),
+    (None, "emergency"),
+    (None, "event_id"),
+    (None, "occurred_at"),
+    (None, "reason"),
+    (None, "request_id"),
+    (Some("resource"), "environment"),
+    (Some("resource"), "id"),
+    (Some("reviewer"), "id"),
+    (None, "type"),
+];
 
 /// A row's columns, borrowed.
 pub type ProjectionRef<'a> = Projection<&'a str>;
@@ -111,21 +133,41 @@ impl Projection {
     /// with every column compared where the leaf holds it and no string built (`verify` asks
     /// this of every row). A required field missing or malformed gives `of`'s error.
     pub fn matches(leaf: &Leaf<'_>, row: &ProjectionRef<'_>) -> Result<bool, ProjectionError> {
-        let e = &leaf.fields;
-        let text = |field: &str, want: &str| e.str(field).map(|v| v == want);
-        let opt = |field: &str, want: Option<&str>| e.str(field).as_deref() == want;
+        let [
+            action_category,
+            action_name,
+            actor_id,
+            actor_kind,
+            on_behalf_of,
+            channel,
+            emergency,
+            event_id,
+            occurred_at,
+            reason,
+            request_id,
+            environment,
+            resource_id,
+            reviewer_id,
+            event_type,
+        ] = leaf.fields.lookup(&FIELDS);
+        let text = |found: Option<Noted<'_>>, want: &str| found?.str().map(|v| v == want);
+        let opt = |found: Option<Noted<'_>>, want: Option<&str>| {
+            found.and_then(Noted::str).as_deref() == want
+        };
         let required = [
-            text("/event_id", row.event_id),
-            text("/type", row.event_type),
-            text("/request_id", row.request_id),
-            text("/actor/id", row.actor_id),
-            text("/actor/kind", row.actor_kind),
-            text("/action/name", row.action_name),
-            text("/action/category", row.action_category),
-            text("/resource/id", row.resource_id),
-            text("/resource/environment", row.environment),
+            text(event_id, row.event_id),
+            text(event_type, row.event_type),
+            text(request_id, row.request_id),
+            text(actor_id, row.actor_id),
+            text(actor_kind, row.actor_kind),
+            text(action_name, row.action_name),
+            text(action_category, row.action_category),
+            text(resource_id, row.resource_id),
+            text(environment, row.environment),
         ];
-        let occurred_at = e.str("/occurred_at").and_then(|t| parse_micros(&t));
+        let occurred_at = occurred_at
+            .and_then(Noted::str)
+            .and_then(|t| parse_micros(&t));
         if occurred_at.is_none() || required.contains(&None) {
             // Cold: the error `of` gives (the first bad field in its order).
             return Self::of(leaf).map(|p| p.view() == *row);
@@ -135,11 +177,11 @@ impl Projection {
             && occurred_at == Some(row.occurred_at)
             && row.ingested_at == leaf.ingested_micros
             && row.source == leaf.source
-            && opt("/actor/on_behalf_of", row.on_behalf_of)
-            && opt("/reviewer/id", row.reviewer_id)
-            && opt("/channel", row.channel)
-            && opt("/reason", row.reason)
-            && e.bool("/emergency") == row.emergency)
+            && opt(on_behalf_of, row.on_behalf_of)
+            && opt(reviewer_id, row.reviewer_id)
+            && opt(channel, row.channel)
+            && opt(reason, row.reason)
+            && emergency.and_then(Noted::bool) == row.emergency)
     }
 
     /// Projects a parsed leaf (its event's fields were outlined by the parse: no JSON tree).
@@ -161,36 +203,54 @@ impl<S> Projection<S> {
         leaf: &Leaf<'a>,
         text: impl Fn(Cow<'a, str>) -> S,
     ) -> Result<Self, ProjectionError> {
-        let e = &leaf.fields;
+        let [
+            action_category,
+            action_name,
+            actor_id,
+            actor_kind,
+            on_behalf_of,
+            channel,
+            emergency,
+            event_id,
+            occurred_at,
+            reason,
+            request_id,
+            environment,
+            resource_id,
+            reviewer_id,
+            event_type,
+        ] = leaf.fields.lookup(&FIELDS);
         let index = leaf.index;
-        let opt = |field: &str| e.str(field).map(&text);
-        let req = |field: &'static str| opt(field).ok_or(ProjectionError { index, field });
-        let occurred_at =
-            e.str("/occurred_at")
-                .and_then(|t| parse_micros(&t))
-                .ok_or(ProjectionError {
-                    index,
-                    field: "/occurred_at",
-                })?;
+        let opt = |found: Option<Noted<'a>>| found.and_then(Noted::str).map(&text);
+        let req = |found: Option<Noted<'a>>, field: &'static str| {
+            opt(found).ok_or(ProjectionError { index, field })
+        };
+        let occurred_at = occurred_at
+            .and_then(Noted::str)
+            .and_then(|t| parse_micros(&t))
+            .ok_or(ProjectionError {
+                index,
+                field: "/occurred_at",
+            })?;
         Ok(Self {
             index,
-            event_id: req("/event_id")?,
-            event_type: req("/type")?,
-            request_id: req("/request_id")?,
+            event_id: req(event_id, "/event_id")?,
+            event_type: req(event_type, "/type")?,
+            request_id: req(request_id, "/request_id")?,
             source: text(leaf.source.clone()),
             occurred_at,
             ingested_at: leaf.ingested_micros,
-            actor_id: req("/actor/id")?,
-            actor_kind: req("/actor/kind")?,
-            on_behalf_of: opt("/actor/on_behalf_of"),
-            reviewer_id: opt("/reviewer/id"),
-            action_name: req("/action/name")?,
-            action_category: req("/action/category")?,
-            resource_id: req("/resource/id")?,
-            environment: req("/resource/environment")?,
-            channel: opt("/channel"),
-            reason: opt("/reason"),
-            emergency: e.bool("/emergency"),
+            actor_id: req(actor_id, "/actor/id")?,
+            actor_kind: req(actor_kind, "/actor/kind")?,
+            on_behalf_of: opt(on_behalf_of),
+            reviewer_id: opt(reviewer_id),
+            action_name: req(action_name, "/action/name")?,
+            action_category: req(action_category, "/action/category")?,
+            resource_id: req(resource_id, "/resource/id")?,
+            environment: req(environment, "/resource/environment")?,
+            channel: opt(channel),
+            reason: opt(reason),
+            emergency: emergency.and_then(Noted::bool),
         })
     }
 }
