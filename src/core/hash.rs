@@ -114,23 +114,36 @@ pub fn from_hex(text: &str) -> Option<Hash> {
     Some(out)
 }
 
-/// Parses exactly 64 lowercase hex digits, the form [`to_hex`] writes, into a hash.
+/// The value of each lowercase hex digit; `0xFF` for every other byte.
+static LOWER_HEX: [u8; 256] = {
+    let mut table = [0xFF; 256];
+    let mut i = 0;
+    while i < 16 {
+        table[b"0123456789abcdef"[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Parses exactly 64 lowercase hex digits, the form [`to_hex`] writes, into a hash. One table
+/// lookup per digit and one check at the end (a bad digit's `0xFF` sets high bits no digit has).
 #[must_use]
 pub fn from_lower_hex(text: &str) -> Option<Hash> {
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
     let text = text.as_bytes();
     if text.len() != 64 {
         return None;
     }
     let mut out = [0u8; 32];
+    let mut bad = 0;
     for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        *byte = (digit(pair[0])? << 4) | digit(pair[1])?;
+        let (high, low) = (
+            LOWER_HEX[usize::from(pair[0])],
+            LOWER_HEX[usize::from(pair[1])],
+        );
+        bad |= high | low;
+        *byte = (high << 4) | low;
     }
-    Some(out)
+    (bad < 16).then_some(out)
 }
 
 #[cfg(test)]
@@ -147,5 +160,25 @@ mod tests {
         assert_eq!(from_lower_hex(&to_hex(&h).to_uppercase()), None);
         assert_eq!(from_lower_hex(&to_hex(&h)[1..]), None);
         assert_eq!(from_lower_hex(&format!("{}g", &to_hex(&h)[1..])), None);
+    }
+
+    /// Every byte in every digit's place: accepted exactly when it is a lowercase hex digit,
+    /// and then read as `hex` reads it.
+    #[test]
+    fn lower_hex_takes_each_digit_and_refuses_every_other_byte() {
+        let base = to_hex(&std::array::from_fn(|i| (i * 37 + 5) as u8));
+        for at in [0, 1, 30, 63] {
+            for b in 0..=255u8 {
+                let mut text = base.clone().into_bytes();
+                text[at] = b;
+                let Ok(text) = String::from_utf8(text) else {
+                    continue;
+                };
+                let want = b"0123456789abcdef"
+                    .contains(&b)
+                    .then(|| hex::decode(&text).unwrap().try_into().unwrap());
+                assert_eq!(from_lower_hex(&text), want, "byte {b:#x} at {at}");
+            }
+        }
     }
 }
