@@ -4,10 +4,11 @@
 //! thread.
 //!
 //! Scoped threads per chunk rather than a pool crate: a chunk is thousands of rows (milliseconds
-//! of work), so starting a thread per core per chunk costs well under 1 %.
+//! of work), so starting a thread per core per chunk costs well under 1 %. [`ordered`] is the
+//! streaming form: a source, workers and an in-order consumer, each on threads of their own.
 
 /// Threads to use: `available_parallelism`, at most 16.
-fn threads() -> usize {
+pub fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
 }
 
@@ -54,6 +55,84 @@ pub fn map_parts<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(Vec<T>) -> R + 
     })
 }
 
+/// A three-stage pipeline: `source` produces items (calling the `emit` it is given for each),
+/// `workers` threads each take the next item and compute `work` on it, and the calling thread
+/// gets each item with its result through `apply`, in the order they were emitted. A worker takes
+/// a whole item and never waits for another, so a core is idle only when no item is ready. `emit`
+/// holds the source back while `workers + 2` items are out (one per worker, one waiting, one
+/// being applied), so memory stays bounded whatever order the workers finish in.
+///
+/// Applied items go back to the source's thread and are dropped there on its next `emit`: for
+/// buffers the source allocated, the allocator's fast path (a buffer freed on another thread
+/// takes its cross-thread path). Returns what `source` returns; if the caller's side stops early
+/// (`apply` panics), `emit` stops waiting and the panic comes out of the scope.
+pub fn ordered<T, R, S>(
+    workers: usize,
+    source: impl FnOnce(&mut dyn FnMut(T)) -> S + Send,
+    work: impl Fn(&T) -> R + Sync,
+    mut apply: impl FnMut(&T, R),
+) -> S
+where
+    T: Send,
+    R: Send,
+    S: Send,
+{
+    use std::sync::mpsc;
+    let workers = workers.max(1);
+    let in_flight = workers + 2;
+    let (send, items) = mpsc::sync_channel::<(usize, T)>(1);
+    // Workers take turns at the one receiver; the lock is held only to take the next item.
+    let items = std::sync::Mutex::new(items);
+    let (spent, to_free) = mpsc::channel::<T>();
+    let (done, to_apply) = mpsc::channel::<(usize, T, R)>();
+    std::thread::scope(|s| {
+        let producer = s.spawn(move || {
+            let (mut sent, mut freed) = (0usize, 0usize);
+            source(&mut |item| {
+                freed += to_free.try_iter().map(drop).count();
+                while sent - freed >= in_flight {
+                    match to_free.recv() {
+                        Ok(item) => drop(item),
+                        // The consumer stopped: let the source run out.
+                        Err(_) => break,
+                    }
+                    freed += 1;
+                }
+                let _ = send.send((sent, item));
+                sent += 1;
+            })
+        });
+        for _ in 0..workers {
+            let (items, done, work) = (&items, done.clone(), &work);
+            s.spawn(move || {
+                loop {
+                    let next = items.lock().map(|items| items.recv());
+                    let Ok(Ok((n, item))) = next else { return };
+                    let result = work(&item);
+                    if done.send((n, item, result)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done);
+        // Items come back in any order; they are applied in emitted order.
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut next = 0;
+        for (n, item, result) in to_apply {
+            waiting.insert(n, (item, result));
+            while let Some((item, result)) = waiting.remove(&next) {
+                apply(&item, result);
+                next += 1;
+                // Once the source has finished, the last items are dropped here instead.
+                let _ = spent.send(item);
+            }
+        }
+        drop(spent);
+        producer.join().expect("pipeline source thread panicked")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -67,6 +146,70 @@ mod tests {
             let parts = super::map_parts(items, |part| part);
             assert!(parts.len() <= super::threads().max(1), "{n}");
             assert_eq!(parts.concat(), (0..n as u64).collect::<Vec<_>>(), "{n}");
+        }
+    }
+
+    /// Items are applied in emitted order even when a later one finishes first (item 0's work
+    /// waits for item 1's), with their own results, and the source is held to `workers + 2`
+    /// items out.
+    #[test]
+    fn ordered_applies_in_order_and_bounds_what_is_out() {
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (one_done, wait_for_one) = std::sync::mpsc::channel::<()>();
+        let (one_done, wait_for_one) = (Mutex::new(one_done), Mutex::new(wait_for_one));
+        let (emitted, applied, most_out) = (
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        );
+        let mut order = Vec::new();
+        let ended = super::ordered(
+            2,
+            |emit| {
+                for i in 0..100usize {
+                    emit(i);
+                    let out =
+                        emitted.fetch_add(1, Ordering::SeqCst) + 1 - applied.load(Ordering::SeqCst);
+                    most_out.fetch_max(out, Ordering::SeqCst);
+                }
+                "source ended"
+            },
+            |&i| {
+                match i {
+                    0 => wait_for_one.lock().unwrap().recv().unwrap(),
+                    1 => one_done.lock().unwrap().send(()).unwrap(),
+                    _ => {}
+                }
+                i * 3
+            },
+            |&i, tripled| {
+                assert_eq!(tripled, i * 3);
+                order.push(i);
+                applied.fetch_add(1, Ordering::SeqCst);
+            },
+        );
+        assert_eq!(ended, "source ended");
+        assert_eq!(order, (0..100).collect::<Vec<_>>());
+        // Counted after `emit` returned, so one more than the bound can show as out.
+        assert!(most_out.load(Ordering::SeqCst) <= 2 + 2 + 1);
+    }
+
+    /// One worker, and more workers than items: everything applied once, in order.
+    #[test]
+    fn ordered_with_one_worker_and_with_idle_workers() {
+        for (workers, n) in [(1, 50usize), (8, 3), (3, 0)] {
+            let mut order = Vec::new();
+            super::ordered(
+                workers,
+                |emit| (0..n).for_each(|i| emit(i)),
+                |&i| i + 1,
+                |&i, r| {
+                    assert_eq!(r, i + 1);
+                    order.push(i);
+                },
+            );
+            assert_eq!(order, (0..n).collect::<Vec<_>>(), "{workers} workers");
         }
     }
 }

@@ -476,56 +476,40 @@ fn parse_source_keys(
 }
 
 /// Streams a row file through `checks`, calling `f` with each row and, if its leaf parsed, the
-/// leaf's `prev_leaf_hash`, in order. Three stages overlap, each on its own thread: one decodes
-/// the Parquet file a batch at a time; one has the per-row checks that need no order (leaf hash,
-/// parse, projections, origin signatures) run on every core; this one applies the rest (proof
-/// paths, chain, summary) in order, one batch behind. Rows are read in place from the decoded
-/// columns ([`RowBatch::row`]), never copied out. At most one batch waits between stages, so
-/// memory stays bounded.
+/// leaf's `prev_leaf_hash`, in order. A [`par::ordered`](crate::par::ordered) pipeline: one thread
+/// decodes the Parquet file a batch at a time; a worker per core takes the next whole batch and
+/// runs the per-row checks that need no order (leaf hash, parse, projections, origin
+/// signatures); this thread applies the rest (proof paths, chain, summary) in batch order. Rows
+/// are read in place from the decoded columns ([`RowBatch::row`]), never copied out, and only a
+/// few batches are out at once.
 fn check_file(
     path: &Path,
     inspector: &Inspector,
     checks: &mut RowChecks,
     mut f: impl FnMut(&RowRef<'_>, Option<Hash>),
 ) -> Result<u64, String> {
-    std::thread::scope(|s| {
-        let (send, batches) = std::sync::mpsc::sync_channel::<RowBatch>(1);
-        // Applied batches go back to the reader to be freed: the thread that allocated their
-        // buffers frees them on the allocator's fast path, where any other thread takes its
-        // cross-thread path.
-        let (spent, to_free) = std::sync::mpsc::channel::<RowBatch>();
-        let reader = s.spawn(move || {
-            // The receiver lives until this sender is dropped (unless the checks panic).
+    crate::par::ordered(
+        crate::par::threads(),
+        |emit| {
             bundle::read_batches(path, |batch| {
-                let _ = send.send(batch);
-                to_free.try_iter().for_each(drop);
+                emit(batch);
                 Ok(())
             })
             .map_err(|e| e.to_string())
-        });
-        let (inspected, to_apply) = std::sync::mpsc::sync_channel(1);
-        s.spawn(move || {
-            let mut rows: Vec<usize> = Vec::new();
-            for batch in batches {
-                rows.clear();
-                rows.extend(0..batch.len());
-                let found = crate::par::map(&rows, |&i| inspector.inspect(&batch.row(i)));
-                if inspected.send((batch, found)).is_err() {
-                    return;
-                }
-            }
-        });
-        for (batch, found) in to_apply {
+        },
+        |batch: &RowBatch| {
+            (0..batch.len())
+                .map(|i| inspector.inspect(&batch.row(i)))
+                .collect::<Vec<_>>()
+        },
+        |batch, found| {
             for (i, found) in found.into_iter().enumerate() {
                 let row = batch.row(i);
                 let prev_hash = checks.apply(&row, found);
                 f(&row, prev_hash);
             }
-            // After the reader has finished, the last batches are freed here.
-            let _ = spent.send(batch);
-        }
-        reader.join().expect("row reader thread panicked")
-    })
+        },
+    )
 }
 
 fn check_rows(
