@@ -202,7 +202,7 @@ mod tests {
             let mut order = Vec::new();
             super::ordered(
                 workers,
-                |emit| (0..n).for_each(|i| emit(i)),
+                |emit| (0..n).for_each(emit),
                 |&i| i + 1,
                 |&i, r| {
                     assert_eq!(r, i + 1);
