@@ -156,7 +156,7 @@ pub enum Source {
 }
 
 /// What an export needs from a log.
-trait LogReader {
+trait LogReader: Sync {
     /// The newest checkpoint note, verified, and the log's verifier key.
     fn head(&self) -> Result<(String, Checkpoint, VerifierKey), ExportError>;
     /// The first index below `size` whose `ingested_at` is at or after `micros`.
@@ -780,75 +780,81 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     let mut requests = Sorter::<String>::new(scratch, DEFAULT_BUDGET).map_err(fail)?;
     let writer = RowWriter::create(&dir.join(files::EVENTS))?;
     let mut controls = ControlCounts::new(&framework);
-    // Three stages overlap, each on its own thread: this one reads entries and proofs; a maker
-    // has rows made (parsed, projected, hashed) a chunk at a time on every core; a writer encodes
-    // and compresses them into events.parquet, in order. At most one chunk waits for the maker
-    // and two made chunks for the writer.
+    // The stages overlap, each on threads of its own (a `par::ordered` pipeline and a writer):
+    // one thread reads entries and proofs a chunk at a time; a worker per core takes the next
+    // whole chunk and makes its rows (parsed, projected, hashed, mapped) into an Arrow batch;
+    // this thread reads each made batch back in order for the sorts and counts; a writer encodes
+    // and compresses the batches into events.parquet, in order. A few chunks are out at once and
+    // at most two made batches wait for the writer, so memory stays bounded.
     let events = std::thread::scope(|s| -> Result<u64, ExportError> {
-        let (send, made_chunks) = std::sync::mpsc::sync_channel::<Vec<RecordBatch>>(2);
+        let (send, made_batches) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
         let writing = s.spawn(move || -> Result<u64, ExportError> {
             let mut writer = writer;
-            for batch in made_chunks.iter().flatten() {
+            for batch in made_batches {
                 writer.write_batch(&batch)?;
             }
             Ok(writer.finish()?)
         });
-        // The maker: each chunk's rows made on every core, then read back for the sorts and
-        // counts, while this thread reads the next chunk's entries and proofs.
-        let (to_make, unmade_chunks) = std::sync::mpsc::sync_channel::<Vec<Unmade>>(1);
-        let (summary, controls, requests, progress, framework) = (
-            &mut summary,
-            &mut controls,
-            &mut requests,
-            &progress,
-            &framework,
-        );
-        let making = s.spawn(move || -> Result<(), ExportError> {
-            for chunk in unmade_chunks {
-                let made = make_batches(chunk, framework, files::EVENTS)?;
-                let rows = for_each_made(&made, files::EVENTS, |row| {
-                    summary.add(&row.projection, true).map_err(fail)?;
-                    controls.add(row.controls.iter());
-                    // Context rows are earlier entries of the period's requests: a period from
-                    // entry 0 has none, so its request ids need not be sorted.
-                    if range.start > 0 {
-                        requests
-                            .push(row.projection.request_id.to_owned())
-                            .map_err(fail)?;
+        // The first error of the making or the in-order stage; they stop the pipeline.
+        let mut failed = None;
+        let log = &*log;
+        let read = crate::par::ordered(
+            crate::par::threads(),
+            |emit| {
+                let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+                // `emit` fails only if the stages below stopped; their error is reported below.
+                let mut emit = |chunk| emit(chunk).then_some(()).ok_or(ExportError::StageStopped);
+                log.rows(range.start, range.end, size, &mut |index, leaf, proof| {
+                    chunk.push((index, leaf, proof));
+                    if chunk.len() == CHUNK_ROWS {
+                        emit(std::mem::replace(
+                            &mut chunk,
+                            Vec::with_capacity(CHUNK_ROWS),
+                        ))?;
                     }
                     Ok(())
-                })?;
-                progress.inc(rows);
-                // The writer hung up only if it failed; its error is reported below.
-                send.send(made).map_err(|_| ExportError::StageStopped)?;
-            }
-            Ok(())
-        });
-        let mut chunk = Vec::with_capacity(CHUNK_ROWS);
-        // The maker hung up only if it (or the writer) failed; that error is reported below.
-        let hung_up = |_| ExportError::StageStopped;
-        let read = log
-            .rows(range.start, range.end, size, &mut |index, leaf, proof| {
-                chunk.push((index, leaf, proof));
-                if chunk.len() == CHUNK_ROWS {
-                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
-                    to_make.send(full).map_err(hung_up)?;
-                }
-                Ok(())
-            })
-            .and_then(|()| to_make.send(chunk).map_err(hung_up));
-        // The maker ends when this sender is gone, and the writer when the maker is.
-        drop(to_make);
-        let made = making.join().expect("row maker thread panicked");
+                })
+                .and_then(|()| {
+                    if chunk.is_empty() {
+                        Ok(())
+                    } else {
+                        emit(chunk)
+                    }
+                })
+            },
+            |chunk: &Vec<Unmade>| make_batch(chunk, &framework, files::EVENTS),
+            |_, made| {
+                let applied = made.and_then(|batch| {
+                    let rows = for_each_made(std::slice::from_ref(&batch), files::EVENTS, |row| {
+                        summary.add(&row.projection, true).map_err(fail)?;
+                        controls.add(row.controls.iter());
+                        // Context rows are earlier entries of the period's requests: a period
+                        // from entry 0 has none, so its request ids need not be sorted.
+                        if range.start > 0 {
+                            requests
+                                .push(row.projection.request_id.to_owned())
+                                .map_err(fail)?;
+                        }
+                        Ok(())
+                    })?;
+                    progress.inc(rows);
+                    // The writer hung up only if it failed; its error is reported below.
+                    send.send(batch).map_err(|_| ExportError::StageStopped)
+                });
+                applied.map_err(|e| failed = Some(e)).is_ok()
+            },
+        );
+        // The writer ends when this sender is gone.
+        drop(send);
         let written = writing.join().expect("events writer thread panicked");
         // The first real error: a send fails only because the next stage stopped on its own.
-        // The maker's own error first: it is about a chunk the reader had already passed.
+        // The making's own error first: it is about a chunk the reader had already passed.
         let stopped = |e: &ExportError| matches!(e, ExportError::StageStopped);
-        match (read, made, written) {
-            (_, Err(e), _) if !stopped(&e) => Err(e),
+        match (read, failed, written) {
+            (_, Some(e), _) if !stopped(&e) => Err(e),
             (Err(e), _, _) if !stopped(&e) => Err(e),
-            (_, _, Err(e)) | (_, Err(e), _) | (Err(e), _, _) => Err(e),
-            (Ok(()), Ok(()), Ok(rows)) => Ok(rows),
+            (_, _, Err(e)) | (_, Some(e), _) | (Err(e), _, _) => Err(e),
+            (Ok(()), None, Ok(rows)) => Ok(rows),
         }
     })?;
     progress.finish_and_clear();

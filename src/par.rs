@@ -64,27 +64,33 @@ pub fn map_parts<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(Vec<T>) -> R + 
 ///
 /// Applied items go back to the source's thread and are dropped there on its next `emit`: for
 /// buffers the source allocated, the allocator's fast path (a buffer freed on another thread
-/// takes its cross-thread path). Returns what `source` returns; if the caller's side stops early
-/// (`apply` panics), `emit` stops waiting and the panic comes out of the scope.
+/// takes its cross-thread path).
+///
+/// Stopping early: `apply` returns `false` to stop; from then on `emit` returns `false` (the
+/// source should stop) and nothing more is applied. A panic in `work` is carried to the calling
+/// thread and resumed there in the item's turn; every thread then stops, so the panic comes out
+/// of this call instead of hanging it. Returns what `source` returns.
 pub fn ordered<T, R, S>(
     workers: usize,
-    source: impl FnOnce(&mut dyn FnMut(T)) -> S + Send,
+    source: impl FnOnce(&mut dyn FnMut(T) -> bool) -> S + Send,
     work: impl Fn(&T) -> R + Sync,
-    mut apply: impl FnMut(&T, R),
+    mut apply: impl FnMut(&T, R) -> bool,
 ) -> S
 where
     T: Send,
     R: Send,
     S: Send,
 {
-    use std::sync::mpsc;
+    use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+    use std::sync::{Arc, Mutex, mpsc};
     let workers = workers.max(1);
     let in_flight = workers + 2;
     let (send, items) = mpsc::sync_channel::<(usize, T)>(1);
-    // Workers take turns at the one receiver; the lock is held only to take the next item.
-    let items = std::sync::Mutex::new(items);
+    // Workers take turns at the one receiver (the lock is held only to take the next item). It
+    // goes when the last worker does, so a source whose items nobody takes sees `emit` fail.
+    let items = Arc::new(Mutex::new(items));
     let (spent, to_free) = mpsc::channel::<T>();
-    let (done, to_apply) = mpsc::channel::<(usize, T, R)>();
+    let (done, to_apply) = mpsc::channel();
     std::thread::scope(|s| {
         let producer = s.spawn(move || {
             let (mut sent, mut freed) = (0usize, 0usize);
@@ -93,42 +99,48 @@ where
                 while sent - freed >= in_flight {
                     match to_free.recv() {
                         Ok(item) => drop(item),
-                        // The consumer stopped: let the source run out.
-                        Err(_) => break,
+                        // The caller's side stopped.
+                        Err(_) => return false,
                     }
                     freed += 1;
                 }
-                let _ = send.send((sent, item));
+                let taken = send.send((sent, item)).is_ok();
                 sent += 1;
+                taken
             })
         });
         for _ in 0..workers {
-            let (items, done, work) = (&items, done.clone(), &work);
+            let (items, done, work) = (Arc::clone(&items), done.clone(), &work);
             s.spawn(move || {
                 loop {
                     let next = items.lock().map(|items| items.recv());
                     let Ok(Ok((n, item))) = next else { return };
-                    let result = work(&item);
-                    if done.send((n, item, result)).is_err() {
+                    let result = catch_unwind(AssertUnwindSafe(|| work(&item)));
+                    let panicked = result.is_err();
+                    if done.send((n, item, result)).is_err() || panicked {
                         return;
                     }
                 }
             });
         }
-        drop(done);
+        drop((items, done));
         // Items come back in any order; they are applied in emitted order.
         let mut waiting = std::collections::BTreeMap::new();
         let mut next = 0;
-        for (n, item, result) in to_apply {
+        'apply: for (n, item, result) in to_apply {
             waiting.insert(n, (item, result));
             while let Some((item, result)) = waiting.remove(&next) {
-                apply(&item, result);
+                let go_on = apply(&item, result.unwrap_or_else(|panic| resume_unwind(panic)));
                 next += 1;
                 // Once the source has finished, the last items are dropped here instead.
                 let _ = spent.send(item);
+                if !go_on {
+                    break 'apply;
+                }
             }
         }
-        drop(spent);
+        // Dropping these lets every other thread end: workers' sends and the source's wait fail.
+        drop((spent, waiting));
         producer.join().expect("pipeline source thread panicked")
     })
 }
@@ -168,7 +180,7 @@ mod tests {
             2,
             |emit| {
                 for i in 0..100usize {
-                    emit(i);
+                    assert!(emit(i));
                     let out =
                         emitted.fetch_add(1, Ordering::SeqCst) + 1 - applied.load(Ordering::SeqCst);
                     most_out.fetch_max(out, Ordering::SeqCst);
@@ -187,6 +199,7 @@ mod tests {
                 assert_eq!(tripled, i * 3);
                 order.push(i);
                 applied.fetch_add(1, Ordering::SeqCst);
+                true
             },
         );
         assert_eq!(ended, "source ended");
@@ -202,14 +215,57 @@ mod tests {
             let mut order = Vec::new();
             super::ordered(
                 workers,
-                |emit| (0..n).for_each(emit),
+                |emit| (0..n).for_each(|i| assert!(emit(i))),
                 |&i| i + 1,
                 |&i, r| {
                     assert_eq!(r, i + 1);
                     order.push(i);
+                    true
                 },
             );
             assert_eq!(order, (0..n).collect::<Vec<_>>(), "{workers} workers");
         }
+    }
+
+    /// `apply` stopping: nothing after that item is applied, and the source is told (its `emit`
+    /// fails) and can stop, with every thread ended.
+    #[test]
+    fn ordered_stops_when_apply_says_so() {
+        let mut applied = Vec::new();
+        let emitted = super::ordered(
+            2,
+            |emit| (0..1_000usize).take_while(|&i| emit(i)).count(),
+            |&i| i,
+            |&i, _| {
+                applied.push(i);
+                i < 10
+            },
+        );
+        assert_eq!(applied, (0..=10).collect::<Vec<_>>());
+        assert!(emitted < 1_000, "the source ran on: {emitted}");
+    }
+
+    /// A panic in `work` comes out of the call (in its item's turn), instead of hanging it.
+    #[test]
+    fn ordered_carries_a_worker_panic_out() {
+        let mut applied = Vec::new();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::ordered(
+                2,
+                |emit| (0..1_000usize).take_while(|&i| emit(i)).count(),
+                |&i| assert!(i != 7, "item 7"),
+                |&i, ()| {
+                    applied.push(i);
+                    true
+                },
+            )
+        }));
+        let panic = result.expect_err("the worker's panic");
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str));
+        assert_eq!(message, Some("item 7"));
+        assert_eq!(applied, (0..7).collect::<Vec<_>>());
     }
 }
