@@ -229,13 +229,7 @@ impl Member<'_> {
         if self.escaped {
             return unescape(self.name).as_bytes().cmp(name.as_bytes());
         }
-        // Byte by byte rather than `<[u8]>::cmp`: names are short and mostly differ in their
-        // first byte, where a call to `memcmp` costs more than the comparison.
-        let (a, b) = (self.name.as_bytes(), name.as_bytes());
-        a.iter()
-            .zip(b)
-            .find(|(x, y)| x != y)
-            .map_or_else(|| a.len().cmp(&b.len()), |(x, y)| x.cmp(y))
+        cmp_bytes(self.name.as_bytes(), name.as_bytes())
     }
 }
 
@@ -597,19 +591,21 @@ impl<'a> Checker<'a> {
             self.depth_left += 1;
             return Ok(());
         }
-        let mut prev: Option<Text<'a>> = None;
+        // The previous name, and whether its bytes sort as its UTF-16 does ([`byte_ordered`]).
+        let mut prev: Option<(Text<'a>, bool)> = None;
         loop {
             let at = self.pos;
             if self.peek() != Some(b'"') {
                 return Err(self.unexpected());
             }
             let name = self.string()?;
+            let by_bytes = byte_ordered(&name);
             // Strictly increasing: sorted, and no name twice (a parse keeps the last, so the
             // bytes of a repeated name never come back).
-            if prev.is_some_and(|prev| !sorts_after(&name, &prev)) {
+            if prev.is_some_and(|prev| !sorts_after((&name, by_bytes), (&prev.0, prev.1))) {
                 return Err(CheckError::NotCanonical(at));
             }
-            prev = Some(name);
+            prev = Some((name, by_bytes));
             let (key, escaped) = (name.raw, name.escaped);
             if self.peek() != Some(b':') {
                 return Err(self.unexpected());
@@ -748,18 +744,32 @@ fn escape_len(b: &[u8], i: usize) -> Result<usize, CheckError> {
     }
 }
 
+/// Whether a raw name's UTF-8 bytes sort as its UTF-16 code units do (RFC 8785 3.2.3) against
+/// any other such name: true without escapes and without characters at or above U+E000 (UTF-8
+/// lead byte 0xEE).
+fn byte_ordered(name: &Text<'_>) -> bool {
+    !name.escaped && !name.raw.bytes().any(|b| b >= 0xEE)
+}
+
 /// Whether member name `key` sorts strictly after `prev` in UTF-16 code units (RFC 8785 3.2.3),
-/// both raw bodies. Without escapes or characters at or above U+E000 (UTF-8 lead byte 0xEE) the
-/// UTF-8 bytes sort in that order already.
-fn sorts_after(key: &Text<'_>, prev: &Text<'_>) -> bool {
-    let plain = |t: &Text<'_>| !t.escaped && !t.raw.bytes().any(|b| b >= 0xEE);
-    if plain(key) && plain(prev) {
-        return key.raw.as_bytes() > prev.raw.as_bytes();
+/// both raw bodies, each with its [`byte_ordered`].
+fn sorts_after((key, key_bytes): (&Text<'_>, bool), (prev, prev_bytes): (&Text<'_>, bool)) -> bool {
+    if key_bytes && prev_bytes {
+        return cmp_bytes(key.raw.as_bytes(), prev.raw.as_bytes()).is_gt();
     }
     unescape(key.raw)
         .encode_utf16()
         .cmp(unescape(prev.raw).encode_utf16())
         .is_gt()
+}
+
+/// `a.cmp(b)`, byte by byte rather than through `memcmp`: member names are short and mostly
+/// differ in their first bytes, where a call costs more than the comparison.
+fn cmp_bytes(a: &[u8], b: &[u8]) -> Ordering {
+    a.iter()
+        .zip(b)
+        .find(|(x, y)| x != y)
+        .map_or_else(|| a.len().cmp(&b.len()), |(x, y)| x.cmp(y))
 }
 
 #[cfg(test)]
