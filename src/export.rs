@@ -715,7 +715,7 @@ impl HashReader for MemoReader<'_> {
     }
 }
 
-/// Rows made in parallel per round.
+/// Rows per chunk: what a worker makes into one batch.
 const CHUNK_ROWS: usize = 4_096;
 
 /// Writes a bundle for `config.from..config.to` into `config.out`, all or nothing.

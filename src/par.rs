@@ -141,7 +141,10 @@ where
         }
         // Dropping these lets every other thread end: workers' sends and the source's wait fail.
         drop((spent, waiting));
-        producer.join().expect("pipeline source thread panicked")
+        // A panic of the source comes out as itself.
+        producer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
 }
 
@@ -206,6 +209,24 @@ mod tests {
         assert_eq!(order, (0..100).collect::<Vec<_>>());
         // Counted after `emit` returned, so one more than the bound can show as out.
         assert!(most_out.load(Ordering::SeqCst) <= 2 + 2 + 1);
+    }
+
+    /// A panic of the source comes out of the call as itself.
+    #[test]
+    fn ordered_carries_a_source_panic_out() {
+        let result = std::panic::catch_unwind(|| {
+            super::ordered(
+                2,
+                |emit| {
+                    emit(1usize);
+                    panic!("source broke")
+                },
+                |&i| i,
+                |_, _| true,
+            )
+        });
+        let panic = result.expect_err("the source's panic");
+        assert_eq!(panic.downcast_ref::<&str>().copied(), Some("source broke"));
     }
 
     /// One worker, and more workers than items: everything applied once, in order.

@@ -12,7 +12,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 
 use crate::bundle::{
-    self, ConsistencyFile, ControlCounts, Manifest, RowBatch, RowRef, SourceKeys, files,
+    self, BundleError, ConsistencyFile, ControlCounts, Manifest, RowBatch, RowRef, SourceKeys,
+    files,
 };
 use crate::core::controls::Framework;
 use crate::core::findings::Digest;
@@ -491,10 +492,17 @@ fn check_file(
     crate::par::ordered(
         crate::par::threads(),
         |emit| {
-            // `emit` fails only if the checks below stopped, which they do only by panicking.
+            // `emit` fails only if the checks below stopped, which they do only by panicking
+            // (that panic is what comes out): stop reading.
             bundle::read_batches(path, |batch| {
-                emit(batch);
-                Ok(())
+                if emit(batch) {
+                    Ok(())
+                } else {
+                    Err(BundleError::Format {
+                        path: path.display().to_string(),
+                        message: "row checks stopped".into(),
+                    })
+                }
             })
             .map_err(|e| e.to_string())
         },

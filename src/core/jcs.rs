@@ -238,7 +238,8 @@ impl Member<'_> {
 /// `/actor/id` without building a JSON tree. Empty if the value is not an object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outline<'a> {
-    /// In byte order, each top-level member before the members of its value.
+    /// In the order of the bytes, so in canonical order (names sorted by UTF-16 code units
+    /// within each object), each top-level member before the members of its value.
     members: Vec<Member<'a>>,
 }
 
@@ -646,6 +647,7 @@ impl<'a> Checker<'a> {
 
     /// A string at its opening quote. Canonical escapes only: `\"`, `\\`, the five short control
     /// escapes, and `\u00xx` (lowercase) for the other controls.
+    #[inline(always)]
     fn string(&mut self) -> Result<Text<'a>, CheckError> {
         let b = self.text.as_bytes();
         if b.get(self.pos) != Some(&b'"') {

@@ -52,26 +52,84 @@ pub struct Projection<S = String> {
     pub emergency: Option<bool>,
 }
 
-/// The event fields a row projects, in the order [`lookup`](super::jcs::Outline::lookup) walks them (by top-level
-/// name, a member before its value's members). `matches` and `of_with` destructure the lookup's
-/// answer in this order.
-const FIELDS: [MemberPath<'static>; 15] = [
-    (Some("action"), "category"),
-    (Some("action"), "name"),
-    (Some("actor"), "id"),
-    (Some("actor"), "kind"),
-    (Some("actor"), "on_behalf_of"),
-    (None, "channel"),
-    (None, "emergency"),
-    (None, "event_id"),
-    (None, "occurred_at"),
-    (None, "reason"),
-    (None, "request_id"),
-    (Some("resource"), "environment"),
-    (Some("resource"), "id"),
-    (Some("reviewer"), "id"),
-    (None, "type"),
-];
+/// The event fields a row projects, as the leaf's outline holds them (unchecked: a field may be
+/// absent or of another type).
+struct EventFields<'a> {
+    action_category: Option<Noted<'a>>,
+    action_name: Option<Noted<'a>>,
+    actor_id: Option<Noted<'a>>,
+    actor_kind: Option<Noted<'a>>,
+    on_behalf_of: Option<Noted<'a>>,
+    channel: Option<Noted<'a>>,
+    emergency: Option<Noted<'a>>,
+    event_id: Option<Noted<'a>>,
+    occurred_at: Option<Noted<'a>>,
+    reason: Option<Noted<'a>>,
+    request_id: Option<Noted<'a>>,
+    environment: Option<Noted<'a>>,
+    resource_id: Option<Noted<'a>>,
+    reviewer_id: Option<Noted<'a>>,
+    event_type: Option<Noted<'a>>,
+}
+
+impl<'a> EventFields<'a> {
+    /// All of them in one walk over the outline ([`lookup`](super::jcs::Outline::lookup)),
+    /// which takes the paths in the outline's order: by top-level name, a member before its
+    /// value's members. The pattern below names the answers in the same order as the paths.
+    fn of(leaf: &Leaf<'a>) -> Self {
+        const PATHS: [MemberPath<'static>; 15] = [
+            (Some("action"), "category"),
+            (Some("action"), "name"),
+            (Some("actor"), "id"),
+            (Some("actor"), "kind"),
+            (Some("actor"), "on_behalf_of"),
+            (None, "channel"),
+            (None, "emergency"),
+            (None, "event_id"),
+            (None, "occurred_at"),
+            (None, "reason"),
+            (None, "request_id"),
+            (Some("resource"), "environment"),
+            (Some("resource"), "id"),
+            (Some("reviewer"), "id"),
+            (None, "type"),
+        ];
+        let [
+            action_category,
+            action_name,
+            actor_id,
+            actor_kind,
+            on_behalf_of,
+            channel,
+            emergency,
+            event_id,
+            occurred_at,
+            reason,
+            request_id,
+            environment,
+            resource_id,
+            reviewer_id,
+            event_type,
+        ] = leaf.fields.lookup(&PATHS);
+        Self {
+            action_category,
+            action_name,
+            actor_id,
+            actor_kind,
+            on_behalf_of,
+            channel,
+            emergency,
+            event_id,
+            occurred_at,
+            reason,
+            request_id,
+            environment,
+            resource_id,
+            reviewer_id,
+            event_type,
+        }
+    }
+}
 
 /// A row's columns, borrowed.
 pub type ProjectionRef<'a> = Projection<&'a str>;
@@ -133,7 +191,7 @@ impl Projection {
     /// with every column compared where the leaf holds it and no string built (`verify` asks
     /// this of every row). A required field missing or malformed gives `of`'s error.
     pub fn matches(leaf: &Leaf<'_>, row: &ProjectionRef<'_>) -> Result<bool, ProjectionError> {
-        let [
+        let EventFields {
             action_category,
             action_name,
             actor_id,
@@ -149,7 +207,7 @@ impl Projection {
             resource_id,
             reviewer_id,
             event_type,
-        ] = leaf.fields.lookup(&FIELDS);
+        } = EventFields::of(leaf);
         let text = |found: Option<Noted<'_>>, want: &str| found?.str().map(|v| v == want);
         let opt = |found: Option<Noted<'_>>, want: Option<&str>| {
             found.and_then(Noted::str).as_deref() == want
@@ -203,7 +261,7 @@ impl<S> Projection<S> {
         leaf: &Leaf<'a>,
         text: impl Fn(Cow<'a, str>) -> S,
     ) -> Result<Self, ProjectionError> {
-        let [
+        let EventFields {
             action_category,
             action_name,
             actor_id,
@@ -219,7 +277,7 @@ impl<S> Projection<S> {
             resource_id,
             reviewer_id,
             event_type,
-        ] = leaf.fields.lookup(&FIELDS);
+        } = EventFields::of(leaf);
         let index = leaf.index;
         let opt = |found: Option<Noted<'a>>| found.and_then(Noted::str).map(&text);
         let req = |found: Option<Noted<'a>>, field: &'static str| {
