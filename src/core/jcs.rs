@@ -1001,7 +1001,11 @@ mod tests {
                     Just(json!(["x"])),
                     prop::collection::btree_map(
                         "a|ab|b|c|\u{1}|\u{e9}",
-                        prop_oneof![Just(json!("u")), any::<bool>().prop_map(Value::Bool), Just(json!({"a": "v"}))],
+                        prop_oneof![
+                            Just(json!("u")),
+                            any::<bool>().prop_map(Value::Bool),
+                            Just(json!({"a": "v"})),
+                        ],
                         0..5,
                     ).prop_map(|m| Value::Object(m.into_iter().collect())),
                 ],
