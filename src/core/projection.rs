@@ -191,39 +191,24 @@ impl Projection {
     /// with every column compared where the leaf holds it and no string built (`verify` asks
     /// this of every row). A required field missing or malformed gives `of`'s error.
     pub fn matches(leaf: &Leaf<'_>, row: &ProjectionRef<'_>) -> Result<bool, ProjectionError> {
-        let EventFields {
-            action_category,
-            action_name,
-            actor_id,
-            actor_kind,
-            on_behalf_of,
-            channel,
-            emergency,
-            event_id,
-            occurred_at,
-            reason,
-            request_id,
-            environment,
-            resource_id,
-            reviewer_id,
-            event_type,
-        } = EventFields::of(leaf);
+        let e = EventFields::of(leaf);
         let text = |found: Option<Noted<'_>>, want: &str| found?.str().map(|v| v == want);
         let opt = |found: Option<Noted<'_>>, want: Option<&str>| {
             found.and_then(Noted::str).as_deref() == want
         };
         let required = [
-            text(event_id, row.event_id),
-            text(event_type, row.event_type),
-            text(request_id, row.request_id),
-            text(actor_id, row.actor_id),
-            text(actor_kind, row.actor_kind),
-            text(action_name, row.action_name),
-            text(action_category, row.action_category),
-            text(resource_id, row.resource_id),
-            text(environment, row.environment),
+            text(e.event_id, row.event_id),
+            text(e.event_type, row.event_type),
+            text(e.request_id, row.request_id),
+            text(e.actor_id, row.actor_id),
+            text(e.actor_kind, row.actor_kind),
+            text(e.action_name, row.action_name),
+            text(e.action_category, row.action_category),
+            text(e.resource_id, row.resource_id),
+            text(e.environment, row.environment),
         ];
-        let occurred_at = occurred_at
+        let occurred_at = e
+            .occurred_at
             .and_then(Noted::str)
             .and_then(|t| parse_micros(&t));
         if occurred_at.is_none() || required.contains(&None) {
@@ -235,11 +220,11 @@ impl Projection {
             && occurred_at == Some(row.occurred_at)
             && row.ingested_at == leaf.ingested_micros
             && row.source == leaf.source
-            && opt(on_behalf_of, row.on_behalf_of)
-            && opt(reviewer_id, row.reviewer_id)
-            && opt(channel, row.channel)
-            && opt(reason, row.reason)
-            && emergency.and_then(Noted::bool) == row.emergency)
+            && opt(e.on_behalf_of, row.on_behalf_of)
+            && opt(e.reviewer_id, row.reviewer_id)
+            && opt(e.channel, row.channel)
+            && opt(e.reason, row.reason)
+            && e.emergency.and_then(Noted::bool) == row.emergency)
     }
 
     /// Projects a parsed leaf (its event's fields were outlined by the parse: no JSON tree).
@@ -261,29 +246,14 @@ impl<S> Projection<S> {
         leaf: &Leaf<'a>,
         text: impl Fn(Cow<'a, str>) -> S,
     ) -> Result<Self, ProjectionError> {
-        let EventFields {
-            action_category,
-            action_name,
-            actor_id,
-            actor_kind,
-            on_behalf_of,
-            channel,
-            emergency,
-            event_id,
-            occurred_at,
-            reason,
-            request_id,
-            environment,
-            resource_id,
-            reviewer_id,
-            event_type,
-        } = EventFields::of(leaf);
+        let e = EventFields::of(leaf);
         let index = leaf.index;
         let opt = |found: Option<Noted<'a>>| found.and_then(Noted::str).map(&text);
         let req = |found: Option<Noted<'a>>, field: &'static str| {
             opt(found).ok_or(ProjectionError { index, field })
         };
-        let occurred_at = occurred_at
+        let occurred_at = e
+            .occurred_at
             .and_then(Noted::str)
             .and_then(|t| parse_micros(&t))
             .ok_or(ProjectionError {
@@ -292,23 +262,23 @@ impl<S> Projection<S> {
             })?;
         Ok(Self {
             index,
-            event_id: req(event_id, "/event_id")?,
-            event_type: req(event_type, "/type")?,
-            request_id: req(request_id, "/request_id")?,
+            event_id: req(e.event_id, "/event_id")?,
+            event_type: req(e.event_type, "/type")?,
+            request_id: req(e.request_id, "/request_id")?,
             source: text(leaf.source.clone()),
             occurred_at,
             ingested_at: leaf.ingested_micros,
-            actor_id: req(actor_id, "/actor/id")?,
-            actor_kind: req(actor_kind, "/actor/kind")?,
-            on_behalf_of: opt(on_behalf_of),
-            reviewer_id: opt(reviewer_id),
-            action_name: req(action_name, "/action/name")?,
-            action_category: req(action_category, "/action/category")?,
-            resource_id: req(resource_id, "/resource/id")?,
-            environment: req(environment, "/resource/environment")?,
-            channel: opt(channel),
-            reason: opt(reason),
-            emergency: emergency.and_then(Noted::bool),
+            actor_id: req(e.actor_id, "/actor/id")?,
+            actor_kind: req(e.actor_kind, "/actor/kind")?,
+            on_behalf_of: opt(e.on_behalf_of),
+            reviewer_id: opt(e.reviewer_id),
+            action_name: req(e.action_name, "/action/name")?,
+            action_category: req(e.action_category, "/action/category")?,
+            resource_id: req(e.resource_id, "/resource/id")?,
+            environment: req(e.environment, "/resource/environment")?,
+            channel: opt(e.channel),
+            reason: opt(e.reason),
+            emergency: e.emergency.and_then(Noted::bool),
         })
     }
 }
