@@ -784,8 +784,8 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     // one thread reads entries and proofs a chunk at a time; a worker per core takes the next
     // whole chunk and makes its rows (parsed, projected, hashed, mapped) into an Arrow batch;
     // this thread reads each made batch back in order for the sorts and counts; a writer encodes
-    // and compresses the batches into events.parquet, in order. A few chunks are out at once and
-    // at most two made batches wait for the writer, so memory stays bounded.
+    // and compresses the batches into events.parquet, in order. At most `workers + 2` chunks are
+    // out and two made batches wait for the writer, so memory stays bounded.
     let events = std::thread::scope(|s| -> Result<u64, ExportError> {
         let (send, made_batches) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
         let writing = s.spawn(move || -> Result<u64, ExportError> {

@@ -1,30 +1,16 @@
-//! Order-keeping parallel maps over a slice or a vector, for the per-row work of export and
-//! verify: each row's parse, projections and hashes need nothing from its neighbours, so they run
-//! on every core while the order-dependent work (proof paths, chain, sorts, Parquet) stays on one
-//! thread.
+//! Order-keeping parallelism for the per-row work of export and verify: each row's parse,
+//! projections and hashes need nothing from its neighbours, so they run on every core while the
+//! order-dependent work (proof paths, chain, sorts, Parquet) stays on one thread.
 //!
-//! Scoped threads per chunk rather than a pool crate: a chunk is thousands of rows (milliseconds
-//! of work), so starting a thread per core per chunk costs well under 1 %. [`ordered`] is the
-//! streaming form: a source, workers and an in-order consumer, each on threads of their own.
+//! [`ordered`] streams: a source thread, a worker per core taking whole items (chunks of
+//! thousands of rows), and the calling thread applying results in order. [`map_parts`] splits
+//! one vector across the cores, for the few rows made outside the stream (a bundle's boundary
+//! rows). Scoped threads rather than a pool crate: an item is milliseconds of work, so a thread
+//! per core per call costs well under 1 %.
 
 /// Threads to use: `available_parallelism`, at most 16.
 pub fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
-}
-
-/// `items.iter().map(f)` on up to [`threads`] scoped threads, results in input order (they may
-/// borrow from `items`). Small inputs run on the calling thread.
-pub fn map<'a, T: Sync, R: Send>(items: &'a [T], f: impl Fn(&'a T) -> R + Sync) -> Vec<R> {
-    map_owned(items.iter().collect(), f)
-}
-
-/// `items.into_iter().map(f)` on up to [`threads`] scoped threads, results in input order: for
-/// an `f` that keeps its item (no copy of each). Small inputs run on the calling thread.
-pub fn map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    map_parts(items, |part| part.into_iter().map(&f).collect::<Vec<_>>())
-        .into_iter()
-        .flatten()
-        .collect()
 }
 
 /// `f` on each of up to [`threads`] consecutive, equal parts of `items`, on scoped threads; the
@@ -154,10 +140,6 @@ mod tests {
     fn keeps_order_on_every_path() {
         for n in [0usize, 1, 255, 256, 4_097, 10_000] {
             let items: Vec<u64> = (0..n as u64).collect();
-            let squares = super::map(&items, |i| i * i);
-            let want = items.iter().map(|i| i * i).collect::<Vec<_>>();
-            assert_eq!(squares, want, "{n}");
-            assert_eq!(super::map_owned(items.clone(), |i| i * i), want, "{n}");
             let parts = super::map_parts(items, |part| part);
             assert!(parts.len() <= super::threads().max(1), "{n}");
             assert_eq!(parts.concat(), (0..n as u64).collect::<Vec<_>>(), "{n}");
