@@ -275,6 +275,33 @@ pub struct Commit {
     pub meta: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+impl Commit {
+    /// About the bytes of its `WriteBatch` (keys, values, and per record a tag, a column family
+    /// id and two length varints): reserved up front, so a large batch is not copied each time
+    /// its buffer grows.
+    fn encoded_size_hint(&self) -> usize {
+        const PER_RECORD: usize = 8;
+        let entries: usize = self.entries.iter().map(|(_, leaf)| 8 + leaf.len()).sum();
+        let dedup: usize = self.dedup.iter().map(|(key, _)| key.len() + 48).sum();
+        let requests: usize = self.requests.iter().map(|(id, _)| id.len() + 9).sum();
+        let checkpoint = self.checkpoint.as_ref().map_or(0, |(_, note)| 8 + note.len());
+        let meta: usize = self.meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let records = self.entries.len()
+            + self.nodes.len()
+            + self.dedup.len()
+            + self.requests.len()
+            + self.meta.len()
+            + 1;
+        12 + entries
+            + self.nodes.len() * (9 + 32)
+            + dedup
+            + requests
+            + checkpoint
+            + meta
+            + records * PER_RECORD
+    }
+}
+
 /// An open data dir.
 pub struct Store {
     db: DB,
@@ -452,7 +479,7 @@ impl Store {
 
     /// Applies `commit` atomically and fsyncs the WAL before returning (group commit durability).
     pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
+        let mut batch = WriteBatch::with_capacity_bytes(commit.encoded_size_hint());
         let (entries, nodes, dedup, requests) = (
             self.cf(CF_ENTRIES),
             self.cf(CF_TREE),
