@@ -148,7 +148,7 @@ struct Committed {
 struct Job {
     source: Arc<str>,
     events: Vec<PreparedEvent>,
-    reply: oneshot::Sender<Result<Committed, SequencerError>>,
+    reply: Reply,
     /// Held until the job is answered: bounds accepted-but-uncommitted events.
     _permit: OwnedSemaphorePermit,
 }
@@ -514,11 +514,15 @@ struct Writer {
 }
 
 /// An event appended earlier in the batch being built.
-struct PendingEntry {
+struct PendingEntry<'a> {
     index: u64,
     leaf_hash: Hash,
-    digest: Hash,
+    /// Its canonical JSON, to compare a repeated `event_id`'s body with.
+    event: &'a [u8],
 }
+
+/// The answer channel of a job.
+type Reply = oneshot::Sender<Result<Committed, SequencerError>>;
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
@@ -581,22 +585,31 @@ impl Writer {
         let old_frontier: Vec<(NodeId, Hash)> = frontier.nodes().collect();
         let mut prev = self.state.last_leaf_hash;
         let mut commit = Commit::default();
-        let mut pending: HashMap<&[u8], PendingEntry> = HashMap::new();
-        let mut accepted: Vec<(Job, Vec<Placed>)> = Vec::with_capacity(jobs.len());
+        // The answer channels apart from the events, so that a job can be answered while later
+        // jobs still compare their events with its events (`pending` borrows them). The permits
+        // stay with the events until every job is answered.
+        let (mut replies, bodies): (Vec<Option<Reply>>, Vec<_>) = jobs
+            .into_iter()
+            .map(|job| (Some(job.reply), (job.source, job.events, job._permit)))
+            .unzip();
+        let mut pending: HashMap<&[u8], PendingEntry<'_>> = HashMap::new();
+        let mut accepted: Vec<(usize, Vec<Placed>)> = Vec::with_capacity(bodies.len());
         let mut key_iter = keys.iter().zip(stored);
 
-        for job in jobs {
-            let job_keys: Vec<_> = key_iter.by_ref().take(job.events.len()).collect();
-            let earlier_hashes = match self.check_job(&job, &job_keys, &pending) {
+        for (j, (source, events, _)) in bodies.iter().enumerate() {
+            let job_keys: Vec<_> = key_iter.by_ref().take(events.len()).collect();
+            let earlier_hashes = match self.check_job(events, &job_keys, &pending) {
                 Ok(hashes) => hashes,
                 Err(e) => {
-                    let _ = job.reply.send(Err(e));
+                    if let Some(reply) = replies[j].take() {
+                        let _ = reply.send(Err(e));
+                    }
                     continue;
                 }
             };
-            let mut placed = Vec::with_capacity(job.events.len());
+            let mut placed = Vec::with_capacity(events.len());
             for ((event, (key, stored)), earlier_hash) in
-                job.events.iter().zip(&job_keys).zip(earlier_hashes)
+                events.iter().zip(&job_keys).zip(earlier_hashes)
             {
                 if let (Some(record), Some(leaf_hash)) = (stored, earlier_hash) {
                     placed.push(Placed {
@@ -618,7 +631,7 @@ impl Writer {
                         &LeafHeader {
                             index,
                             ingested_at: &ingested_at,
-                            source: &job.source,
+                            source,
                             prev_leaf_hash: &prev,
                             origin_signature: event.origin_signature.as_ref(),
                         },
@@ -632,7 +645,7 @@ impl Writer {
                         PendingEntry {
                             index,
                             leaf_hash,
-                            digest: event.digest,
+                            event: &event.jcs,
                         },
                     );
                     commit.entries.push((index, leaf));
@@ -642,7 +655,6 @@ impl Writer {
                         DedupRecord {
                             index,
                             tree_size: 0, // set below, once the batch's size is known
-                            digest: event.digest,
                         },
                     ));
                     placed.push(Placed {
@@ -653,7 +665,7 @@ impl Writer {
                     });
                 }
             }
-            accepted.push((job, placed));
+            accepted.push((j, placed));
         }
 
         let size = frontier.size();
@@ -681,7 +693,8 @@ impl Writer {
             }
             commit.checkpoint = Some((size, note.clone()));
             if let Err(e) = self.store.commit(&commit) {
-                self.fail_batch(accepted, &e);
+                let replies = accepted.iter().filter_map(|(j, _)| replies[*j].take());
+                self.fail_batch(replies, &e);
                 return;
             }
             let checkpoint = Arc::new(Checkpoint {
@@ -700,43 +713,45 @@ impl Writer {
             (checkpoint, Arc::new(self.view(nodes)))
         };
 
-        for (job, placed) in accepted {
-            let _ = job.reply.send(Ok(Committed {
-                placed,
-                checkpoint: checkpoint.clone(),
-                view: view.clone(),
-            }));
+        for (j, placed) in accepted {
+            if let Some(reply) = replies[j].take() {
+                let _ = reply.send(Ok(Committed {
+                    placed,
+                    checkpoint: checkpoint.clone(),
+                    view: view.clone(),
+                }));
+            }
         }
     }
 
     /// Checks a job's events against earlier commits, earlier jobs of this batch and earlier
-    /// items of the job itself: one id with two bodies fails the whole job. Returns, per event, the
-    /// stored leaf hash of an earlier commit's entry (read now, so placing cannot fail halfway).
+    /// items of the job itself: one id with two bodies (canonical JSON compared byte for byte)
+    /// fails the whole job. Returns, per event, the stored leaf hash of an earlier commit's entry
+    /// (read now, so placing cannot fail halfway).
     fn check_job(
         &self,
-        job: &Job,
+        events: &[PreparedEvent],
         keys: &[(&Vec<u8>, Option<DedupRecord>)],
-        pending: &HashMap<&[u8], PendingEntry>,
+        pending: &HashMap<&[u8], PendingEntry<'_>>,
     ) -> Result<Vec<Option<Hash>>, SequencerError> {
-        let mut in_job: HashMap<&[u8], &Hash> = HashMap::new();
+        let mut in_job: HashMap<&[u8], &[u8]> = HashMap::new();
         let mut hashes = Vec::with_capacity(keys.len());
-        for (item, (event, (key, stored))) in job.events.iter().zip(keys).enumerate() {
-            let earlier = stored
-                .as_ref()
-                .map(|r| &r.digest)
-                .or_else(|| pending.get(key.as_slice()).map(|p| &p.digest))
-                .or_else(|| in_job.get(key.as_slice()).copied());
-            match earlier {
-                Some(digest) if *digest != event.digest => {
-                    return Err(SequencerError::Conflict {
-                        item,
-                        event_id: event.event_id.clone(),
-                    });
-                }
-                Some(_) => {}
-                None => {
-                    in_job.insert(key.as_slice(), &event.digest);
-                }
+        for (item, (event, (key, stored))) in events.iter().zip(keys).enumerate() {
+            let same = if let Some(record) = stored {
+                Some(self.stored_event_is(record.index, &event.jcs)?)
+            } else if let Some(entry) = pending.get(key.as_slice()) {
+                Some(entry.event == event.jcs.as_slice())
+            } else if let Some(earlier) = in_job.get(key.as_slice()) {
+                Some(*earlier == event.jcs.as_slice())
+            } else {
+                in_job.insert(key.as_slice(), &event.jcs);
+                None
+            };
+            if same == Some(false) {
+                return Err(SequencerError::Conflict {
+                    item,
+                    event_id: event.event_id.clone(),
+                });
             }
             hashes.push(match stored {
                 Some(record) => Some(self.store.read_hash(NodeId::covering(0, record.index))?),
@@ -746,6 +761,19 @@ impl Writer {
         Ok(hashes)
     }
 
+    /// Whether the stored entry at `index` holds the event `jcs` (an `event_id` seen before: the
+    /// idempotency record keeps only where it went, so the body is compared with the entry).
+    fn stored_event_is(&self, index: u64, jcs: &[u8]) -> Result<bool, SequencerError> {
+        let bytes = self.store.entry(index)?.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "entry {index}, named by an idempotency record, is missing"
+            ))
+        })?;
+        let leaf =
+            Leaf::parse(&bytes).map_err(|e| StoreError::Corrupt(format!("entry {index}: {e}")))?;
+        Ok(leaf.event == jcs)
+    }
+
     fn view(&self, nodes: NodeMap<Hash>) -> BatchView {
         BatchView {
             nodes,
@@ -753,12 +781,10 @@ impl Writer {
         }
     }
 
-    fn fail_batch(&mut self, accepted: Vec<(Job, Vec<Placed>)>, error: &StoreError) {
+    fn fail_batch(&mut self, replies: impl Iterator<Item = Reply>, error: &StoreError) {
         tracing::error!(error = %error, "commit failed; batch not acknowledged");
-        for (job, _) in accepted {
-            let _ = job
-                .reply
-                .send(Err(SequencerError::CommitFailed(error.to_string())));
+        for reply in replies {
+            let _ = reply.send(Err(SequencerError::CommitFailed(error.to_string())));
         }
         // The write may or may not have reached the WAL: carrying on could reuse indexes that a
         // later WAL replay gives to these events. Stop writing; a restart replays the WAL and the

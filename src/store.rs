@@ -11,15 +11,17 @@
 //! | `entries`     | index u64                             | leaf bytes                             |
 //! | `tree`        | last leaf covered u64, level u8       | 32-byte hash of that complete subtree  |
 //! | `checkpoints` | tree size u64                         | signed checkpoint note                 |
-//! | `dedup`       | source, 0x00, event_id                | index u64, tree size u64, digest[32]   |
+//! | `dedup`       | source, 0x00, event_id                | index u64, tree size u64               |
 //! | `requests`    | request_id, 0x00, index u64           | (empty)                                |
 //! | `sources`     | source name                           | credential record (see `auth`)         |
 //! | `auditors`    | auditor name                          | credential record (see `auth`)         |
 //! | `admins`      | admin name                            | credential record (see `auth`)         |
 //! | `meta`        | name                                  | value                                  |
 //!
-//! That is storage format 2. Format 1 keyed nodes `[level][index]` in `nodes`; [`Store::open`]
-//! upgrades it in place (`docs/architecture.md`, "RocksDB key layout").
+//! That is storage format 3. Format 2 had a BLAKE3 digest of the event after the tree size in
+//! `dedup` (read still; a writable open records format 3 and leaves the records as they are).
+//! Format 1 keyed nodes `[level][index]` in `nodes`; [`Store::open`] upgrades it in place
+//! (`docs/architecture.md`, "RocksDB key layout").
 
 use std::path::Path;
 
@@ -103,8 +105,11 @@ pub const META_LOG_KEY: &[u8] = b"log_verifier_key";
 pub const META_KEY_HISTORY: &[u8] = b"key_history";
 /// `meta` key holding the storage format version.
 const META_FORMAT: &[u8] = b"format";
-/// The storage format this build writes: 2 keys tree nodes in completion order (`tree`).
-const FORMAT_VERSION: &[u8] = b"2";
+/// The storage format this build writes: 3 keeps no event digest in `dedup` records.
+const FORMAT_VERSION: &[u8] = b"3";
+/// Format 2 keyed tree nodes in completion order (`tree`), as 3 does, and its `dedup` records
+/// carried the event's digest: readable as it is; a writable open records format 3.
+const FORMAT_V2: &[u8] = b"2";
 /// Format 1 keyed them level first (`nodes`); a writable open upgrades it in place.
 const FORMAT_V1: &[u8] = b"1";
 
@@ -148,27 +153,28 @@ pub struct DedupRecord {
     pub index: u64,
     /// Tree size of the commit that appended it (its original receipt's checkpoint).
     pub tree_size: u64,
-    /// BLAKE3 of the event's canonical JSON.
-    pub digest: Hash,
 }
 
 impl DedupRecord {
-    fn encode(&self) -> [u8; 48] {
-        let mut out = [0u8; 48];
+    fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
         out[..8].copy_from_slice(&self.index.to_be_bytes());
-        out[8..16].copy_from_slice(&self.tree_size.to_be_bytes());
-        out[16..].copy_from_slice(&self.digest);
+        out[8..].copy_from_slice(&self.tree_size.to_be_bytes());
         out
     }
 
+    /// Reads a record of format 3 (16 bytes) or 2 (48: the same and a digest, which nothing
+    /// needs: a repeated `event_id` is compared with its stored event itself).
     fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        let bytes: &[u8; 48] = bytes
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("dedup record is not 48 bytes".into()))?;
+        if bytes.len() != 16 && bytes.len() != 48 {
+            return Err(StoreError::Corrupt(format!(
+                "dedup record is {} bytes, not 16 (or 48, format 2)",
+                bytes.len()
+            )));
+        }
         Ok(Self {
-            index: u64::from_be_bytes(bytes[..8].try_into().unwrap_or_default()),
-            tree_size: u64::from_be_bytes(bytes[8..16].try_into().unwrap_or_default()),
-            digest: bytes[16..].try_into().unwrap_or_default(),
+            index: decode_u64(&bytes[..8], "dedup record's index")?,
+            tree_size: decode_u64(&bytes[8..16], "dedup record's tree size")?,
         })
     }
 }
@@ -282,9 +288,12 @@ impl Commit {
     fn encoded_size_hint(&self) -> usize {
         const PER_RECORD: usize = 8;
         let entries: usize = self.entries.iter().map(|(_, leaf)| 8 + leaf.len()).sum();
-        let dedup: usize = self.dedup.iter().map(|(key, _)| key.len() + 48).sum();
+        let dedup: usize = self.dedup.iter().map(|(key, _)| key.len() + 16).sum();
         let requests: usize = self.requests.iter().map(|(id, _)| id.len() + 9).sum();
-        let checkpoint = self.checkpoint.as_ref().map_or(0, |(_, note)| 8 + note.len());
+        let checkpoint = self
+            .checkpoint
+            .as_ref()
+            .map_or(0, |(_, note)| 8 + note.len());
         let meta: usize = self.meta.iter().map(|(k, v)| k.len() + v.len()).sum();
         let records = self.entries.len()
             + self.nodes.len()
@@ -363,6 +372,7 @@ impl Store {
                     return Err(e);
                 }
             }
+            Some(v) if v == FORMAT_V2 => store.put_meta(META_FORMAT, FORMAT_VERSION)?,
             Some(_) => store.check_format()?,
         }
         if legacy {
@@ -377,7 +387,7 @@ impl Store {
     /// the next open starts over (the rewritten keys are simply written again).
     fn upgrade_v1(&self, path: &Path) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
-        tracing::info!(path = %path.display(), "upgrading storage format 1 to 2: rewriting tree nodes in completion order");
+        tracing::info!(path = %path.display(), "upgrading storage format 1 to 3: rewriting tree nodes in completion order");
         let (old, new) = (self.cf(CF_NODES_V1), self.cf(CF_TREE));
         let mut batch = WriteBatch::default();
         let mut count = 0u64;
@@ -407,7 +417,7 @@ impl Store {
         tracing::info!(
             nodes = count,
             seconds = started.elapsed().as_secs_f64(),
-            "storage format 2 recorded"
+            "storage format 1 upgraded"
         );
         Ok(())
     }
@@ -415,7 +425,7 @@ impl Store {
     /// Checks the recorded storage format version is the one this build reads.
     pub fn check_format(&self) -> Result<(), StoreError> {
         match self.meta(META_FORMAT)? {
-            Some(v) if v == FORMAT_VERSION => Ok(()),
+            Some(v) if v == FORMAT_VERSION || v == FORMAT_V2 => Ok(()),
             Some(v) => Err(StoreError::Corrupt(format!(
                 "unknown storage format {:?}",
                 String::from_utf8_lossy(&v)
@@ -938,7 +948,19 @@ fn table_options(name: &str, cache: &Cache, index_in_cache: bool) -> BlockBasedO
     match name {
         // Point lookups; for `dedup` they mostly miss (new event ids), and a bloom filter answers
         // a miss from memory.
-        CF_DEDUP | CF_TREE | CF_ENTRIES => table.set_bloom_filter(10.0, false),
+        CF_DEDUP | CF_TREE | CF_ENTRIES => {
+            table.set_bloom_filter(10.0, false);
+            // In partitions of about 4 KiB, each cached on its own, under a small top-level index
+            // kept with the table. A whole-file filter is one block of up to a few MB (10 bits per
+            // key, a million keys and more per file), and the block cache's shards are 2 MB
+            // (128 MB in 64): such a block was read, checksummed and evicted again on every
+            // lookup. With 16-byte `dedup` records that was a third of the sequencer's time
+            // (`docs/performance.md`, "Session 10").
+            table.set_partition_filters(true);
+            table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+            table.set_metadata_block_size(4096);
+            table.set_pin_top_level_index_and_filter(true);
+        }
         _ => {}
     }
     if name == CF_ENTRIES {

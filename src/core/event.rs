@@ -12,7 +12,6 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::dom::{Doc, Dom, DomNode};
-use super::hash::Hash;
 use super::leaf::OriginSignature;
 use super::note::VerifierKey;
 
@@ -54,10 +53,9 @@ pub struct PreparedEvent {
     pub event_id: String,
     /// The event's `request_id`.
     pub request_id: String,
-    /// RFC 8785 canonical JSON of the event object.
+    /// RFC 8785 canonical JSON of the event object: "same body" for idempotency means the same
+    /// canonical JSON.
     pub jcs: Vec<u8>,
-    /// BLAKE3 of `jcs`: "same body" for idempotency means same canonical JSON.
-    pub digest: Hash,
     /// The source's signature over `jcs`, verified, if it signs.
     pub origin_signature: Option<OriginSignature>,
 }
@@ -146,7 +144,6 @@ pub fn prepare(json: &StrictJson) -> Result<PreparedEvent, Vec<FieldError>> {
     Ok(PreparedEvent {
         event_id: text("event_id"),
         request_id: text("request_id"),
-        digest: *blake3::hash(&jcs).as_bytes(),
         jcs,
         origin_signature: None,
     })
@@ -196,7 +193,6 @@ fn prepare_node(node: DomNode<'_>) -> Option<PreparedEvent> {
     Some(PreparedEvent {
         event_id: text("event_id")?,
         request_id: text("request_id")?,
-        digest: *blake3::hash(&jcs).as_bytes(),
         jcs,
         origin_signature: None,
     })
@@ -439,7 +435,6 @@ mod tests {
         let e = check(&sample()).unwrap();
         assert_eq!(e.event_id, "evt-1");
         assert!(e.jcs.starts_with(br#"{"action":{"category":"data_export""#));
-        assert_eq!(e.digest, *blake3::hash(&e.jcs).as_bytes());
     }
 
     #[test]

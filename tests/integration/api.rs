@@ -177,6 +177,73 @@ async fn idempotent_repost_returns_the_original_receipt_and_conflict_is_409() {
     server.stop().await;
 }
 
+/// Jobs committed together: a later job repeating an event of an earlier job of the same batch
+/// gets its entry (same body) or a conflict (another body), compared with the earlier job's event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_event_id_in_one_commit_is_compared_with_the_earlier_job() {
+    use ledger::core::event::prepare_bytes;
+    use ledger::sequencer::{Sequencer, SequencerConfig, SequencerError};
+    use ledger::store::Store;
+    use std::future::Future;
+    use std::task::Poll;
+
+    let prepared = |value: &Value| prepare_bytes(value.to_string().as_bytes()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(tmp.path()).unwrap());
+    let (clock, entered, release) = gated_clock();
+    let config = SequencerConfig {
+        clock,
+        ..SequencerConfig::default()
+    };
+    let (sequencer, writer) = Sequencer::start(store, crate::common::test_key(), config).unwrap();
+    let first = {
+        let s = sequencer.clone();
+        tokio::spawn(async move { s.append("gw", vec![prepared(&event(1))]).await })
+    };
+    // The writer holds the first job inside the clock; the next three queue behind it and are
+    // taken together as one batch.
+    tokio::task::spawn_blocking(move || {
+        entered
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let mut changed = event(7);
+    changed["reason"] = json!("edited");
+    let mut a = Box::pin(sequencer.append("gw", vec![prepared(&event(7))]));
+    let mut b = Box::pin(sequencer.append("gw", vec![prepared(&event(8)), prepared(&event(7))]));
+    let mut c = Box::pin(sequencer.append("gw", vec![prepared(&changed)]));
+    // One poll each queues the job (in this order) and leaves it waiting for its commit.
+    std::future::poll_fn(|cx| {
+        for f in [a.as_mut(), b.as_mut(), c.as_mut()] {
+            let _ = f.poll(cx);
+        }
+        Poll::Ready(())
+    })
+    .await;
+    release.send(()).unwrap();
+    assert_eq!(first.await.unwrap().unwrap()[0].index, 0);
+    let (a, b, c) = tokio::join!(a, b, c);
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!((a[0].index, a[0].duplicate), (1, false));
+    assert_eq!((b[0].index, b[0].duplicate), (2, false));
+    assert_eq!((b[1].index, b[1].duplicate), (1, true));
+    assert_eq!(b[1].leaf_hash, a[0].leaf_hash);
+    let err = c.unwrap_err();
+    assert!(
+        matches!(&err, SequencerError::Conflict { item: 0, event_id } if event_id == "evt-7"),
+        "{err}"
+    );
+    assert_eq!(
+        sequencer.latest().size,
+        3,
+        "the conflicting job appended nothing"
+    );
+    drop(sequencer);
+    writer.join();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_receipts_prove_every_event_against_one_checkpoint() {
     let server = TestServer::start().await;

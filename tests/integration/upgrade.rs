@@ -1,5 +1,7 @@
 //! Storage format upgrades: a data dir written by an earlier format is upgraded in place by the
-//! first `ledger serve` of this version, and keeps every entry, node, checkpoint and proof.
+//! first `ledger serve` of this version, and keeps every entry, node, checkpoint and proof, and
+//! its idempotency records (formats 1 and 2 kept a digest of the event in them; format 3 compares
+//! a repeated `event_id` with its stored event).
 //!
 //! `tests/fixtures/format-1` was written by the release of `337aeed` (storage format 1: tree nodes
 //! keyed `[level][index]`): `ledger keygen --origin test.ledger/format-1` (a test-only key, in
@@ -11,7 +13,9 @@ use std::path::Path;
 use ledger::core::note::VerifierKey;
 use serde_json::{Value, json};
 
-use crate::common::{Process, add_source, assert_extends, assert_included, copy_dir, event, head};
+use crate::common::{
+    Process, add_source, assert_extends, assert_included, copy_dir, event, head, test_key, verifier,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_format_1_data_dir_is_upgraded_in_place_and_keeps_every_proof() {
@@ -44,7 +48,7 @@ async fn a_format_1_data_dir_is_upgraded_in_place_and_keeps_every_proof() {
     // (Process installs the process's TLS crypto provider, which reqwest's client needs.)
     let client = reqwest::Client::new();
     assert!(
-        server.log().contains("upgrading storage format 1 to 2"),
+        server.log().contains("upgrading storage format 1 to 3"),
         "{}",
         server.log()
     );
@@ -117,4 +121,71 @@ fn a_failed_upgrade_leaves_the_format_1_dir_as_it_was() {
     let db = rocksdb::DB::open_cf_for_read_only(&opts, &data, &before, false).unwrap();
     let format = db.get_cf(db.cf_handle("meta").unwrap(), b"format").unwrap();
     assert_eq!(format.as_deref(), Some(&b"1"[..]));
+}
+
+/// A format-2 dir (idempotency records of 48 bytes: index, tree size and the event's digest) is
+/// recorded as format 3 by a writable open, and its records still answer: the same event again
+/// is a duplicate of its entry, another body under the same id a conflict, checked against the
+/// stored event. New records are 16 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_2_dir_keeps_its_idempotency_records() {
+    use ledger::core::event::prepare_bytes;
+    use ledger::sequencer::{Sequencer, SequencerConfig, SequencerError};
+    use ledger::store::{Store, dedup_key};
+    use std::sync::Arc;
+
+    let prepared = |value: &Value| prepare_bytes(value.to_string().as_bytes()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let start = |store: &Arc<Store>| {
+        Sequencer::start(store.clone(), test_key(), SequencerConfig::default()).unwrap()
+    };
+
+    let store = Arc::new(Store::open(&data).unwrap());
+    let (sequencer, writer) = start(&store);
+    let first = sequencer
+        .append("gw", vec![prepared(&event(1)), prepared(&event(2))])
+        .await
+        .unwrap();
+    drop(sequencer);
+    writer.join();
+    // Back to format 2: its records carried 32 more bytes (the digest nothing reads now).
+    for n in [1, 2] {
+        let key = dedup_key("gw", &format!("evt-{n}"));
+        let mut record = store.raw_get("dedup", &key).unwrap().unwrap();
+        assert_eq!(record.len(), 16, "format 3 writes index and tree size only");
+        record.extend_from_slice(&[0xAB; 32]);
+        store.raw_put("dedup", &key, &record).unwrap();
+    }
+    store.raw_put("meta", b"format", b"2").unwrap();
+    drop(store);
+
+    let store = Arc::new(Store::open(&data).unwrap());
+    assert_eq!(store.meta(b"format").unwrap().as_deref(), Some(&b"3"[..]));
+    let (sequencer, writer) = start(&store);
+    let again = sequencer
+        .append("gw", vec![prepared(&event(3)), prepared(&event(2))])
+        .await
+        .unwrap();
+    assert_eq!((again[0].index, again[0].duplicate), (2, false));
+    assert_eq!((again[1].index, again[1].duplicate), (1, true));
+    assert_eq!(again[1].leaf_hash, first[1].leaf_hash);
+    let mut changed = event(1);
+    changed["reason"] = json!("edited");
+    let err = sequencer
+        .append("gw", vec![prepared(&event(4)), prepared(&changed)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SequencerError::Conflict { item: 1, event_id } if event_id == "evt-1"),
+        "{err}"
+    );
+    drop(sequencer);
+    writer.join();
+    let key = dedup_key("gw", "evt-3");
+    assert_eq!(store.raw_get("dedup", &key).unwrap().unwrap().len(), 16);
+    drop(store);
+    let report = ledger::fsck::fsck_dir(&data, Some(&verifier()), false).unwrap();
+    assert!(report.ok, "fsck: {:?}", report.first());
+    assert_eq!(report.tree_size, 3);
 }
