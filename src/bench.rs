@@ -264,8 +264,14 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
                     }
                     if status != 200 {
                         stop.store(true, Ordering::Relaxed);
+                        let hint = if status == 429 {
+                            " (the server's per-source rate limit: for a load run, start it with \
+                             `--source-rate 0`)"
+                        } else {
+                            ""
+                        };
                         return Err(BenchError::Http(format!(
-                            "HTTP {status}: {}",
+                            "HTTP {status}: {}{hint}",
                             String::from_utf8_lossy(&bytes)
                         )));
                     }
