@@ -942,8 +942,12 @@ fn table_options(name: &str, cache: &Cache, index_in_cache: bool) -> BlockBasedO
     table.set_block_cache(cache);
     if index_in_cache {
         table.set_cache_index_and_filter_blocks(true);
-        // Level-0 files are read on every lookup: keep their filters and indexes resident.
-        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        // Not pinned for level-0 files (RocksDB's option, once tried here): a file is pinned by
+        // the level it was opened at, and `entries` and `tree` files are flushed to level 0 and
+        // then only moved down, so every one of them stayed pinned and the server's memory grew
+        // with the ledger, about 5 bytes per entry (`docs/performance.md`, "Session 10").
+        // Evictable like the rest, at high priority, and 4 KiB at a time (partitions, below).
+        table.set_cache_index_and_filter_blocks_with_high_priority(true);
     }
     match name {
         // Point lookups; for `dedup` they mostly miss (new event ids), and a bloom filter answers
