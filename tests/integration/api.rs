@@ -8,7 +8,7 @@ use ledger::core::note::open_checkpoint;
 use ledger::core::receipt::{BatchReceipt, Receipt, verify_batch_receipt, verify_receipt};
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, event, gated_clock, verifier};
+use crate::common::{TestServer, event, gated_clock, verifier, writer_entered};
 
 fn receipts(body: &Value) -> Vec<Receipt> {
     serde_json::from_value(body["receipts"].clone()).unwrap()
@@ -202,13 +202,7 @@ async fn a_repeated_event_id_in_one_commit_is_compared_with_the_earlier_job() {
     };
     // The writer holds the first job inside the clock; the next three queue behind it and are
     // taken together as one batch.
-    tokio::task::spawn_blocking(move || {
-        entered
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    writer_entered(entered).await;
     let mut changed = event(7);
     changed["reason"] = json!("edited");
     let mut a = Box::pin(sequencer.append("gw", vec![prepared(&event(7))]));
@@ -1029,13 +1023,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_appends_nothing_of_it() {
         tokio::spawn(async move { s.post_json(&event(1)).await })
     };
     // The writer now holds the first request (and its queue permit) inside the clock.
-    tokio::task::spawn_blocking(move || {
-        entered
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    writer_entered(entered).await;
     let r = server
         .client
         .post(format!("{}/v1/events", server.base))

@@ -82,6 +82,17 @@ pub fn gated_clock() -> (
     (clock, entered_rx, release_tx)
 }
 
+/// Waits (at most 30 s) until the writer holds its first batch inside [`gated_clock`]'s clock.
+pub async fn writer_entered(entered: std::sync::mpsc::Receiver<()>) {
+    tokio::task::spawn_blocking(move || {
+        entered
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap()
+    })
+    .await
+    .unwrap();
+}
+
 /// Settings of a test server beyond the data dir, limits and sequencer.
 #[derive(Default)]
 pub struct Net {

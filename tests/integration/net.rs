@@ -270,9 +270,7 @@ async fn a_source_over_its_in_flight_cap_gets_503_with_retry_after() {
         let s = Arc::clone(&server);
         tokio::spawn(async move { s.post_json(&event(1)).await })
     };
-    tokio::task::spawn_blocking(move || entered.recv_timeout(Duration::from_secs(30)).unwrap())
-        .await
-        .unwrap();
+    crate::common::writer_entered(entered).await;
     let (status, retry, body) =
         status_retry_body(post_as(&server, &server.token, event(2).to_string()).await).await;
     assert_eq!((status, retry.as_deref()), (503, Some("1")), "{body}");
