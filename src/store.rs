@@ -942,10 +942,11 @@ fn table_options(name: &str, cache: &Cache, index_in_cache: bool) -> BlockBasedO
     table.set_block_cache(cache);
     if index_in_cache {
         table.set_cache_index_and_filter_blocks(true);
-        // Not pinned for level-0 files (RocksDB's option, once tried here): a file is pinned by
-        // the level it was opened at, and `entries` and `tree` files are flushed to level 0 and
-        // then only moved down, so every one of them stayed pinned and the server's memory grew
-        // with the ledger, about 5 bytes per entry (`docs/performance.md`, "Session 10").
+        // Not pinned for level-0 files (RocksDB's option, set here until session 10): a file is
+        // pinned by the level it was opened at, and `entries` and `tree` files are flushed to
+        // level 0 and then only moved down, so every one of them stayed pinned and the server's
+        // memory grew with the ledger, about 5 bytes per entry (`docs/performance.md`, "Session
+        // 10").
         // Evictable like the rest, at high priority, and 4 KiB at a time (partitions, below).
         table.set_cache_index_and_filter_blocks_with_high_priority(true);
     }
