@@ -6,14 +6,20 @@
 //!
 //! Life of a batch: requests queue on a bounded channel; the writer thread takes the first, then
 //! everything else already waiting (up to `max_batch_events`), so the batch grows with the load
-//! while one fsync is in flight (group commit). For the batch it looks up every idempotency key in
+//! while a commit is in flight (group commit). For the batch it looks up every idempotency key in
 //! one multi-get, assigns indexes in arrival order, builds each leaf (chained to the previous leaf
-//! hash), appends the leaf hashes to the in-memory frontier, signs one checkpoint, and writes all of
-//! it as one synced `WriteBatch`. Only then are the callers answered; their receipts' proofs are
-//! built in the callers' tasks from the batch's new nodes, so proof hashing runs in parallel.
+//! hash), appends the leaf hashes to the in-memory frontier and signs one checkpoint. It hands the
+//! sealed batch to the committer thread, which writes it as one synced `WriteBatch` and only then
+//! answers its callers, batch after batch in order; meanwhile the writer builds the next batch
+//! (a pipeline of two: the fsync of one batch overlaps the hashing of the next). The writer
+//! checks idempotency keys against the batches still in flight as well as the store. A failed
+//! commit fails every batch after it, and the sequencer stops writing. The callers' receipts'
+//! proofs are built in the callers' tasks from the batch's new nodes, so proof hashing runs in
+//! parallel.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,7 +27,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::core::event::PreparedEvent;
 use crate::core::hash::{Blake3, Hash, TreeHasher, to_hex};
-use crate::core::leaf::{GENESIS_PREV, Leaf, LeafHeader, encode_leaf, format_micros};
+use crate::core::leaf::{
+    GENESIS_PREV, Leaf, LeafHeader, encode_leaf, format_micros, leaf_holds_event,
+};
 use crate::core::merkle::{
     Frontier, HashReader, NodeId, NodeMap, TreeError, inclusion_proof, multi_proof,
 };
@@ -54,7 +62,13 @@ pub struct SequencerConfig {
     /// Retired log keys offered for cosigning; each cosigns checkpoints until the end of its grace
     /// period in the key history (`keys`), and is ignored if the history does not list it.
     pub cosigners: Vec<SignerKey>,
+    /// Called on the committer thread before each batch that appends is written, with the batch's
+    /// tree size: a test holds a commit in flight with it. `None` in a server.
+    pub before_commit: Option<CommitHook>,
 }
+
+/// See [`SequencerConfig::before_commit`].
+pub type CommitHook = Arc<dyn Fn(u64) + Send + Sync>;
 
 impl Default for SequencerConfig {
     fn default() -> Self {
@@ -63,6 +77,7 @@ impl Default for SequencerConfig {
             max_queued_events: 65_536,
             clock: system_clock(),
             cosigners: Vec::new(),
+            before_commit: None,
         }
     }
 }
@@ -165,7 +180,7 @@ pub struct Sequencer {
     store: Arc<Store>,
     latest: watch::Receiver<Arc<Checkpoint>>,
     verifier_key: Arc<str>,
-    healthy: Arc<std::sync::atomic::AtomicBool>,
+    healthy: Arc<AtomicBool>,
 }
 
 /// Joins the writer thread on shutdown.
@@ -215,21 +230,44 @@ impl Sequencer {
         let verifier_key: Arc<str> = key.verifier().encode().into();
         let (latest_tx, latest) = watch::channel(state.checkpoint.clone());
         let (tx, rx) = mpsc::channel(config.max_queued_events.max(1));
-        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let shared = Arc::new(Shared {
+            done: AtomicU64::new(0),
+            failed: Mutex::new(None),
+            healthy: healthy.clone(),
+        });
+        let committer = Committer {
+            store: store.clone(),
+            latest: latest_tx,
+            shared: shared.clone(),
+            before_commit: config.before_commit,
+        };
         let writer = Writer {
             store: store.clone(),
             key,
             cosigners,
             state,
             max_batch: config.max_batch_events.max(1),
-            latest: latest_tx,
-            failed: None,
-            healthy: healthy.clone(),
+            built: 0,
+            in_flight: VecDeque::new(),
+            shared,
         };
+        let spawn_error = |e| SequencerError::Startup(format!("cannot start writer thread: {e}"));
+        // One batch waits while another is written: the writer runs at most two batches ahead.
+        let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel(1);
+        let committer = std::thread::Builder::new()
+            .name("committer".into())
+            .spawn(move || committer.run(sealed_rx))
+            .map_err(spawn_error)?;
         let thread = std::thread::Builder::new()
             .name("sequencer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| SequencerError::Startup(format!("cannot start writer thread: {e}")))?;
+            .spawn(move || {
+                writer.run(rx, sealed_tx);
+                if committer.join().is_err() {
+                    tracing::error!("committer thread panicked");
+                }
+            })
+            .map_err(spawn_error)?;
         Ok((
             Self {
                 tx,
@@ -259,7 +297,7 @@ impl Sequencer {
     /// True while the writer accepts jobs (false once it has stopped or a commit has failed).
     #[must_use]
     pub fn is_accepting(&self) -> bool {
-        !self.tx.is_closed() && self.healthy.load(std::sync::atomic::Ordering::Relaxed)
+        !self.tx.is_closed() && self.healthy.load(Ordering::Relaxed)
     }
 
     /// The store, for reads.
@@ -504,28 +542,72 @@ struct Writer {
     key: SignerKey,
     /// Retired keys still cosigning, with the end of their grace period (µs).
     cosigners: Vec<(SignerKey, i64)>,
+    /// The head as of the last batch built (not yet committed, perhaps: see [`InFlight`]).
     state: State,
     max_batch: usize,
-    latest: watch::Sender<Arc<Checkpoint>>,
-    /// Set after a failed commit: the writer answers every later job with 503.
-    failed: Option<String>,
-    /// Shared with the handles: false once the writer has failed.
-    healthy: Arc<std::sync::atomic::AtomicBool>,
+    /// Sequence number of the last batch built; batches are numbered from 1.
+    built: u64,
+    /// Batches handed to the committer whose commit had not finished when last looked at.
+    in_flight: VecDeque<InFlight>,
+    shared: Arc<Shared>,
 }
 
-/// An event appended earlier in the batch being built.
-struct PendingEntry<'a> {
+/// What the writer and the committer share.
+struct Shared {
+    /// Sequence number of the last batch the committer finished (written and answered, or failed).
+    done: AtomicU64,
+    /// Set by the first failed commit; every later batch is answered with it.
+    failed: Mutex<Option<String>>,
+    /// Shared with the handles: false once a commit has failed.
+    healthy: Arc<AtomicBool>,
+}
+
+impl Shared {
+    fn failed(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A batch the writer built, on its way to the committer.
+struct Sealed {
+    seq: u64,
+    /// What it writes; `None` if it appends nothing (every event a duplicate, or every job refused).
+    commit: Option<Arc<Commit>>,
+    checkpoint: Arc<Checkpoint>,
+    view: Arc<BatchView>,
+    /// Per job in arrival order: its answer channel and what it gets once the batch is durable.
+    answers: Vec<(Reply, Result<Vec<Placed>, SequencerError>)>,
+    /// Held until the batch is answered: they bound accepted-but-unanswered events.
+    _permits: Vec<OwnedSemaphorePermit>,
+}
+
+/// A batch built but perhaps not yet written: its new events by idempotency key, so that the next
+/// batch can find them before the store does.
+struct InFlight {
+    seq: u64,
+    /// Its checkpoint's tree size: an event found here is answered as one of an earlier commit.
+    size: u64,
+    commit: Arc<Commit>,
+    appended: HashMap<Vec<u8>, Appended>,
+}
+
+/// An event appended by a batch: where its leaf went.
+#[derive(Debug, Clone, Copy)]
+struct Appended {
     index: u64,
     leaf_hash: Hash,
-    /// Its canonical JSON, to compare a repeated `event_id`'s body with.
-    event: &'a [u8],
+    /// Its position in the batch's `Commit::entries` (whose leaf holds the event's bytes).
+    position: usize,
 }
 
 /// The answer channel of a job.
 type Reply = oneshot::Sender<Result<Committed, SequencerError>>;
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>, sealed: std::sync::mpsc::SyncSender<Sealed>) {
         while let Some(first) = rx.blocking_recv() {
             let mut count = first.events.len();
             let mut jobs = vec![first];
@@ -538,7 +620,12 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if let Some(error) = &self.failed {
+            // What the committer finished is in the store (or failed, and then so does this).
+            let done = self.shared.done.load(Ordering::Acquire);
+            while self.in_flight.front().is_some_and(|b| b.seq <= done) {
+                self.in_flight.pop_front();
+            }
+            if let Some(error) = self.shared.failed() {
                 let message =
                     format!("ledger stopped writing after a failed commit ({error}); restart it");
                 for job in jobs {
@@ -548,12 +635,17 @@ impl Writer {
                 }
                 continue;
             }
-            self.process(jobs);
+            if let Some(batch) = self.process(jobs)
+                && sealed.send(batch).is_err()
+            {
+                break;
+            }
         }
-        tracing::info!(tree_size = self.state.frontier.size(), "sequencer stopped");
     }
 
-    fn process(&mut self, jobs: Vec<Job>) {
+    /// Builds one batch: idempotency, indexes, leaves, frontier, checkpoint. `None` if it could
+    /// not be built (its jobs are answered with the error).
+    fn process(&mut self, jobs: Vec<Job>) -> Option<Sealed> {
         let keys: Vec<Vec<u8>> = jobs
             .iter()
             .flat_map(|j| j.events.iter().map(|e| dedup_key(&j.source, &e.event_id)))
@@ -567,7 +659,7 @@ impl Writer {
                         .reply
                         .send(Err(SequencerError::CommitFailed(e.to_string())));
                 }
-                return;
+                return None;
             }
         };
 
@@ -578,47 +670,33 @@ impl Writer {
                     "clock out of range".into(),
                 )));
             }
-            return;
+            return None;
         };
 
         let mut frontier = self.state.frontier.clone();
         let old_frontier: Vec<(NodeId, Hash)> = frontier.nodes().collect();
         let mut prev = self.state.last_leaf_hash;
         let mut commit = Commit::default();
-        // The answer channels apart from the events, so that a job can be answered while later
-        // jobs still compare their events with its events (`pending` borrows them). The permits
-        // stay with the events until every job is answered.
-        let (mut replies, bodies): (Vec<Option<Reply>>, Vec<_>) = jobs
-            .into_iter()
-            .map(|job| (Some(job.reply), (job.source, job.events, job._permit)))
-            .unzip();
-        let mut pending: HashMap<&[u8], PendingEntry<'_>> = HashMap::new();
-        let mut accepted: Vec<(usize, Vec<Placed>)> = Vec::with_capacity(bodies.len());
-        let mut key_iter = keys.iter().zip(stored);
+        let mut appended: HashMap<Vec<u8>, Appended> = HashMap::new();
+        let mut answers = Vec::with_capacity(jobs.len());
+        let mut permits = Vec::with_capacity(jobs.len());
+        let mut keys = keys.into_iter().zip(stored);
 
-        for (j, (source, events, _)) in bodies.iter().enumerate() {
-            let job_keys: Vec<_> = key_iter.by_ref().take(events.len()).collect();
-            let earlier_hashes = match self.check_job(events, &job_keys, &pending) {
-                Ok(hashes) => hashes,
+        for job in jobs {
+            permits.push(job._permit);
+            let job_keys: Vec<_> = keys.by_ref().take(job.events.len()).collect();
+            let earlier = match self.check_job(&job.events, &job_keys, &commit, &appended) {
+                Ok(earlier) => earlier,
                 Err(e) => {
-                    if let Some(reply) = replies[j].take() {
-                        let _ = reply.send(Err(e));
-                    }
+                    answers.push((job.reply, Err(e)));
                     continue;
                 }
             };
-            let mut placed = Vec::with_capacity(events.len());
-            for ((event, (key, stored)), earlier_hash) in
-                events.iter().zip(&job_keys).zip(earlier_hashes)
-            {
-                if let (Some(record), Some(leaf_hash)) = (stored, earlier_hash) {
-                    placed.push(Placed {
-                        index: record.index,
-                        leaf_hash,
-                        earlier_commit: Some(record.tree_size),
-                        duplicate: true,
-                    });
-                } else if let Some(entry) = pending.get(key.as_slice()) {
+            let mut placed = Vec::with_capacity(job.events.len());
+            for ((event, (key, _)), earlier) in job.events.iter().zip(job_keys).zip(earlier) {
+                if let Some(earlier) = earlier {
+                    placed.push(earlier);
+                } else if let Some(entry) = appended.get(&key) {
                     placed.push(Placed {
                         index: entry.index,
                         leaf_hash: entry.leaf_hash,
@@ -631,7 +709,7 @@ impl Writer {
                         &LeafHeader {
                             index,
                             ingested_at: &ingested_at,
-                            source,
+                            source: &job.source,
                             prev_leaf_hash: &prev,
                             origin_signature: event.origin_signature.as_ref(),
                         },
@@ -640,23 +718,23 @@ impl Writer {
                     let leaf_hash = Blake3::leaf(&leaf);
                     frontier.append(leaf_hash, &mut commit.nodes);
                     prev = leaf_hash;
-                    pending.insert(
-                        key.as_slice(),
-                        PendingEntry {
-                            index,
-                            leaf_hash,
-                            event: &event.jcs,
-                        },
-                    );
-                    commit.entries.push((index, leaf));
                     commit.requests.push((event.request_id.clone(), index));
                     commit.dedup.push((
-                        (*key).clone(),
+                        key.clone(),
                         DedupRecord {
                             index,
                             tree_size: 0, // set below, once the batch's size is known
                         },
                     ));
+                    appended.insert(
+                        key,
+                        Appended {
+                            index,
+                            leaf_hash,
+                            position: commit.entries.len(),
+                        },
+                    );
+                    commit.entries.push((index, leaf));
                     placed.push(Placed {
                         index,
                         leaf_hash,
@@ -665,86 +743,117 @@ impl Writer {
                     });
                 }
             }
-            accepted.push((j, placed));
+            answers.push((job.reply, Ok(placed)));
         }
 
+        self.built += 1;
+        let seq = self.built;
         let size = frontier.size();
-        let (checkpoint, view) = if commit.entries.is_empty() {
-            (
-                self.state.checkpoint.clone(),
-                Arc::new(self.view(NodeMap::default())),
-            )
-        } else {
-            for (_, record) in &mut commit.dedup {
-                record.tree_size = size;
-            }
-            let mut note = self.key.sign_note(&checkpoint_body(
-                self.key.verifier().name(),
-                size,
-                &frontier.root(),
-            ));
-            let now = (self.state.clock)();
-            for (k, until) in &self.cosigners {
-                if now < *until {
-                    note = k
-                        .cosign(&note)
-                        .expect("a note this writer just signed parses");
-                }
-            }
-            commit.checkpoint = Some((size, note.clone()));
-            if let Err(e) = self.store.commit(&commit) {
-                let replies = accepted.iter().filter_map(|(j, _)| replies[*j].take());
-                self.fail_batch(replies, &e);
-                return;
-            }
-            let checkpoint = Arc::new(Checkpoint {
-                origin: self.key.verifier().name().to_owned(),
-                size,
-                root: frontier.root(),
-                note,
+        if commit.entries.is_empty() {
+            return Some(Sealed {
+                seq,
+                commit: None,
+                checkpoint: self.state.checkpoint.clone(),
+                view: Arc::new(self.view(NodeMap::default())),
+                answers,
+                _permits: permits,
             });
-            let mut nodes: NodeMap<Hash> = old_frontier.into_iter().collect();
-            nodes.extend(commit.nodes.iter().copied());
-            self.state.frontier = frontier;
-            self.state.last_leaf_hash = prev;
-            self.state.last_micros = micros;
-            self.state.checkpoint = checkpoint.clone();
-            self.latest.send_replace(checkpoint.clone());
-            (checkpoint, Arc::new(self.view(nodes)))
-        };
-
-        for (j, placed) in accepted {
-            if let Some(reply) = replies[j].take() {
-                let _ = reply.send(Ok(Committed {
-                    placed,
-                    checkpoint: checkpoint.clone(),
-                    view: view.clone(),
-                }));
+        }
+        for (_, record) in &mut commit.dedup {
+            record.tree_size = size;
+        }
+        let mut note = self.key.sign_note(&checkpoint_body(
+            self.key.verifier().name(),
+            size,
+            &frontier.root(),
+        ));
+        let now = (self.state.clock)();
+        for (k, until) in &self.cosigners {
+            if now < *until {
+                note = k
+                    .cosign(&note)
+                    .expect("a note this writer just signed parses");
             }
         }
+        commit.checkpoint = Some((size, note.clone()));
+        let checkpoint = Arc::new(Checkpoint {
+            origin: self.key.verifier().name().to_owned(),
+            size,
+            root: frontier.root(),
+            note,
+        });
+        let mut nodes: NodeMap<Hash> = old_frontier.into_iter().collect();
+        nodes.extend(commit.nodes.iter().copied());
+        // The head moves on before the commit lands: the next batch builds on it. If this commit
+        // fails, so does every batch after it, and the writer stops (`Shared::failed`).
+        self.state.frontier = frontier;
+        self.state.last_leaf_hash = prev;
+        self.state.last_micros = micros;
+        self.state.checkpoint = checkpoint.clone();
+        let commit = Arc::new(commit);
+        self.in_flight.push_back(InFlight {
+            seq,
+            size,
+            commit: commit.clone(),
+            appended,
+        });
+        Some(Sealed {
+            seq,
+            commit: Some(commit),
+            checkpoint,
+            view: Arc::new(self.view(nodes)),
+            answers,
+            _permits: permits,
+        })
     }
 
-    /// Checks a job's events against earlier commits, earlier jobs of this batch and earlier
-    /// items of the job itself: one id with two bodies (canonical JSON compared byte for byte)
-    /// fails the whole job. Returns, per event, the stored leaf hash of an earlier commit's entry
-    /// (read now, so placing cannot fail halfway).
+    /// Checks a job's events against earlier commits (stored or in flight), earlier jobs of this
+    /// batch and earlier items of the job itself: one id with two bodies (canonical JSON compared
+    /// byte for byte) fails the whole job. Returns, per event, where an earlier commit placed it
+    /// (its stored leaf hash read now, so placing cannot fail halfway).
     fn check_job(
         &self,
         events: &[PreparedEvent],
-        keys: &[(&Vec<u8>, Option<DedupRecord>)],
-        pending: &HashMap<&[u8], PendingEntry<'_>>,
-    ) -> Result<Vec<Option<Hash>>, SequencerError> {
+        keys: &[(Vec<u8>, Option<DedupRecord>)],
+        commit: &Commit,
+        appended: &HashMap<Vec<u8>, Appended>,
+    ) -> Result<Vec<Option<Placed>>, SequencerError> {
         let mut in_job: HashMap<&[u8], &[u8]> = HashMap::new();
-        let mut hashes = Vec::with_capacity(keys.len());
+        let mut earlier = Vec::with_capacity(keys.len());
         for (item, (event, (key, stored))) in events.iter().zip(keys).enumerate() {
+            let mut found = None;
             let same = if let Some(record) = stored {
+                found = Some(Placed {
+                    index: record.index,
+                    leaf_hash: self.store.read_hash(NodeId::covering(0, record.index))?,
+                    earlier_commit: Some(record.tree_size),
+                    duplicate: true,
+                });
                 Some(self.stored_event_is(record.index, &event.jcs)?)
-            } else if let Some(entry) = pending.get(key.as_slice()) {
-                Some(entry.event == event.jcs.as_slice())
-            } else if let Some(earlier) = in_job.get(key.as_slice()) {
-                Some(*earlier == event.jcs.as_slice())
+            } else if let Some((batch, entry)) = self
+                .in_flight
+                .iter()
+                .find_map(|b| b.appended.get(key).map(|entry| (b, entry)))
+            {
+                found = Some(Placed {
+                    index: entry.index,
+                    leaf_hash: entry.leaf_hash,
+                    earlier_commit: Some(batch.size),
+                    duplicate: true,
+                });
+                Some(leaf_holds_event(
+                    &batch.commit.entries[entry.position].1,
+                    &event.jcs,
+                ))
+            } else if let Some(entry) = appended.get(key) {
+                Some(leaf_holds_event(
+                    &commit.entries[entry.position].1,
+                    &event.jcs,
+                ))
+            } else if let Some(first) = in_job.get(key.as_slice()) {
+                Some(*first == event.jcs.as_slice())
             } else {
-                in_job.insert(key.as_slice(), &event.jcs);
+                in_job.insert(key, &event.jcs);
                 None
             };
             if same == Some(false) {
@@ -753,12 +862,9 @@ impl Writer {
                     event_id: event.event_id.clone(),
                 });
             }
-            hashes.push(match stored {
-                Some(record) => Some(self.store.read_hash(NodeId::covering(0, record.index))?),
-                None => None,
-            });
+            earlier.push(found);
         }
-        Ok(hashes)
+        Ok(earlier)
     }
 
     /// Whether the stored entry at `index` holds the event `jcs` (an `event_id` seen before: the
@@ -780,18 +886,74 @@ impl Writer {
             store: self.store.clone(),
         }
     }
+}
 
-    fn fail_batch(&mut self, replies: impl Iterator<Item = Reply>, error: &StoreError) {
-        tracing::error!(error = %error, "commit failed; batch not acknowledged");
-        for reply in replies {
-            let _ = reply.send(Err(SequencerError::CommitFailed(error.to_string())));
+/// Writes sealed batches in order, each as one synced `WriteBatch`, and answers their jobs.
+struct Committer {
+    store: Arc<Store>,
+    latest: watch::Sender<Arc<Checkpoint>>,
+    shared: Arc<Shared>,
+    before_commit: Option<CommitHook>,
+}
+
+impl Committer {
+    fn run(self, sealed: std::sync::mpsc::Receiver<Sealed>) {
+        for batch in sealed {
+            self.finish(batch);
         }
+        tracing::info!(tree_size = self.latest.borrow().size, "sequencer stopped");
+    }
+
+    fn finish(&self, batch: Sealed) {
+        let outcome = match (self.shared.failed(), &batch.commit) {
+            // A batch built on a failed one: its indexes may be taken by the failed batch's
+            // events when the WAL is replayed.
+            (Some(error), _) => Err(format!(
+                "ledger stopped writing after a failed commit ({error}); restart it"
+            )),
+            (None, None) => Ok(()),
+            (None, Some(commit)) => {
+                if let Some(hook) = &self.before_commit {
+                    hook(batch.checkpoint.size);
+                }
+                match self.store.commit(commit) {
+                    Ok(()) => {
+                        self.latest.send_replace(batch.checkpoint.clone());
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.fail(&e);
+                        Err(e.to_string())
+                    }
+                }
+            }
+        };
+        self.shared.done.store(batch.seq, Ordering::Release);
+        for (reply, answer) in batch.answers {
+            let answer = match (&outcome, answer) {
+                (Err(error), _) => Err(SequencerError::CommitFailed(error.clone())),
+                (Ok(()), Ok(placed)) => Ok(Committed {
+                    placed,
+                    checkpoint: batch.checkpoint.clone(),
+                    view: batch.view.clone(),
+                }),
+                (Ok(()), Err(refused)) => Err(refused),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+
+    fn fail(&self, error: &StoreError) {
+        tracing::error!(error = %error, "commit failed; batch not acknowledged");
         // The write may or may not have reached the WAL: carrying on could reuse indexes that a
         // later WAL replay gives to these events. Stop writing; a restart replays the WAL and the
         // start-up check rebuilds the head from what is really on disk.
-        self.failed = Some(error.to_string());
-        self.healthy
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        *self
+            .shared
+            .failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error.to_string());
+        self.shared.healthy.store(false, Ordering::Relaxed);
         tracing::error!(
             "sequencer stopped accepting writes after a failed commit; restart the server"
         );

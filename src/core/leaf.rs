@@ -192,6 +192,18 @@ pub fn encode_leaf(header: &LeafHeader<'_>, event_jcs: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Whether `leaf`, written by [`encode_leaf`], holds the event whose canonical bytes are `jcs` (one
+/// JSON object, as [`encode_leaf`] takes). Compares the bytes in place, without parsing: a JSON
+/// object cannot be a prefix of another, so if `jcs` starts right after `{"event":` and the next
+/// member's comma follows it, it is the leaf's event.
+#[must_use]
+pub fn leaf_holds_event(leaf: &[u8], jcs: &[u8]) -> bool {
+    const START: &[u8] = b"{\"event\":";
+    leaf.strip_prefix(START)
+        .and_then(|rest| rest.strip_prefix(jcs))
+        .is_some_and(|rest| rest.first() == Some(&b','))
+}
+
 /// A leaf read back from its bytes, borrowing them. [`Leaf::parse`] proves the bytes are the
 /// contract's canonical encoding, so every field here is in its contract form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -438,6 +450,34 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::{Value, json};
+
+    #[test]
+    fn a_leaf_holds_its_event_and_no_other() {
+        let header = LeafHeader {
+            index: 7,
+            ingested_at: "2026-11-21T09:06:00.123456Z",
+            source: "gw",
+            prev_leaf_hash: &GENESIS_PREV,
+            origin_signature: None,
+        };
+        let event = br#"{"a":1,"b":{"c":"d"}}"#;
+        let leaf = encode_leaf(&header, event);
+        assert!(leaf_holds_event(&leaf, event));
+        assert_eq!(Leaf::parse(&leaf).unwrap().event, event);
+        for other in [
+            &br#"{"a":1,"b":{"c":"e"}}"#[..],
+            br#"{"a":1,"b":{"c":"d"}"#,
+            br#"{"a":1}"#,
+            b"",
+            br#"{"a":1,"b":{"c":"d"},"e":2}"#,
+        ] {
+            assert!(
+                !leaf_holds_event(&leaf, other),
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
 
     #[test]
     fn timestamps_have_six_digits_and_z() {

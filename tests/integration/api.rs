@@ -238,6 +238,106 @@ async fn a_repeated_event_id_in_one_commit_is_compared_with_the_earlier_job() {
     writer.join();
 }
 
+/// A commit in flight: the batch the writer builds meanwhile finds the in-flight events by their
+/// ids before the store has them. A repeat is answered as a duplicate of that commit (proven
+/// against its checkpoint), another body as a conflict, and neither is appended again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_built_while_a_commit_is_in_flight_checks_ids_against_it() {
+    use ledger::core::event::prepare_bytes;
+    use ledger::sequencer::{Clock, CommitHook, Sequencer, SequencerConfig, SequencerError};
+    use ledger::store::Store;
+    use std::future::Future;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, mpsc};
+    use std::task::Poll;
+
+    let prepared = |value: &Value| prepare_bytes(value.to_string().as_bytes()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(tmp.path()).unwrap());
+    // The commit of tree size 1 is held until released; the clock says when the writer builds a
+    // batch meanwhile (after its idempotency lookup in the store).
+    let held = Arc::new(AtomicBool::new(false));
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (held_tx, held_rx) = mpsc::channel();
+    let gate = Mutex::new(Some((held_tx, release_rx)));
+    let flag = held.clone();
+    let before_commit: CommitHook = Arc::new(move |size| {
+        if size == 1
+            && let Some((held_tx, release)) = gate.lock().unwrap().take()
+        {
+            flag.store(true, Ordering::SeqCst);
+            held_tx.send(()).unwrap();
+            release.recv().unwrap();
+        }
+    });
+    let (building_tx, building_rx) = mpsc::channel();
+    let building_tx = Mutex::new(building_tx);
+    let clock: Clock = Arc::new(move || {
+        if held.load(Ordering::SeqCst) {
+            let _ = building_tx.lock().unwrap().send(());
+        }
+        1_795_251_960_000_000
+    });
+    let config = SequencerConfig {
+        clock,
+        before_commit: Some(before_commit),
+        ..SequencerConfig::default()
+    };
+    let (sequencer, writer) = Sequencer::start(store, crate::common::test_key(), config).unwrap();
+    let first = {
+        let s = sequencer.clone();
+        tokio::spawn(async move { s.append("gw", vec![prepared(&event(1))]).await })
+    };
+    let wait = |rx: mpsc::Receiver<()>| {
+        tokio::task::spawn_blocking(move || {
+            rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap()
+        })
+    };
+    wait(held_rx).await.unwrap();
+    let mut changed = event(1);
+    changed["reason"] = json!("edited");
+    let mut same = Box::pin(sequencer.append("gw", vec![prepared(&event(1))]));
+    let mut other = Box::pin(sequencer.append("gw", vec![prepared(&changed)]));
+    let mut new = Box::pin(sequencer.append("gw", vec![prepared(&event(2))]));
+    std::future::poll_fn(|cx| {
+        for f in [same.as_mut(), other.as_mut(), new.as_mut()] {
+            let _ = f.poll(cx);
+        }
+        Poll::Ready(())
+    })
+    .await;
+    wait(building_rx).await.unwrap();
+    release_tx.send(()).unwrap();
+
+    let first = first.await.unwrap().unwrap();
+    let (same, other, new) = tokio::join!(same, other, new);
+    let (same, new) = (same.unwrap(), new.unwrap());
+    assert_eq!((first[0].index, first[0].duplicate), (0, false));
+    assert_eq!((same[0].index, same[0].duplicate), (0, true));
+    assert_eq!(same[0].leaf_hash, first[0].leaf_hash);
+    assert_eq!(
+        same[0].checkpoint.size, 1,
+        "proven against the commit that appended it"
+    );
+    verify_inclusion::<Blake3>(
+        0,
+        1,
+        &same[0].leaf_hash,
+        &same[0].proof,
+        &same[0].checkpoint.root,
+    )
+    .unwrap();
+    let err = other.unwrap_err();
+    assert!(
+        matches!(&err, SequencerError::Conflict { item: 0, event_id } if event_id == "evt-1"),
+        "{err}"
+    );
+    assert_eq!((new[0].index, new[0].duplicate), (1, false));
+    assert_eq!(sequencer.latest().size, 2, "appended once each");
+    drop(sequencer);
+    writer.join();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_receipts_prove_every_event_against_one_checkpoint() {
     let server = TestServer::start().await;
