@@ -920,16 +920,17 @@ fn cf_options(name: &str, cache: &Cache, index_in_cache: bool) -> Options {
         // event id): a bloom filter over the memtable's keys answers a miss without searching the
         // skiplist, as the table filters do for files.
         opts.set_memtable_prefix_bloom_ratio(0.05);
-        opts.set_memtable_whole_key_filtering(true);
     }
-    if name == CF_REQUESTS {
-        // Its keys arrive in random order (request ids), are never overwritten or deleted, and are
-        // read only by export and `GET /v1/requests`. Leveled compaction merged every flushed
-        // file into the whole next level (the keys overlap all of it): in a 60 s load run, 12-13 s
-        // of compaction CPU for 8.5 M events, the most of any column family. Universal
-        // compaction merges sorted runs of similar size instead: 5-6 s. `dedup`, looked up on
-        // every append, keeps leveled compaction (fewer runs to search), which cost it less
-        // there (7 s against 9-12 s); `docs/performance.md`, "Session 10".
+    if name == CF_DEDUP || name == CF_REQUESTS {
+        // Their keys arrive in random order (event ids, request ids) and are never overwritten or
+        // deleted. Leveled compaction merged every flushed file into the whole next level (the
+        // keys overlap all of it), and these families flush small files: the WAL bound makes
+        // them flush with `entries`, every ~100,000 events. Universal compaction merges sorted
+        // runs of similar size instead. In 60 s load runs: `requests` 12-13 s of compaction CPU
+        // leveled, 5-6 s universal (session 10); `dedup` 14-16 s leveled, 9 s universal (session
+        // 11, with 16-byte records; with the 48-byte records of format 2 universal had cost it
+        // more). A lookup searches more sorted runs, each behind its bloom filter, and the
+        // sequencer's time per event did not rise (`docs/performance.md`, "Session 11").
         opts.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
     }
     opts
