@@ -17,16 +17,19 @@
 //! proofs are built in the callers' tasks from the batch's new nodes, so proof hashing runs in
 //! parallel.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+// Idempotency keys by a seeded, fast hash (SipHash, std's default, was about 2,000 instructions
+// per event here): the keys are clients' event ids, so the seed is random per process.
+use foldhash::{HashMap, HashMapExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::core::event::PreparedEvent;
-use crate::core::hash::{Blake3, Hash, TreeHasher, to_hex};
+use crate::core::hash::{Blake3, Hash, TreeHasher};
 use crate::core::leaf::{
     GENESIS_PREV, Leaf, LeafHeader, encode_leaf, format_micros, leaf_holds_event,
 };
@@ -34,7 +37,7 @@ use crate::core::merkle::{
     Frontier, HashReader, NodeId, NodeMap, TreeError, inclusion_proof, multi_proof,
 };
 use crate::core::note::{Checkpoint, NoteError, SignerKey, checkpoint_body, open_checkpoint};
-use crate::core::receipt::{BatchEntry, BatchReceipt, ProvenEvent, batch_leaves};
+use crate::core::receipt::{ProvenBatch, ProvenBatchEntry, ProvenEvent, batch_leaves};
 use crate::store::{Commit, DedupRecord, META_LOG_KEY, Store, StoreError, dedup_key};
 
 /// A clock in microseconds since the Unix epoch (injectable so tests can step it backwards).
@@ -326,7 +329,7 @@ impl Sequencer {
         &self,
         source: &str,
         events: Vec<PreparedEvent>,
-    ) -> Result<BatchReceipt, SequencerError> {
+    ) -> Result<ProvenBatch, SequencerError> {
         let (event_ids, committed) = self.commit(source, events).await?;
         let leaves = batch_leaves(committed.placed.iter().map(|p| (p.index, p.leaf_hash)))
             .map_err(|_| {
@@ -334,21 +337,21 @@ impl Sequencer {
                 TreeError::Verification("a commit placed one index with two leaf hashes")
             })?;
         let indexes: Vec<u64> = leaves.iter().map(|&(index, _)| index).collect();
-        let proof = multi_proof::<Blake3>(&indexes, committed.checkpoint.size, &*committed.view)?;
-        Ok(BatchReceipt {
-            tree_size: committed.checkpoint.size,
-            checkpoint: committed.checkpoint.note.clone(),
+        let multi_proof =
+            multi_proof::<Blake3>(&indexes, committed.checkpoint.size, &*committed.view)?;
+        Ok(ProvenBatch {
+            checkpoint: committed.checkpoint,
             entries: event_ids
                 .into_iter()
                 .zip(&committed.placed)
-                .map(|(event_id, placed)| BatchEntry {
+                .map(|(event_id, placed)| ProvenBatchEntry {
                     index: placed.index,
                     event_id,
-                    leaf_hash: to_hex(&placed.leaf_hash),
+                    leaf_hash: placed.leaf_hash,
                     duplicate: placed.duplicate,
                 })
                 .collect(),
-            multi_proof: proof.iter().map(to_hex).collect(),
+            multi_proof,
         })
     }
 
@@ -677,7 +680,11 @@ impl Writer {
         let old_frontier: Vec<(NodeId, Hash)> = frontier.nodes().collect();
         let mut prev = self.state.last_leaf_hash;
         let mut commit = Commit::default();
-        let mut appended: HashMap<Vec<u8>, Appended> = HashMap::new();
+        commit.entries.reserve(keys.len());
+        commit.nodes.reserve(2 * keys.len());
+        commit.dedup.reserve(keys.len());
+        commit.requests.reserve(keys.len());
+        let mut appended: HashMap<Vec<u8>, Appended> = HashMap::with_capacity(keys.len());
         let mut answers = Vec::with_capacity(jobs.len());
         let mut permits = Vec::with_capacity(jobs.len());
         let mut keys = keys.into_iter().zip(stored);
@@ -818,7 +825,7 @@ impl Writer {
         commit: &Commit,
         appended: &HashMap<Vec<u8>, Appended>,
     ) -> Result<Vec<Option<Placed>>, SequencerError> {
-        let mut in_job: HashMap<&[u8], &[u8]> = HashMap::new();
+        let mut in_job: HashMap<&[u8], &[u8]> = HashMap::with_capacity(keys.len());
         let mut earlier = Vec::with_capacity(keys.len());
         for (item, (event, (key, stored))) in events.iter().zip(keys).enumerate() {
             let mut found = None;
