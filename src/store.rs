@@ -920,6 +920,7 @@ fn cf_options(name: &str, cache: &Cache, index_in_cache: bool) -> Options {
         // event id): a bloom filter over the memtable's keys answers a miss without searching the
         // skiplist, as the table filters do for files.
         opts.set_memtable_prefix_bloom_ratio(0.05);
+        opts.set_memtable_whole_key_filtering(true);
     }
     if name == CF_DEDUP || name == CF_REQUESTS {
         // Their keys arrive in random order (event ids, request ids) and are never overwritten or
