@@ -18,8 +18,8 @@
 //! parallel.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -235,7 +235,8 @@ impl Sequencer {
         let (tx, rx) = mpsc::channel(config.max_queued_events.max(1));
         let healthy = Arc::new(AtomicBool::new(true));
         let shared = Arc::new(Shared {
-            done: AtomicU64::new(0),
+            done: Mutex::new(0),
+            finished: Condvar::new(),
             failed: Mutex::new(None),
             healthy: healthy.clone(),
         });
@@ -256,8 +257,10 @@ impl Sequencer {
             shared,
         };
         let spawn_error = |e| SequencerError::Startup(format!("cannot start writer thread: {e}"));
-        // One batch waits while another is written: the writer runs at most two batches ahead.
-        let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel(1);
+        // Batches wait here while another is written (and are then written together); the
+        // writer runs at most `MAX_GROUP + 1` batches ahead of the disk. Their events hold queue
+        // permits until answered, so `max_queued_events` bounds them all.
+        let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel(MAX_GROUP);
         let committer = std::thread::Builder::new()
             .name("committer".into())
             .spawn(move || committer.run(sealed_rx))
@@ -558,7 +561,9 @@ struct Writer {
 /// What the writer and the committer share.
 struct Shared {
     /// Sequence number of the last batch the committer finished (written and answered, or failed).
-    done: AtomicU64,
+    done: Mutex<u64>,
+    /// Signalled each time `done` moves.
+    finished: Condvar,
     /// Set by the first failed commit; every later batch is answered with it.
     failed: Mutex<Option<String>>,
     /// Shared with the handles: false once a commit has failed.
@@ -566,6 +571,34 @@ struct Shared {
 }
 
 impl Shared {
+    fn done(&self) -> u64 {
+        *self
+            .done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_done(&self, seq: u64) {
+        *self
+            .done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = seq;
+        self.finished.notify_all();
+    }
+
+    /// Blocks until the committer has finished batch `seq`.
+    fn wait_done(&self, seq: u64) {
+        let done = self
+            .done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(
+            self.finished
+                .wait_while(done, |done| *done < seq)
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+    }
+
     fn failed(&self) -> Option<String> {
         self.failed
             .lock()
@@ -573,6 +606,17 @@ impl Shared {
             .clone()
     }
 }
+
+/// Most sealed batches the committer writes in one `WriteBatch` (and most waiting for it).
+const MAX_GROUP: usize = 8;
+
+/// Fewest events the writer seals into a batch while a commit is in flight; a smaller batch waits
+/// for that commit. Building 128 events (about 2 µs each: leaf, hashes, idempotency) takes about
+/// as long as an fsync on the machine of `docs/performance.md` (200-250 µs), so below that the
+/// overlap buys little, and a batch of its own costs a signature and a checkpoint (single-event
+/// requests lost a fifth of their throughput without this wait: `docs/performance.md`,
+/// "Session 11").
+pub const PIPELINE_MIN_EVENTS: usize = 128;
 
 /// A batch the writer built, on its way to the committer.
 struct Sealed {
@@ -614,17 +658,16 @@ impl Writer {
         while let Some(first) = rx.blocking_recv() {
             let mut count = first.events.len();
             let mut jobs = vec![first];
-            while count < self.max_batch {
-                match rx.try_recv() {
-                    Ok(job) => {
-                        count += job.events.len();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
-                }
+            self.take_waiting(&mut rx, &mut jobs, &mut count);
+            if count < PIPELINE_MIN_EVENTS && self.shared.done() < self.built {
+                // A small batch waits for the commit in flight and grows meanwhile (group
+                // commit), as before the pipeline: sealed now, it would cost a signature and a
+                // checkpoint of its own for a few events, and the disk is the bound anyway.
+                self.shared.wait_done(self.built);
+                self.take_waiting(&mut rx, &mut jobs, &mut count);
             }
             // What the committer finished is in the store (or failed, and then so does this).
-            let done = self.shared.done.load(Ordering::Acquire);
+            let done = self.shared.done();
             while self.in_flight.front().is_some_and(|b| b.seq <= done) {
                 self.in_flight.pop_front();
             }
@@ -642,6 +685,19 @@ impl Writer {
                 && sealed.send(batch).is_err()
             {
                 break;
+            }
+        }
+    }
+
+    /// Adds the jobs already waiting to `jobs`, up to the batch limit.
+    fn take_waiting(&self, rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>, count: &mut usize) {
+        while *count < self.max_batch {
+            match rx.try_recv() {
+                Ok(job) => {
+                    *count += job.events.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
             }
         }
     }
@@ -905,27 +961,41 @@ struct Committer {
 
 impl Committer {
     fn run(self, sealed: std::sync::mpsc::Receiver<Sealed>) {
-        for batch in sealed {
-            self.finish(batch);
+        while let Ok(first) = sealed.recv() {
+            // Every batch sealed while the last one was written goes in one write and one fsync:
+            // the writer seals a batch as soon as it has one, so under a load of small requests
+            // several wait here, and writing them one by one would spend an fsync on each.
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP
+                && let Ok(next) = sealed.try_recv()
+            {
+                group.push(next);
+            }
+            self.finish(group);
         }
         tracing::info!(tree_size = self.latest.borrow().size, "sequencer stopped");
     }
 
-    fn finish(&self, batch: Sealed) {
-        let outcome = match (self.shared.failed(), &batch.commit) {
+    fn finish(&self, group: Vec<Sealed>) {
+        let commits: Vec<&Commit> = group.iter().filter_map(|b| b.commit.as_deref()).collect();
+        let outcome = match self.shared.failed() {
             // A batch built on a failed one: its indexes may be taken by the failed batch's
             // events when the WAL is replayed.
-            (Some(error), _) => Err(format!(
+            Some(error) => Err(format!(
                 "ledger stopped writing after a failed commit ({error}); restart it"
             )),
-            (None, None) => Ok(()),
-            (None, Some(commit)) => {
+            None if commits.is_empty() => Ok(()),
+            None => {
                 if let Some(hook) = &self.before_commit {
-                    hook(batch.checkpoint.size);
+                    for batch in group.iter().filter(|b| b.commit.is_some()) {
+                        hook(batch.checkpoint.size);
+                    }
                 }
-                match self.store.commit(commit) {
+                match self.store.commit_all(&commits) {
                     Ok(()) => {
-                        self.latest.send_replace(batch.checkpoint.clone());
+                        if let Some(last) = group.iter().rev().find(|b| b.commit.is_some()) {
+                            self.latest.send_replace(last.checkpoint.clone());
+                        }
                         Ok(())
                     }
                     Err(e) => {
@@ -935,18 +1005,23 @@ impl Committer {
                 }
             }
         };
-        self.shared.done.store(batch.seq, Ordering::Release);
-        for (reply, answer) in batch.answers {
-            let answer = match (&outcome, answer) {
-                (Err(error), _) => Err(SequencerError::CommitFailed(error.clone())),
-                (Ok(()), Ok(placed)) => Ok(Committed {
-                    placed,
-                    checkpoint: batch.checkpoint.clone(),
-                    view: batch.view.clone(),
-                }),
-                (Ok(()), Err(refused)) => Err(refused),
-            };
-            let _ = reply.send(answer);
+        drop(commits);
+        if let Some(last) = group.last() {
+            self.shared.set_done(last.seq);
+        }
+        for batch in group {
+            for (reply, answer) in batch.answers {
+                let answer = match (&outcome, answer) {
+                    (Err(error), _) => Err(SequencerError::CommitFailed(error.clone())),
+                    (Ok(()), Ok(placed)) => Ok(Committed {
+                        placed,
+                        checkpoint: batch.checkpoint.clone(),
+                        view: batch.view.clone(),
+                    }),
+                    (Ok(()), Err(refused)) => Err(refused),
+                };
+                let _ = reply.send(answer);
+            }
         }
     }
 

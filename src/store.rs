@@ -489,7 +489,25 @@ impl Store {
 
     /// Applies `commit` atomically and fsyncs the WAL before returning (group commit durability).
     pub fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::with_capacity_bytes(commit.encoded_size_hint());
+        self.commit_all(&[commit])
+    }
+
+    /// Applies `commits`, in order, as one atomic `WriteBatch` and fsyncs the WAL once before
+    /// returning: the sequencer's committer writes every batch that waited for the previous fsync
+    /// together.
+    pub fn commit_all(&self, commits: &[&Commit]) -> Result<(), StoreError> {
+        let size = commits.iter().map(|c| c.encoded_size_hint()).sum();
+        let mut batch = WriteBatch::with_capacity_bytes(size);
+        for commit in commits {
+            self.add_to_batch(&mut batch, commit)?;
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    fn add_to_batch(&self, batch: &mut WriteBatch, commit: &Commit) -> Result<(), StoreError> {
         let (entries, nodes, dedup, requests) = (
             self.cf(CF_ENTRIES),
             self.cf(CF_TREE),
@@ -524,9 +542,6 @@ impl Store {
         for (key, value) in &commit.meta {
             batch.put_cf(self.cf(CF_META), key, value);
         }
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        self.db.write_opt(batch, &opts)?;
         Ok(())
     }
 

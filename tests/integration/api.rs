@@ -298,7 +298,11 @@ async fn a_batch_built_while_a_commit_is_in_flight_checks_ids_against_it() {
     changed["reason"] = json!("edited");
     let mut same = Box::pin(sequencer.append("gw", vec![prepared(&event(1))]));
     let mut other = Box::pin(sequencer.append("gw", vec![prepared(&changed)]));
-    let mut new = Box::pin(sequencer.append("gw", vec![prepared(&event(2))]));
+    // Enough events that the writer builds the batch at once instead of waiting for the commit.
+    let many: Vec<_> = (2..2 + ledger::sequencer::PIPELINE_MIN_EVENTS as u64)
+        .map(|n| prepared(&event(n)))
+        .collect();
+    let mut new = Box::pin(sequencer.append("gw", many));
     std::future::poll_fn(|cx| {
         for f in [same.as_mut(), other.as_mut(), new.as_mut()] {
             let _ = f.poll(cx);
@@ -333,7 +337,11 @@ async fn a_batch_built_while_a_commit_is_in_flight_checks_ids_against_it() {
         "{err}"
     );
     assert_eq!((new[0].index, new[0].duplicate), (1, false));
-    assert_eq!(sequencer.latest().size, 2, "appended once each");
+    assert_eq!(
+        sequencer.latest().size,
+        1 + ledger::sequencer::PIPELINE_MIN_EVENTS as u64,
+        "appended once each"
+    );
     drop(sequencer);
     writer.join();
 }
