@@ -9,13 +9,15 @@
 //! while a commit is in flight (group commit). For the batch it looks up every idempotency key in
 //! one multi-get, assigns indexes in arrival order, builds each leaf (chained to the previous leaf
 //! hash), appends the leaf hashes to the in-memory frontier and signs one checkpoint. It hands the
-//! sealed batch to the committer thread, which writes it as one synced `WriteBatch` and only then
-//! answers its callers, batch after batch in order; meanwhile the writer builds the next batch
-//! (a pipeline of two: the fsync of one batch overlaps the hashing of the next). The writer
-//! checks idempotency keys against the batches still in flight as well as the store. A failed
-//! commit fails every batch after it, and the sequencer stops writing. The callers' receipts'
-//! proofs are built in the callers' tasks from the batch's new nodes, so proof hashing runs in
-//! parallel.
+//! sealed batch to the committer thread, which writes it with one fsync and only then answers its
+//! callers, batch after batch in order; meanwhile the writer builds the next batch, so the fsync of
+//! one batch overlaps the hashing of the next. Batches sealed while a write runs wait and are
+//! then written together (one `WriteBatch`, one fsync); a small batch (fewer than
+//! [`PIPELINE_MIN_EVENTS`]) is not sealed while a commit is in flight but waits for it and grows,
+//! as group commit did before the pipeline. The writer checks idempotency keys against the
+//! batches still in flight as well as the store. A failed commit fails every batch after it, and
+//! the sequencer stops writing. The callers' receipts' proofs are built in the callers' tasks from
+//! the batch's new nodes, so proof hashing runs in parallel.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -257,9 +259,9 @@ impl Sequencer {
             shared,
         };
         let spawn_error = |e| SequencerError::Startup(format!("cannot start writer thread: {e}"));
-        // Batches wait here while another is written (and are then written together); the
-        // writer runs at most `MAX_GROUP + 1` batches ahead of the disk. Their events hold queue
-        // permits until answered, so `max_queued_events` bounds them all.
+        // Batches wait here while another is written (and are then written together); at most
+        // `MAX_GROUP` wait, then the writer blocks. Their events hold queue permits until
+        // answered, so `max_queued_events` bounds them all.
         let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel(MAX_GROUP);
         let committer = std::thread::Builder::new()
             .name("committer".into())
