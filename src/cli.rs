@@ -1356,6 +1356,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Failure> {
             max_queued_events: args.max_queued_events,
             clock: system_clock(),
             cosigners,
+            pipeline_min_events: crate::sequencer::PIPELINE_MIN_EVENTS,
             before_commit: None,
         },
         limits: Limits {

@@ -67,6 +67,9 @@ pub struct SequencerConfig {
     /// Retired log keys offered for cosigning; each cosigns checkpoints until the end of its grace
     /// period in the key history (`keys`), and is ignored if the history does not list it.
     pub cosigners: Vec<SignerKey>,
+    /// Fewest events the writer seals into a batch while a commit is in flight; a smaller batch
+    /// waits for that commit ([`PIPELINE_MIN_EVENTS`] by default).
+    pub pipeline_min_events: usize,
     /// Called on the committer thread before each batch that appends is written, with the batch's
     /// tree size: a test holds a commit in flight with it. `None` in a server.
     pub before_commit: Option<CommitHook>,
@@ -82,6 +85,7 @@ impl Default for SequencerConfig {
             max_queued_events: 65_536,
             clock: system_clock(),
             cosigners: Vec::new(),
+            pipeline_min_events: PIPELINE_MIN_EVENTS,
             before_commit: None,
         }
     }
@@ -254,6 +258,7 @@ impl Sequencer {
             cosigners,
             state,
             max_batch: config.max_batch_events.max(1),
+            pipeline_min_events: config.pipeline_min_events,
             built: 0,
             in_flight: VecDeque::new(),
             shared,
@@ -553,6 +558,7 @@ struct Writer {
     /// The head as of the last batch built (not yet committed, perhaps: see [`InFlight`]).
     state: State,
     max_batch: usize,
+    pipeline_min_events: usize,
     /// Sequence number of the last batch built; batches are numbered from 1.
     built: u64,
     /// Batches handed to the committer whose commit had not finished when last looked at.
@@ -612,8 +618,7 @@ impl Shared {
 /// Most sealed batches the committer writes in one `WriteBatch` (and most waiting for it).
 const MAX_GROUP: usize = 8;
 
-/// Fewest events the writer seals into a batch while a commit is in flight; a smaller batch waits
-/// for that commit. Building 128 events (about 2 µs each: leaf, hashes, idempotency) takes about
+/// The default [`SequencerConfig::pipeline_min_events`]. Building 128 events (about 2 µs each: leaf, hashes, idempotency) takes about
 /// as long as an fsync on the machine of `docs/performance.md` (200-250 µs), so below that the
 /// overlap buys little, and a batch of its own costs a signature and a checkpoint (single-event
 /// requests lost a fifth of their throughput without this wait: `docs/performance.md`,
@@ -661,7 +666,7 @@ impl Writer {
             let mut count = first.events.len();
             let mut jobs = vec![first];
             self.take_waiting(&mut rx, &mut jobs, &mut count);
-            if count < PIPELINE_MIN_EVENTS && self.shared.done() < self.built {
+            if count < self.pipeline_min_events && self.shared.done() < self.built {
                 // A small batch waits for the commit in flight and grows meanwhile (group
                 // commit), as before the pipeline: sealed now, it would cost a signature and a
                 // checkpoint of its own for a few events, and the disk is the bound anyway.
@@ -953,7 +958,27 @@ impl Writer {
     }
 }
 
-/// Writes sealed batches in order, each as one synced `WriteBatch`, and answers their jobs.
+/// If the committer panics (a bug), the writer must not wait for it forever: mark the sequencer
+/// failed and every batch done, so the writer refuses what comes and can stop.
+struct UnblockOnPanic<'a>(&'a Shared);
+
+impl Drop for UnblockOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            *self
+                .0
+                .failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some("the committer thread panicked".into());
+            self.0.healthy.store(false, Ordering::Relaxed);
+            self.0.set_done(u64::MAX);
+        }
+    }
+}
+
+/// Writes sealed batches in order (those that waited, together: one synced `WriteBatch`) and
+/// answers their jobs.
 struct Committer {
     store: Arc<Store>,
     latest: watch::Sender<Arc<Checkpoint>>,
@@ -963,6 +988,7 @@ struct Committer {
 
 impl Committer {
     fn run(self, sealed: std::sync::mpsc::Receiver<Sealed>) {
+        let _unblock = UnblockOnPanic(&self.shared);
         while let Ok(first) = sealed.recv() {
             // Every batch sealed while the last one was written goes in one write and one fsync:
             // the writer seals a batch as soon as it has one, so under a load of small requests

@@ -937,18 +937,12 @@ fn cf_options(name: &str, cache: &Cache, index_in_cache: bool) -> Options {
         opts.set_memtable_prefix_bloom_ratio(0.05);
         opts.set_memtable_whole_key_filtering(true);
     }
-    if name == CF_DEDUP || name == CF_REQUESTS {
-        // Their keys arrive in random order (event ids, request ids) and are never overwritten or
-        // deleted. Leveled compaction merged every flushed file into the whole next level (the
-        // keys overlap all of it), and these families flush small files: the WAL bound makes
-        // them flush with `entries`, every ~100,000 events. Universal compaction merges sorted
-        // runs of similar size instead. In 60 s load runs: `requests` 12-13 s of compaction CPU
-        // leveled, 5-6 s universal (session 10); `dedup` 14-16 s leveled, 9 s universal (session
-        // 11, with 16-byte records; with the 48-byte records of format 2 universal had cost it
-        // more). A lookup searches more sorted runs, each behind its bloom filter, and the
-        // sequencer's time per event did not rise (`docs/performance.md`, "Session 11").
-        opts.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
-    }
+    // `dedup` and `requests` have random keys (event ids, request ids), never overwritten, and
+    // stay with leveled compaction. Universal compaction cost them less in 60 s load runs
+    // (`requests` 5-6 s of compaction CPU against 12-13 s, sessions 10 and 11) but more over 10
+    // minutes, as their sorted runs grew with the ledger and were merged whole: 292 s for 70.9 M
+    // events with both universal, 277 s for 78.9 M with `requests` alone, 155 s for 80.9 M with
+    // neither (`docs/performance.md`, "Session 11"). A ledger runs for years.
     opts
 }
 

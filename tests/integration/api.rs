@@ -240,7 +240,9 @@ async fn a_repeated_event_id_in_one_commit_is_compared_with_the_earlier_job() {
 
 /// A commit in flight: the batch the writer builds meanwhile finds the in-flight events by their
 /// ids before the store has them. A repeat is answered as a duplicate of that commit (proven
-/// against its checkpoint), another body as a conflict, and neither is appended again.
+/// against its checkpoint), another body as a conflict, and neither is appended again. (The
+/// repeat is the first job queued, so the batch the clock reports holds it, whichever jobs the
+/// writer has taken by then; the conflict may be found in flight or, later, in the store.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_built_while_a_commit_is_in_flight_checks_ids_against_it() {
     use ledger::core::event::prepare_bytes;
@@ -281,6 +283,8 @@ async fn a_batch_built_while_a_commit_is_in_flight_checks_ids_against_it() {
     let config = SequencerConfig {
         clock,
         before_commit: Some(before_commit),
+        // Every batch is built at once, however small, while the commit is in flight.
+        pipeline_min_events: 1,
         ..SequencerConfig::default()
     };
     let (sequencer, writer) = Sequencer::start(store, crate::common::test_key(), config).unwrap();
@@ -298,11 +302,7 @@ async fn a_batch_built_while_a_commit_is_in_flight_checks_ids_against_it() {
     changed["reason"] = json!("edited");
     let mut same = Box::pin(sequencer.append("gw", vec![prepared(&event(1))]));
     let mut other = Box::pin(sequencer.append("gw", vec![prepared(&changed)]));
-    // Enough events that the writer builds the batch at once instead of waiting for the commit.
-    let many: Vec<_> = (2..2 + ledger::sequencer::PIPELINE_MIN_EVENTS as u64)
-        .map(|n| prepared(&event(n)))
-        .collect();
-    let mut new = Box::pin(sequencer.append("gw", many));
+    let mut new = Box::pin(sequencer.append("gw", vec![prepared(&event(2))]));
     std::future::poll_fn(|cx| {
         for f in [same.as_mut(), other.as_mut(), new.as_mut()] {
             let _ = f.poll(cx);
@@ -337,13 +337,58 @@ async fn a_batch_built_while_a_commit_is_in_flight_checks_ids_against_it() {
         "{err}"
     );
     assert_eq!((new[0].index, new[0].duplicate), (1, false));
-    assert_eq!(
-        sequencer.latest().size,
-        1 + ledger::sequencer::PIPELINE_MIN_EVENTS as u64,
-        "appended once each"
-    );
+    assert_eq!(sequencer.latest().size, 2, "appended once each");
     drop(sequencer);
     writer.join();
+}
+
+/// A committer that panics (a bug) stops the sequencer instead of leaving the writer waiting for
+/// it: later appends are refused at once, and the writer thread can be joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_committer_stops_the_sequencer_without_a_hang() {
+    use ledger::core::event::prepare_bytes;
+    use ledger::sequencer::{CommitHook, Sequencer, SequencerConfig, SequencerError};
+    use ledger::store::Store;
+    use std::sync::Arc;
+
+    let prepared = |value: &Value| prepare_bytes(value.to_string().as_bytes()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(tmp.path()).unwrap());
+    let before_commit: CommitHook = Arc::new(|_| panic!("a bug in the committer"));
+    let config = SequencerConfig {
+        before_commit: Some(before_commit),
+        ..SequencerConfig::default()
+    };
+    let (sequencer, writer) = Sequencer::start(store, crate::common::test_key(), config).unwrap();
+    // Its answer channel is dropped with the panic: no receipt, so no durability claim.
+    let first = sequencer.append("gw", vec![prepared(&event(1))]).await;
+    assert!(first.is_err());
+    // A small batch would wait for the commit in flight; the committer is gone, so it is refused.
+    let second = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        sequencer.append("gw", vec![prepared(&event(2))]),
+    )
+    .await
+    .expect("refused at once, not left waiting for the committer");
+    assert!(
+        matches!(&second, Err(SequencerError::CommitFailed(why)) if why.contains("panicked")),
+        "{:?}",
+        second.map(|r| r.len())
+    );
+    assert!(!sequencer.is_accepting());
+    drop(sequencer);
+    let (joined_tx, joined_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        writer.join();
+        joined_tx.send(()).unwrap();
+    });
+    tokio::task::spawn_blocking(move || {
+        joined_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the writer thread ends")
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
