@@ -14,7 +14,7 @@
 //! one batch overlaps the hashing of the next. Batches sealed while a write runs wait and are
 //! then written together (one `WriteBatch`, one fsync); a small batch (fewer than
 //! [`PIPELINE_MIN_EVENTS`]) is not sealed while a commit is in flight but waits for it and grows,
-//! as group commit did before the pipeline. The writer checks idempotency keys against the
+//! and the writer then writes it itself, as group commit did before the pipeline. The writer checks idempotency keys against the
 //! batches still in flight as well as the store. A failed commit fails every batch after it, and
 //! the sequencer stops writing. The callers' receipts' proofs are built in the callers' tasks from
 //! the batch's new nodes, so proof hashing runs in parallel.
