@@ -698,8 +698,8 @@ impl Writer {
             if count < self.pipeline_min_events {
                 // Nothing is in flight (a small batch waited above): written here, as before the
                 // pipeline, without the two thread hand-offs on the path of every light-load
-                // request (10 events per POST over 4 connections: 33,100 events/s handed off
-                // against 41,963 written here).
+                // request (10 events per POST over 4 connections: 33,100 events/s handed off,
+                // 36,700-38,900 written here; `docs/performance.md`, "Session 11").
                 self.committer.finish(vec![batch]);
             } else if sealed.send(batch).is_err() {
                 break;

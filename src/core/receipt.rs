@@ -105,13 +105,9 @@ pub fn receipts_json(receipts: &[ProvenEvent]) -> Vec<u8> {
         push_hex(&r.leaf_hash, &mut out);
         out.extend_from_slice(b"\",\"tree_size\":");
         out.extend_from_slice(itoa::Buffer::new().format(r.checkpoint.size).as_bytes());
-        out.extend_from_slice(b",\"inclusion_proof\":[");
-        for (k, hash) in r.proof.iter().enumerate() {
-            out.extend_from_slice(if k > 0 { b",\"" } else { b"\"" });
-            push_hex(hash, &mut out);
-            out.push(b'"');
-        }
-        out.extend_from_slice(b"],\"checkpoint\":");
+        out.extend_from_slice(b",\"inclusion_proof\":");
+        json_hashes(&r.proof, &mut out);
+        out.extend_from_slice(b",\"checkpoint\":");
         json_string(&r.checkpoint.note, &mut out);
         out.extend_from_slice(if r.duplicate {
             b",\"duplicate\":true}"
@@ -121,6 +117,17 @@ pub fn receipts_json(receipts: &[ProvenEvent]) -> Vec<u8> {
     }
     out.extend_from_slice(b"]}");
     out
+}
+
+/// A JSON array of lowercase hex hashes, as `serde_json` writes their strings.
+fn json_hashes(hashes: &[Hash], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (k, hash) in hashes.iter().enumerate() {
+        out.extend_from_slice(if k > 0 { b",\"" } else { b"\"" });
+        push_hex(hash, out);
+        out.push(b'"');
+    }
+    out.push(b']');
 }
 
 /// A JSON string literal as `serde_json` writes it.
@@ -313,13 +320,9 @@ pub fn batch_receipt_json(batch: &ProvenBatch) -> Vec<u8> {
             b"\",\"duplicate\":false}"
         });
     }
-    out.extend_from_slice(b"],\"multi_proof\":[");
-    for (k, hash) in batch.multi_proof.iter().enumerate() {
-        out.extend_from_slice(if k > 0 { b",\"" } else { b"\"" });
-        push_hex(hash, &mut out);
-        out.push(b'"');
-    }
-    out.extend_from_slice(b"]}");
+    out.extend_from_slice(b"],\"multi_proof\":");
+    json_hashes(&batch.multi_proof, &mut out);
+    out.push(b'}');
     out
 }
 
