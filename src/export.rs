@@ -162,13 +162,8 @@ trait LogReader: Sync {
     /// The first index below `size` whose `ingested_at` is at or after `micros`.
     fn locate(&self, size: u64, micros: i64) -> Result<u64, ExportError>;
     /// Entries `[start, end)` with their inclusion proofs at `size`, in index order.
-    fn rows(
-        &self,
-        start: u64,
-        end: u64,
-        size: u64,
-        f: &mut dyn FnMut(u64, Vec<u8>, Vec<Hash>) -> Result<(), ExportError>,
-    ) -> Result<(), ExportError>;
+    fn rows(&self, start: u64, end: u64, size: u64, f: &mut RowSink<'_>)
+    -> Result<(), ExportError>;
     /// Finds the indexes below `before` of a request's entries, ascending, all of them (a request
     /// padded with many entries must not push its earlier decisions out of the bundle). One
     /// lookup serves every request of the period, in sorted order.
@@ -190,7 +185,7 @@ pub fn proved_rows(
     end: u64,
     size: u64,
     max_bytes: usize,
-    f: &mut dyn FnMut(u64, Vec<u8>, Vec<Hash>) -> Result<(), ExportError>,
+    f: &mut RowSink<'_>,
 ) -> Result<u64, ExportError> {
     // A period's rows are a scan; a boundary or context row is one or two.
     let reads = if end - start >= BLOCK {
@@ -217,7 +212,14 @@ pub fn proved_rows(
         next += 1;
         bytes += leaf.len();
         let proof = cursor.proof(index, &reader)?.to_vec();
-        f(index, leaf, proof)?;
+        // The leaf's own node is in the block its proof was just read from.
+        let leaf_hash = reader.read_hash(NodeId { level: 0, index })?;
+        f(ProvedEntry {
+            index,
+            leaf,
+            leaf_hash: Some(leaf_hash),
+            proof,
+        })?;
     }
     if next < end {
         return Err(ExportError::BadEntry {
@@ -263,7 +265,7 @@ impl LogReader for LocalLog {
         start: u64,
         end: u64,
         size: u64,
-        f: &mut dyn FnMut(u64, Vec<u8>, Vec<Hash>) -> Result<(), ExportError>,
+        f: &mut RowSink<'_>,
     ) -> Result<(), ExportError> {
         proved_rows(&self.store, start, end, size, usize::MAX, f).map(|_| ())
     }
@@ -410,7 +412,7 @@ impl LogReader for RemoteLog {
         start: u64,
         end: u64,
         size: u64,
-        f: &mut dyn FnMut(u64, Vec<u8>, Vec<Hash>) -> Result<(), ExportError>,
+        f: &mut RowSink<'_>,
     ) -> Result<(), ExportError> {
         use std::io::BufRead as _;
         let mut next = start;
@@ -432,11 +434,12 @@ impl LogReader for RemoteLog {
                         row.index
                     )));
                 }
-                f(
-                    row.index,
-                    row.leaf.into_bytes(),
-                    hashes(&row.inclusion_proof)?,
-                )?;
+                f(ProvedEntry {
+                    index: row.index,
+                    leaf: row.leaf.into_bytes(),
+                    leaf_hash: None,
+                    proof: hashes(&row.inclusion_proof)?,
+                })?;
                 next += 1;
             }
             // A page may end early (the server caps its bytes); ask again from where it ended.
@@ -804,8 +807,8 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
                 let mut chunk = Vec::with_capacity(CHUNK_ROWS);
                 // `emit` fails only if the stages below stopped; their error is reported below.
                 let mut emit = |chunk| emit(chunk).then_some(()).ok_or(ExportError::StageStopped);
-                log.rows(range.start, range.end, size, &mut |index, leaf, proof| {
-                    chunk.push((index, leaf, proof));
+                log.rows(range.start, range.end, size, &mut |row| {
+                    chunk.push(row);
                     if chunk.len() == CHUNK_ROWS {
                         emit(std::mem::replace(
                             &mut chunk,
@@ -822,7 +825,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
                     }
                 })
             },
-            |chunk: &Vec<Unmade>| make_batch(chunk, &framework, files::EVENTS),
+            |chunk: &Vec<ProvedEntry>| make_batch(chunk, &framework, files::EVENTS),
             |_, made| {
                 let applied = made.and_then(|batch| {
                     let rows = for_each_made(std::slice::from_ref(&batch), files::EVENTS, |row| {
@@ -866,8 +869,8 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         (range.end, (range.end + 1).min(size)),
     ] {
         if start < end {
-            log.rows(start, end, size, &mut |index, leaf, proof| {
-                unmade.push((index, leaf, proof));
+            log.rows(start, end, size, &mut |row| {
+                unmade.push(row);
                 Ok(())
             })?;
         }
@@ -880,7 +883,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     // Earlier entries of the period's requests, so each request is judged on its whole lifecycle.
     let mut context = RowWriter::create(&dir.join(files::CONTEXT))?;
     let mut unmade = Vec::with_capacity(CHUNK_ROWS);
-    let mut flush = |unmade: &mut Vec<Unmade>| -> Result<(), ExportError> {
+    let mut flush = |unmade: &mut Vec<ProvedEntry>| -> Result<(), ExportError> {
         let made = make_batches(std::mem::take(unmade), &framework, files::CONTEXT)?;
         for_each_made(&made, files::CONTEXT, |row| {
             summary.add(&row.projection, false).map_err(fail)
@@ -897,8 +900,8 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         &fail,
         &mut *log.request_lookup(),
         &mut |index| {
-            log.rows(index, index + 1, size, &mut |index, leaf, proof| {
-                unmade.push((index, leaf, proof));
+            log.rows(index, index + 1, size, &mut |row| {
+                unmade.push(row);
                 if unmade.len() == CHUNK_ROWS {
                     flush(&mut unmade)?;
                 }
@@ -1047,14 +1050,29 @@ fn stored_leaf(index: u64, bytes: &[u8]) -> Result<Leaf<'_>, ExportError> {
     Ok(leaf)
 }
 
-/// An entry read for a row: its index, leaf bytes and inclusion proof.
-type Unmade = (u64, Vec<u8>, Vec<Hash>);
+/// An entry read for a row, not yet made into one.
+pub struct ProvedEntry {
+    /// Its index in the log.
+    pub index: u64,
+    /// The leaf's bytes.
+    pub leaf: Vec<u8>,
+    /// Its leaf hash, when read from the log's own tree (the same nodes its proof is read from);
+    /// `None` from a remote log, whose rows are hashed here. A stored leaf that does not match
+    /// its tree node makes a bundle that `ledger verify` rejects, as a wrong proof node would;
+    /// `ledger fsck` finds both in the store.
+    pub leaf_hash: Option<Hash>,
+    /// Its inclusion proof at the bundle's tree size.
+    pub proof: Vec<Hash>,
+}
+
+/// What [`LogReader::rows`] and [`proved_rows`] call with each entry.
+pub type RowSink<'a> = dyn FnMut(ProvedEntry) -> Result<(), ExportError> + 'a;
 
 /// Rows made from `entries` (parsed, projected, hashed, mapped to controls) on every core: one
 /// Arrow batch per part, in order, built straight from the leaves' bytes (no owned row). `file`
 /// names the bundle file they are for in errors.
 fn make_batches(
-    entries: Vec<Unmade>,
+    entries: Vec<ProvedEntry>,
     framework: &Framework,
     file: &str,
 ) -> Result<Vec<RecordBatch>, ExportError> {
@@ -1069,18 +1087,18 @@ fn make_batches(
 /// One batch of rows: each leaf, its hash, its proof against the bundle's checkpoint,
 /// projections and controls.
 fn make_batch(
-    entries: &[Unmade],
+    entries: &[ProvedEntry],
     framework: &Framework,
     file: &str,
 ) -> Result<RecordBatch, ExportError> {
     let projected = entries
         .iter()
-        .map(|(index, leaf, _)| Ok(Projection::borrowed(&stored_leaf(*index, leaf)?)?))
+        .map(|e| Ok(Projection::borrowed(&stored_leaf(e.index, &e.leaf)?)?))
         .collect::<Result<Vec<_>, ExportError>>()?;
     let mut sizes = Sizes::default();
-    for ((_, leaf, proof), p) in entries.iter().zip(&projected) {
+    for (e, p) in entries.iter().zip(&projected) {
         let p = p.view();
-        sizes.add(leaf, proof, &p, framework.controls_of(&p));
+        sizes.add(&e.leaf, &e.proof, &p, framework.controls_of(&p));
     }
     let mut batch = BatchBuilder::with_capacity(&sizes);
     let arrow = |e: arrow_schema::ArrowError| {
@@ -1089,16 +1107,11 @@ fn make_batch(
             message: e.to_string(),
         })
     };
-    for ((_, leaf, proof), p) in entries.iter().zip(&projected) {
+    for (e, p) in entries.iter().zip(&projected) {
         let p = p.view();
+        let leaf_hash = e.leaf_hash.unwrap_or_else(|| Blake3::leaf(&e.leaf));
         batch
-            .push(
-                leaf,
-                &Blake3::leaf(leaf),
-                proof,
-                &p,
-                framework.controls_of(&p),
-            )
+            .push(&e.leaf, &leaf_hash, &e.proof, &p, framework.controls_of(&p))
             .map_err(arrow)?;
     }
     batch.finish().map_err(arrow)

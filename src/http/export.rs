@@ -135,28 +135,22 @@ pub(super) async fn rows(
     let store = state.sequencer.store().clone();
     let body = tokio::task::spawn_blocking(move || {
         let mut body = Vec::new();
-        proved_rows(
-            &store,
-            q.start,
-            q.end,
-            size,
-            MAX_PAGE_BYTES,
-            &mut |index, leaf, proof| {
-                let leaf = String::from_utf8(leaf).map_err(|_| ExportError::BadEntry {
-                    index,
-                    message: "leaf is not UTF-8".into(),
-                })?;
-                let line = json!({
-                    "index": index,
-                    "leaf": leaf,
-                    "inclusion_proof": proof.iter().map(to_hex).collect::<Vec<_>>(),
-                });
-                serde_json::to_writer(&mut body, &line)
-                    .map_err(|e| ExportError::Remote(e.to_string()))?;
-                body.push(b'\n');
-                Ok(())
-            },
-        )?;
+        proved_rows(&store, q.start, q.end, size, MAX_PAGE_BYTES, &mut |row| {
+            let index = row.index;
+            let leaf = String::from_utf8(row.leaf).map_err(|_| ExportError::BadEntry {
+                index,
+                message: "leaf is not UTF-8".into(),
+            })?;
+            let line = json!({
+                "index": index,
+                "leaf": leaf,
+                "inclusion_proof": row.proof.iter().map(to_hex).collect::<Vec<_>>(),
+            });
+            serde_json::to_writer(&mut body, &line)
+                .map_err(|e| ExportError::Remote(e.to_string()))?;
+            body.push(b'\n');
+            Ok(())
+        })?;
         Ok::<_, ExportError>(body)
     })
     .await
