@@ -1129,7 +1129,11 @@ impl ControlCounts {
 }
 
 /// BLAKE3 of every file under `dir` except the manifest and its signature, by relative path.
-pub fn hash_files(dir: &Path) -> Result<BTreeMap<String, String>, BundleError> {
+/// `known` holds hashes already taken (by relative path); those files are not read again.
+pub fn hash_files(
+    dir: &Path,
+    mut known: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, BundleError> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
@@ -1169,10 +1173,21 @@ pub fn hash_files(dir: &Path) -> Result<BTreeMap<String, String>, BundleError> {
             if rel == files::MANIFEST || rel == files::MANIFEST_SIG {
                 continue;
             }
-            out.insert(rel, file_hash(&path)?);
+            let hash = match known.remove(&rel) {
+                Some(hash) => hash,
+                None => file_hash(&path)?,
+            };
+            out.insert(rel, hash);
         }
     }
-    Ok(out)
+    // A known hash must name a file that is there.
+    match known.into_keys().next() {
+        Some(rel) => Err(BundleError::Format {
+            path: dir.join(&rel).display().to_string(),
+            message: "hashed, then gone from the bundle".into(),
+        }),
+        None => Ok(out),
+    }
 }
 
 #[cfg(test)]
@@ -1347,5 +1362,27 @@ mod tests {
         })
         .unwrap();
         assert_eq!(read, [row.clone(), row]);
+    }
+
+    #[test]
+    fn hash_files_takes_known_hashes_as_given_and_refuses_one_for_a_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), b"a").unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        fs::write(dir.path().join("sub/b"), b"b").unwrap();
+        fs::write(dir.path().join(files::MANIFEST), b"{}").unwrap();
+        let all = hash_files(dir.path(), BTreeMap::new()).unwrap();
+        assert_eq!(all.keys().collect::<Vec<_>>(), ["a", "sub/b"]);
+        assert_eq!(all["a"], file_hash(&dir.path().join("a")).unwrap());
+        // A known hash is not taken again (here it is deliberately not the file's).
+        let known = [("sub/b".to_owned(), "given".to_owned())].into();
+        let with = hash_files(dir.path(), known).unwrap();
+        assert_eq!(
+            (with["a"].as_str(), with["sub/b"].as_str()),
+            (all["a"].as_str(), "given")
+        );
+        let known = [("gone".to_owned(), "given".to_owned())].into();
+        let err = hash_files(dir.path(), known).unwrap_err();
+        assert!(err.to_string().contains("gone"), "{err}");
     }
 }
