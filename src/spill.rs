@@ -92,6 +92,28 @@ impl<T: Record> Sorter<T> {
         Ok(())
     }
 
+    /// Takes over `other`'s records: its runs move into this sorter's dir, its buffered records
+    /// are pushed here. Both should spill under the same parent dir, so a move is a rename.
+    ///
+    /// # Errors
+    /// If a run cannot be moved or written.
+    pub fn append(&mut self, mut other: Sorter<T>) -> io::Result<()> {
+        let buffer = std::mem::take(&mut other.buffer);
+        for run in std::mem::take(&mut other.runs) {
+            let path = self.next_run_path();
+            if std::fs::rename(&run, &path).is_err() {
+                // Another file system: copy (`other`'s dir, and the run, go when it drops).
+                std::fs::copy(&run, &path)?;
+            }
+            self.runs.push(path);
+        }
+        self.count += other.count - buffer.len() as u64;
+        for record in buffer {
+            self.push(record)?;
+        }
+        Ok(())
+    }
+
     fn spill(&mut self) -> io::Result<()> {
         let mut buffer = std::mem::take(&mut self.buffer);
         self.buffered_bytes = 0;
@@ -355,6 +377,26 @@ mod tests {
             }
             let got: Vec<String> = sorter.finish().unwrap().map(Result::unwrap).collect();
             assert_eq!(got, ["", "apple", "apple", "pear", "é"]);
+        }
+    }
+
+    #[test]
+    fn an_appended_sorter_brings_its_runs_and_its_buffer() {
+        // Budgets that spill (some runs plus a buffer) and that never spill, on either side.
+        for (a_budget, b_budget) in [(64, 64), (1 << 20, 64), (64, 1 << 20), (1 << 20, 1 << 20)] {
+            let mut a = Sorter::<u64>::new(None, a_budget).unwrap();
+            let mut b = Sorter::<u64>::new(None, b_budget).unwrap();
+            let mut want = Vec::new();
+            for i in 0..500u64 {
+                let x = (i * 7_919) % 1_000;
+                if i % 3 == 0 { b.push(x) } else { a.push(x) }.unwrap();
+                want.push(x);
+            }
+            a.append(b).unwrap();
+            assert_eq!(a.len(), 500);
+            want.sort_unstable();
+            let got: Vec<u64> = a.finish().unwrap().map(Result::unwrap).collect();
+            assert_eq!(got, want, "budgets {a_budget}, {b_budget}");
         }
     }
 }

@@ -146,9 +146,101 @@ pub struct Built {
 /// Accumulates a period's rows and context rows, then writes `summary.json`.
 pub struct SummaryBuilder {
     counts: Counts,
-    events: Sorter<Ev>,
+    /// Rows by request, in partitions judged in parallel at the end: all of a request's rows are
+    /// in the one its id hashes to. The output does not depend on the partition count.
+    events: Vec<Sorter<Ev>>,
     scratch: Option<PathBuf>,
     budget: usize,
+}
+
+/// Which of `parts` partitions a request's rows go to: FNV-1a of its id (any fixed spread would
+/// do; this one is cheap on short ids).
+fn partition(request_id: &str, parts: usize) -> usize {
+    let hash = request_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % parts as u64) as usize
+}
+
+/// What judging one partition's requests leaves for [`SummaryBuilder::finish`] to combine.
+struct Judged {
+    findings: Sorter<FindingRecord>,
+    latencies: Sorter<i64>,
+    /// The partition's first [`MAX_ORPHANS`] orphan context rows, with their request ids, in
+    /// request order.
+    orphan_context: Vec<(String, u64)>,
+    orphan_count: u64,
+}
+
+/// Judges every request of one partition, in request order.
+fn judge_partition(
+    events: Sorter<Ev>,
+    scratch: Option<&Path>,
+    budget: usize,
+) -> io::Result<Judged> {
+    let mut findings = Sorter::<FindingRecord>::new(scratch, budget)?;
+    let mut latencies = Sorter::<i64>::new(scratch, budget)?;
+    let mut sink = Sink {
+        findings: &mut findings,
+        latencies: &mut latencies,
+        error: None,
+    };
+    let mut orphan_context = Vec::new();
+    let mut orphan_count = 0u64;
+    let mut group_context: Vec<u64> = Vec::new();
+    let mut group_context_count = 0u64;
+    let mut judge: Option<Judge> = None;
+    let mut end_group = |judge: Judge, context: &mut Vec<u64>, n: &mut u64, sink: &mut Sink| {
+        if !judge.has_period_event {
+            orphan_count += *n;
+            let room = MAX_ORPHANS.saturating_sub(orphan_context.len());
+            orphan_context.extend(
+                context
+                    .iter()
+                    .take(room)
+                    .map(|&index| (judge.request_id().to_owned(), index)),
+            );
+        }
+        context.clear();
+        *n = 0;
+        judge.finish(sink);
+    };
+    for e in events.finish()? {
+        let e = e?;
+        if judge
+            .as_ref()
+            .is_none_or(|j| j.request_id() != e.request_id)
+        {
+            if let Some(j) = judge.take() {
+                end_group(j, &mut group_context, &mut group_context_count, &mut sink);
+            }
+            judge = Some(Judge::new(&e.request_id));
+        }
+        if !e.in_period {
+            group_context_count += 1;
+            if group_context.len() < MAX_ORPHANS {
+                group_context.push(e.index);
+            }
+        }
+        if let Some(j) = judge.as_mut() {
+            j.add(&e, &mut sink);
+        }
+        if let Some(err) = sink.error.take() {
+            return Err(err);
+        }
+    }
+    if let Some(j) = judge.take() {
+        end_group(j, &mut group_context, &mut group_context_count, &mut sink);
+    }
+    if let Some(err) = sink.error.take() {
+        return Err(err);
+    }
+    Ok(Judged {
+        findings,
+        latencies,
+        orphan_context,
+        orphan_count,
+    })
 }
 
 struct Sink<'a> {
@@ -191,9 +283,25 @@ impl SummaryBuilder {
     /// # Errors
     /// If the temp dir cannot be created.
     pub fn with_budget(scratch: Option<&Path>, budget: usize) -> io::Result<Self> {
+        Self::with_partitions(scratch, budget, crate::par::threads())
+    }
+
+    /// As [`SummaryBuilder::with_budget`], judging `parts` partitions of the requests in
+    /// parallel (each sort's budget is shared among them).
+    ///
+    /// # Errors
+    /// If a temp dir cannot be created.
+    pub fn with_partitions(
+        scratch: Option<&Path>,
+        budget: usize,
+        parts: usize,
+    ) -> io::Result<Self> {
+        let parts = parts.max(1);
         Ok(Self {
             counts: Counts::default(),
-            events: Sorter::new(scratch, budget)?,
+            events: (0..parts)
+                .map(|_| Sorter::new(scratch, budget / parts))
+                .collect::<io::Result<_>>()?,
             scratch: scratch.map(Path::to_owned),
             budget,
         })
@@ -207,7 +315,8 @@ impl SummaryBuilder {
         if in_period {
             self.counts.add(row);
         }
-        self.events.push(Ev::of(row, in_period))
+        let part = partition(row.request_id, self.events.len());
+        self.events[part].push(Ev::of(row, in_period))
     }
 
     /// Judges every request and writes `summary.json`'s exact bytes to `out`.
@@ -216,58 +325,44 @@ impl SummaryBuilder {
     /// If a sort run or `out` cannot be written.
     pub fn finish(self, out: &mut impl Write) -> io::Result<Built> {
         let scratch = self.scratch.as_deref();
+        let part_budget = self.budget / self.events.len();
+        // Each partition on a thread of its own (the first on this one).
+        let judged = std::thread::scope(|scope| {
+            let mut parts = self.events.into_iter();
+            let first = parts.next();
+            let others: Vec<_> = parts
+                .map(|events| scope.spawn(move || judge_partition(events, scratch, part_budget)))
+                .collect();
+            let mut judged = vec![first.map_or_else(
+                || Err(io::Error::other("no partition")),
+                |events| judge_partition(events, scratch, part_budget),
+            )];
+            judged.extend(
+                others
+                    .into_iter()
+                    .map(|h| h.join().expect("summary partition thread panicked")),
+            );
+            judged
+        });
         let mut findings = Sorter::<FindingRecord>::new(scratch, self.budget)?;
         let mut latencies = Sorter::<i64>::new(scratch, self.budget)?;
-        let mut sink = Sink {
-            findings: &mut findings,
-            latencies: &mut latencies,
-            error: None,
-        };
-        let mut orphan_context = Vec::new();
+        let mut orphans = Vec::new();
         let mut orphan_count = 0u64;
-        let mut group_context: Vec<u64> = Vec::new();
-        let mut group_context_count = 0u64;
-        let mut judge: Option<Judge> = None;
-        let mut end_group = |judge: Judge, context: &mut Vec<u64>, n: &mut u64, sink: &mut Sink| {
-            if !judge.has_period_event {
-                orphan_count += *n;
-                let room = MAX_ORPHANS.saturating_sub(orphan_context.len());
-                orphan_context.extend(context.iter().take(room));
-            }
-            context.clear();
-            *n = 0;
-            judge.finish(sink);
-        };
-        for e in self.events.finish()? {
-            let e = e?;
-            if judge
-                .as_ref()
-                .is_none_or(|j| j.request_id() != e.request_id)
-            {
-                if let Some(j) = judge.take() {
-                    end_group(j, &mut group_context, &mut group_context_count, &mut sink);
-                }
-                judge = Some(Judge::new(&e.request_id));
-            }
-            if !e.in_period {
-                group_context_count += 1;
-                if group_context.len() < MAX_ORPHANS {
-                    group_context.push(e.index);
-                }
-            }
-            if let Some(j) = judge.as_mut() {
-                j.add(&e, &mut sink);
-            }
-            if let Some(err) = sink.error.take() {
-                return Err(err);
-            }
+        for part in judged {
+            let part = part?;
+            findings.append(part.findings)?;
+            latencies.append(part.latencies)?;
+            orphans.extend(part.orphan_context);
+            orphan_count += part.orphan_count;
         }
-        if let Some(j) = judge.take() {
-            end_group(j, &mut group_context, &mut group_context_count, &mut sink);
-        }
-        if let Some(err) = sink.error.take() {
-            return Err(err);
-        }
+        // The first orphans in request order, as one partition would have kept them (a stable
+        // sort: each request's rows stay in index order).
+        orphans.sort_by(|a, b| a.0.cmp(&b.0));
+        let orphan_context = orphans
+            .into_iter()
+            .take(MAX_ORPHANS)
+            .map(|(_, index)| index)
+            .collect();
 
         let mut latency = LatencyBuilder::new(latencies.len());
         for micros in latencies.finish()? {
@@ -351,8 +446,8 @@ mod tests {
         }
     }
 
-    fn build(budget: usize) -> (Vec<u8>, Built) {
-        let mut b = SummaryBuilder::with_budget(None, budget).unwrap();
+    fn build(budget: usize, parts: usize) -> (Vec<u8>, Built) {
+        let mut b = SummaryBuilder::with_partitions(None, budget, parts).unwrap();
         // 3,000 requests of four events each, fed out of request order.
         for i in 0..12_000u64 {
             let request = format!("req-{}", (i * 7_919) % 3_000);
@@ -373,12 +468,15 @@ mod tests {
 
     #[test]
     fn spilled_and_in_memory_summaries_are_the_same_bytes_and_parse_back() {
-        let (in_memory, built) = build(DEFAULT_BUDGET);
-        let (spilled, _) = build(4 << 10);
-        assert!(
-            in_memory == spilled,
-            "the budget must not change the output"
-        );
+        let (in_memory, built) = build(DEFAULT_BUDGET, 1);
+        for (budget, parts) in [(4 << 10, 1), (DEFAULT_BUDGET, 3), (4 << 10, 4)] {
+            let (other, other_built) = build(budget, parts);
+            assert!(
+                in_memory == other,
+                "the budget ({budget}) and partitions ({parts}) must not change the output"
+            );
+            assert_eq!(other_built.digest, built.digest);
+        }
         let summary: Summary = serde_json::from_slice(&in_memory).unwrap();
         assert_eq!(summary.population.rows, 11_900);
         for rule in Rule::ALL {
@@ -405,6 +503,40 @@ mod tests {
             .unwrap();
         let built = b.finish(&mut Vec::new()).unwrap();
         assert_eq!((built.orphan_context, built.orphan_count), (vec![1], 1));
+    }
+
+    #[test]
+    fn the_first_orphans_are_the_same_whatever_the_partitions() {
+        let orphans = |parts: usize| {
+            let mut b = SummaryBuilder::with_partitions(None, 4 << 10, parts).unwrap();
+            // 40 requests with two context rows each and nothing in the period, fed in reverse,
+            // and one with a period event.
+            for r in (0..40u64).rev() {
+                for k in 0..2 {
+                    let request = format!("orphan-{r:02}");
+                    b.add(
+                        &row(1_000 + r * 2 + k, "approval.requested", &request, None).view(),
+                        false,
+                    )
+                    .unwrap();
+                }
+            }
+            b.add(&row(5, "approval.requested", "kept", None).view(), true)
+                .unwrap();
+            let built = b.finish(&mut Vec::new()).unwrap();
+            (built.orphan_context, built.orphan_count)
+        };
+        let one = orphans(1);
+        assert_eq!(
+            one.0,
+            [
+                1_000, 1_001, 1_002, 1_003, 1_004, 1_005, 1_006, 1_007, 1_008, 1_009
+            ]
+        );
+        assert_eq!(one.1, 80);
+        for parts in [2, 3, 7] {
+            assert_eq!(orphans(parts), one, "{parts} partitions");
+        }
     }
 
     #[test]
