@@ -221,16 +221,23 @@ impl RowWriter {
     }
 
     /// Writes the footer, fsyncs, and returns the row count.
-    pub fn finish(mut self) -> Result<u64, BundleError> {
-        self.flush()?;
+    pub fn finish(self) -> Result<u64, BundleError> {
         let path = self.path.clone();
+        let (rows, file) = self.finish_unsynced()?;
+        file.sync_all()
+            .map_err(|source| BundleError::Io { path, source })?;
+        Ok(rows)
+    }
+
+    /// Writes the footer and returns the row count and the file, not yet fsynced: the caller
+    /// syncs it before the bundle is published, while doing other work.
+    pub fn finish_unsynced(mut self) -> Result<(u64, File), BundleError> {
+        self.flush()?;
         let file = self
             .writer
             .into_inner()
-            .map_err(|e| format_err(Path::new(&path), e))?;
-        file.sync_all()
-            .map_err(|source| BundleError::Io { path, source })?;
-        Ok(self.rows)
+            .map_err(|e| format_err(Path::new(&self.path), e))?;
+        Ok((self.rows, file))
     }
 }
 

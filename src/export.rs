@@ -789,14 +789,14 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     // this thread reads each made batch back in order for the sorts and counts; a writer encodes
     // and compresses the batches into events.parquet, in order. At most `workers + 2` chunks are
     // out and two made batches wait for the writer, so memory stays bounded.
-    let events = std::thread::scope(|s| -> Result<u64, ExportError> {
+    let (events, events_file) = std::thread::scope(|s| -> Result<(u64, fs::File), ExportError> {
         let (send, made_batches) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
-        let writing = s.spawn(move || -> Result<u64, ExportError> {
+        let writing = s.spawn(move || -> Result<(u64, fs::File), ExportError> {
             let mut writer = writer;
             for batch in made_batches {
                 writer.write_batch(&batch)?;
             }
-            Ok(writer.finish()?)
+            Ok(writer.finish_unsynced()?)
         });
         // The first error of the making or the in-order stage; they stop the pipeline.
         let mut failed = None;
@@ -861,12 +861,19 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         }
     })?;
     progress.finish_and_clear();
-    // `events.parquet` is complete and synced: hash it for the manifest on a thread of its own
-    // while the other files are made (reading back 150 bytes per row was a serial second or so
-    // per 10 M rows at the end). If this function returns early, the thread finishes alone.
+    // `events.parquet` is complete: fsync it and hash it for the manifest on a thread of its own
+    // while the other files are made (the sync and the read back, about 150 bytes per row, were
+    // a serial tail of about a second per 10 M rows). If this function returns early, the thread
+    // finishes alone and the unpublished bundle is removed.
     let events_hash = {
         let path = dir.join(files::EVENTS);
-        std::thread::spawn(move || bundle::file_hash(&path))
+        std::thread::spawn(move || {
+            events_file.sync_all().map_err(|source| BundleError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            bundle::file_hash(&path)
+        })
     };
 
     let mut boundaries = RowWriter::create(&dir.join(files::BOUNDARIES))?;
