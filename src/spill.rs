@@ -115,11 +115,12 @@ impl<T: Record> Sorter<T> {
     }
 
     fn spill(&mut self) -> io::Result<()> {
-        let mut buffer = std::mem::take(&mut self.buffer);
         self.buffered_bytes = 0;
-        buffer.sort_unstable();
+        self.buffer.sort_unstable();
         let path = self.next_run_path();
-        write_run(&path, buffer.into_iter().map(Ok))?;
+        // Drained, not taken: the next run fills the same allocation instead of growing a new
+        // one by doubling (a copy of every record so far at each step, and fresh pages).
+        write_run(&path, self.buffer.drain(..).map(Ok))?;
         self.runs.push(path);
         Ok(())
     }
