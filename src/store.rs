@@ -595,6 +595,32 @@ impl Store {
             })
     }
 
+    /// Entries from `start` on, in index order, each lent to `f` as `(index, leaf bytes)` straight
+    /// from the iterator (no copy, no allocation per entry), until `f` returns `Ok(false)` or the
+    /// entries end; `reads` says how many the caller will take.
+    ///
+    /// # Errors
+    /// `f`'s error, or a read error.
+    pub fn scan_entries<E: From<StoreError>>(
+        &self,
+        start: u64,
+        reads: Reads,
+        mut f: impl FnMut(u64, &[u8]) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        let mut iter = self
+            .db
+            .raw_iterator_cf_opt(self.cf(CF_ENTRIES), reads.options(SCAN_READAHEAD));
+        iter.seek(start.to_be_bytes());
+        while let (Some(key), Some(leaf)) = (iter.key(), iter.value()) {
+            if !f(decode_u64(key, "entry key")?, leaf)? {
+                return Ok(());
+            }
+            iter.next();
+        }
+        iter.status().map_err(StoreError::from)?;
+        Ok(())
+    }
+
     /// The highest entry index stored, if any.
     pub fn last_entry_index(&self) -> Result<Option<u64>, StoreError> {
         let mut iter = self.db.iterator_cf(self.cf(CF_ENTRIES), IteratorMode::End);

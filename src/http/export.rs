@@ -137,7 +137,7 @@ pub(super) async fn rows(
         let mut body = Vec::new();
         proved_rows(&store, q.start, q.end, size, MAX_PAGE_BYTES, &mut |row| {
             let index = row.index;
-            let leaf = String::from_utf8(row.leaf).map_err(|_| ExportError::BadEntry {
+            let leaf = std::str::from_utf8(row.leaf).map_err(|_| ExportError::BadEntry {
                 index,
                 message: "leaf is not UTF-8".into(),
             })?;
