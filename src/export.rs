@@ -863,16 +863,16 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     // `events.parquet` is complete: fsync it and hash it for the manifest on a thread of its own
     // while the other files are made (the sync and the read back, about 150 bytes per row, were
     // a serial tail of about a second per 10 M rows). If this function returns early, the thread
-    // finishes alone and the unpublished bundle is removed.
+    // is joined before the staging dir (declared earlier, dropped later) is removed.
     let events_hash = {
         let path = dir.join(files::EVENTS);
-        std::thread::spawn(move || {
+        JoinOnDrop(Some(std::thread::spawn(move || {
             events_file.sync_all().map_err(|source| BundleError::Io {
                 path: path.display().to_string(),
                 source,
             })?;
             bundle::file_hash(&path)
-        })
+        })))
     };
 
     let mut boundaries = RowWriter::create(&dir.join(files::BOUNDARIES))?;
@@ -1010,9 +1010,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     };
     let report = crate::report::render(&manifest, &built.digest, &framework);
     write_file(&dir.join(files::REPORT), report.as_bytes())?;
-    let events_hash = events_hash
-        .join()
-        .expect("events.parquet hashing thread panicked")?;
+    let events_hash = events_hash.join()?;
     manifest.files = hash_files(dir, [(files::EVENTS.to_owned(), events_hash)].into())?;
     let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
     write_file(&dir.join(files::MANIFEST), &manifest_bytes)?;
@@ -1035,6 +1033,28 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         manifest,
         digest: built.digest,
     })
+}
+
+/// A thread that is joined when this is dropped, so that none outlives [`export`] when it
+/// returns early (it then waits for the thread's work, and the staging dir goes after).
+struct JoinOnDrop<T>(Option<std::thread::JoinHandle<T>>);
+
+impl<T> JoinOnDrop<T> {
+    fn join(mut self) -> T {
+        let handle = self.0.take().expect("joined once");
+        handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
+impl<T> Drop for JoinOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            // Its result is not wanted here: the export already failed.
+            let _ = handle.join();
+        }
+    }
 }
 
 fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {
