@@ -326,9 +326,19 @@ impl Sizes {
         p: &ProjectionRef<'_>,
         controls: impl IntoIterator<Item = &'a str>,
     ) {
-        self.rows += 1;
         self.leaf_bytes += leaf.len();
         self.proof_items += proof.len();
+        self.add_fields(p, controls);
+    }
+
+    /// Counts one row whose leaf and proof columns are given whole
+    /// ([`BatchBuilder::finish_with`]).
+    pub fn add_fields<'a>(
+        &mut self,
+        p: &ProjectionRef<'_>,
+        controls: impl IntoIterator<Item = &'a str>,
+    ) {
+        self.rows += 1;
         for (total, text) in self.text_bytes.iter_mut().zip(texts(p)) {
             *total += text.map_or(0, str::len);
         }
@@ -399,14 +409,26 @@ impl BatchBuilder {
         p: &ProjectionRef<'_>,
         controls: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), arrow_schema::ArrowError> {
-        self.index.append_value(p.index);
         self.leaf.append_value(leaf);
-        self.leaf_hash.extend_from_slice(leaf_hash);
         self.proof.extend_from_slice(proof.as_flattened());
         let end = i32::try_from(self.proof.len() / 32).map_err(|_| {
             arrow_schema::ArrowError::InvalidArgumentError("over 2^31 proof hashes".into())
         })?;
         self.proof_ends.push(end);
+        self.push_fields(leaf_hash, p, controls);
+        Ok(())
+    }
+
+    /// Appends one row's columns but its leaf and proof, which [`BatchBuilder::finish_with`]
+    /// is given whole.
+    pub fn push_fields<'a>(
+        &mut self,
+        leaf_hash: &Hash,
+        p: &ProjectionRef<'_>,
+        controls: impl IntoIterator<Item = &'a str>,
+    ) {
+        self.index.append_value(p.index);
+        self.leaf_hash.extend_from_slice(leaf_hash);
         for (b, v) in self.texts.iter_mut().zip(texts(p)) {
             b.append_option(v);
         }
@@ -417,7 +439,6 @@ impl BatchBuilder {
             self.controls.values().append_value(c);
         }
         self.controls.append(true);
-        Ok(())
     }
 
     /// The batch.
@@ -425,6 +446,24 @@ impl BatchBuilder {
     /// # Errors
     /// If the columns do not make a batch of the bundle schema (they always do).
     pub fn finish(mut self) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        let leaf = Arc::new(self.leaf.finish());
+        let proof = proof_column(
+            OffsetBuffer::new(std::mem::take(&mut self.proof_ends).into()),
+            std::mem::take(&mut self.proof).into(),
+        )?;
+        self.finish_with(leaf, Arc::new(proof))
+    }
+
+    /// The batch, with the leaf and proof columns given (rows pushed with
+    /// [`BatchBuilder::push_fields`]).
+    ///
+    /// # Errors
+    /// If the columns do not make a batch of the bundle schema: one of a wrong type or length.
+    pub fn finish_with(
+        mut self,
+        leaf: Arc<dyn Array>,
+        proof: Arc<dyn Array>,
+    ) -> Result<RecordBatch, arrow_schema::ArrowError> {
         let mut s = self
             .texts
             .into_iter()
@@ -432,18 +471,13 @@ impl BatchBuilder {
         let mut next = || s.next().expect("14 string columns");
         let columns: Vec<Arc<dyn Array>> = vec![
             Arc::new(self.index.finish()),
-            Arc::new(self.leaf.finish()),
+            leaf,
             Arc::new(FixedSizeBinaryArray::try_new(
                 32,
                 self.leaf_hash.into(),
                 None,
             )?),
-            Arc::new(ListArray::try_new(
-                Arc::new(Field::new_list_field(DataType::FixedSizeBinary(32), false)),
-                OffsetBuffer::new(self.proof_ends.into()),
-                Arc::new(FixedSizeBinaryArray::try_new(32, self.proof.into(), None)?),
-                None,
-            )?),
+            proof,
             next(), // event_id
             next(), // type
             next(), // request_id
@@ -465,6 +499,23 @@ impl BatchBuilder {
         ];
         RecordBatch::try_new(schema(), columns)
     }
+}
+
+/// The `inclusion_proof` column: each row's hashes, 32 bytes each in `hashes`, ending where
+/// `ends` (in hashes) says.
+///
+/// # Errors
+/// If `hashes` is not whole hashes or `ends` runs past it.
+pub fn proof_column(
+    ends: OffsetBuffer<i32>,
+    hashes: arrow_buffer::Buffer,
+) -> Result<ListArray, arrow_schema::ArrowError> {
+    ListArray::try_new(
+        Arc::new(Field::new_list_field(DataType::FixedSizeBinary(32), false)),
+        ends,
+        Arc::new(FixedSizeBinaryArray::try_new(32, hashes, None)?),
+        None,
+    )
 }
 
 fn column<T: Array + Clone + 'static>(

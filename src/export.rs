@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use arrow_array::RecordBatch;
+use arrow_array::{ArrayRef, RecordBatch};
 
 use crate::bundle::{
     self, BatchBuilder, BundleError, ConsistencyFile, IndexRange, Manifest, ManifestCheckpoint,
@@ -812,7 +813,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
                     chunk.push(&row);
                     if chunk.len() == CHUNK_ROWS {
                         let next = Chunk::with_capacity(CHUNK_ROWS, &chunk);
-                        emit(std::mem::replace(&mut chunk, next))?;
+                        emit(std::mem::replace(&mut chunk, next).seal())?;
                     }
                     Ok(())
                 })
@@ -820,11 +821,11 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
                     if chunk.len() == 0 {
                         Ok(())
                     } else {
-                        emit(chunk)
+                        emit(chunk.seal())
                     }
                 })
             },
-            |chunk: &Chunk| make_batch(chunk, 0..chunk.len(), &framework, files::EVENTS),
+            |chunk: &Sealed| make_batch(chunk, 0..chunk.len(), &framework, files::EVENTS),
             |_, made| {
                 let applied = made.and_then(|batch| {
                     let rows = for_each_made(std::slice::from_ref(&batch), files::EVENTS, |row| {
@@ -888,7 +889,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
             })?;
         }
     }
-    for batch in make_batches(&unmade, &framework, files::BOUNDARIES)? {
+    for batch in make_batches(&unmade.seal(), &framework, files::BOUNDARIES)? {
         boundaries.write_batch(&batch)?;
     }
     let boundary_rows = boundaries.finish()?;
@@ -897,8 +898,12 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     let mut context = RowWriter::create(&dir.join(files::CONTEXT))?;
     let mut unmade = Chunk::default();
     let mut flush = |unmade: &mut Chunk| -> Result<(), ExportError> {
-        let made = make_batches(unmade, &framework, files::CONTEXT)?;
-        *unmade = Chunk::with_capacity(CHUNK_ROWS, unmade);
+        let next = Chunk::with_capacity(CHUNK_ROWS, unmade);
+        let made = make_batches(
+            &std::mem::replace(unmade, next).seal(),
+            &framework,
+            files::CONTEXT,
+        )?;
         for_each_made(&made, files::CONTEXT, |row| {
             summary.add(&row.projection, false).map_err(fail)
         })?;
@@ -1106,15 +1111,17 @@ pub struct ProvedRow<'a> {
 pub type RowSink<'a> = dyn FnMut(ProvedRow<'_>) -> Result<(), ExportError> + 'a;
 
 /// Entries read for rows, not yet made into them: their leaves and proofs each in one buffer,
-/// so a chunk of 4,096 rows costs a few allocations instead of two per row.
+/// so a chunk of 4,096 rows costs a few allocations instead of two per row, and (once sealed)
+/// its buffers become the batch's leaf and proof columns as they are, without a copy.
 #[derive(Default)]
 struct Chunk {
     rows: Vec<ChunkRow>,
     leaves: Vec<u8>,
-    proofs: Vec<Hash>,
+    /// Proof hashes, 32 bytes each.
+    proofs: Vec<u8>,
 }
 
-/// Where one row's leaf and proof end in its [`Chunk`]'s buffers.
+/// Where one row's leaf and proof end in its chunk's buffers (bytes).
 struct ChunkRow {
     index: u64,
     leaf_end: usize,
@@ -1140,7 +1147,7 @@ impl Chunk {
 
     fn push(&mut self, row: &ProvedRow<'_>) {
         self.leaves.extend_from_slice(row.leaf);
-        self.proofs.extend_from_slice(row.proof);
+        self.proofs.extend_from_slice(row.proof.as_flattened());
         self.rows.push(ChunkRow {
             index: row.index,
             leaf_end: self.leaves.len(),
@@ -1149,19 +1156,80 @@ impl Chunk {
         });
     }
 
-    /// Row `i`.
-    fn row(&self, i: usize) -> ProvedRow<'_> {
-        let (leaf_start, proof_start) = match i.checked_sub(1) {
+    /// The chunk, its buffers handed to Arrow (no copy).
+    fn seal(self) -> Sealed {
+        Sealed {
+            rows: self.rows,
+            leaves: self.leaves.into(),
+            proofs: self.proofs.into(),
+        }
+    }
+}
+
+/// A complete [`Chunk`], its buffers shared with the batches made from it.
+struct Sealed {
+    rows: Vec<ChunkRow>,
+    leaves: arrow_buffer::Buffer,
+    proofs: arrow_buffer::Buffer,
+}
+
+impl Sealed {
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Where row `i`'s leaf and proof start (bytes).
+    fn starts(&self, i: usize) -> (usize, usize) {
+        match i.checked_sub(1) {
             Some(before) => (self.rows[before].leaf_end, self.rows[before].proof_end),
             None => (0, 0),
-        };
+        }
+    }
+
+    /// Row `i`.
+    fn row(&self, i: usize) -> ProvedRow<'_> {
+        let (leaf_start, proof_start) = self.starts(i);
         let row = &self.rows[i];
         ProvedRow {
             index: row.index,
             leaf: &self.leaves[leaf_start..row.leaf_end],
             leaf_hash: row.leaf_hash,
-            proof: &self.proofs[proof_start..row.proof_end],
+            proof: self.proofs[proof_start..row.proof_end].as_chunks::<32>().0,
         }
+    }
+
+    /// The `leaf` and `inclusion_proof` columns of rows `rows` (a non-empty range): slices of
+    /// the chunk's buffers, with offsets from the range's first row.
+    fn columns(
+        &self,
+        rows: std::ops::Range<usize>,
+    ) -> Result<(ArrayRef, ArrayRef), arrow_schema::ArrowError> {
+        let (leaf_start, proof_start) = self.starts(rows.start);
+        let last = &self.rows[rows.end - 1];
+        let offset = |end: usize, start: usize, unit: usize| {
+            i32::try_from((end - start) / unit).map_err(|_| {
+                arrow_schema::ArrowError::InvalidArgumentError("a chunk over 2 GiB".into())
+            })
+        };
+        let rows = &self.rows[rows];
+        let leaf_ends = std::iter::once(Ok(0))
+            .chain(rows.iter().map(|r| offset(r.leaf_end, leaf_start, 1)))
+            .collect::<Result<Vec<i32>, _>>()?;
+        let proof_ends = std::iter::once(Ok(0))
+            .chain(rows.iter().map(|r| offset(r.proof_end, proof_start, 32)))
+            .collect::<Result<Vec<i32>, _>>()?;
+        let leaf = arrow_array::BinaryArray::try_new(
+            arrow_buffer::OffsetBuffer::new(leaf_ends.into()),
+            self.leaves
+                .slice_with_length(leaf_start, last.leaf_end - leaf_start),
+            None,
+        )?;
+        let proof = bundle::proof_column(
+            arrow_buffer::OffsetBuffer::new(proof_ends.into()),
+            self.proofs
+                .slice_with_length(proof_start, last.proof_end - proof_start),
+        )?;
+        Ok((Arc::new(leaf), Arc::new(proof)))
     }
 }
 
@@ -1169,7 +1237,7 @@ impl Chunk {
 /// Arrow batch per part, in order, built straight from the leaves' bytes (no owned row). `file`
 /// names the bundle file they are for in errors.
 fn make_batches(
-    chunk: &Chunk,
+    chunk: &Sealed,
     framework: &Framework,
     file: &str,
 ) -> Result<Vec<RecordBatch>, ExportError> {
@@ -1183,39 +1251,38 @@ fn make_batches(
     .collect()
 }
 
-/// One batch of `chunk`'s rows `rows`: each leaf, its hash, its proof against the bundle's
-/// checkpoint, projections and controls.
+/// One batch of `chunk`'s rows `rows` (non-empty): each leaf, its hash, its proof against the
+/// bundle's checkpoint, projections and controls.
 fn make_batch(
-    chunk: &Chunk,
+    chunk: &Sealed,
     rows: std::ops::Range<usize>,
     framework: &Framework,
     file: &str,
 ) -> Result<RecordBatch, ExportError> {
-    let entries: Vec<ProvedRow<'_>> = rows.map(|i| chunk.row(i)).collect();
-    let projected = entries
-        .iter()
-        .map(|e| Ok(Projection::borrowed(&stored_leaf(e.index, e.leaf)?)?))
-        .collect::<Result<Vec<_>, ExportError>>()?;
-    let mut sizes = Sizes::default();
-    for (e, p) in entries.iter().zip(&projected) {
-        let p = p.view();
-        sizes.add(e.leaf, e.proof, &p, framework.controls_of(&p));
-    }
-    let mut batch = BatchBuilder::with_capacity(&sizes);
     let arrow = |e: arrow_schema::ArrowError| {
         ExportError::Bundle(BundleError::Format {
             path: file.into(),
             message: e.to_string(),
         })
     };
+    let (leaf, proof) = chunk.columns(rows.clone()).map_err(arrow)?;
+    let entries: Vec<ProvedRow<'_>> = rows.map(|i| chunk.row(i)).collect();
+    let projected = entries
+        .iter()
+        .map(|e| Ok(Projection::borrowed(&stored_leaf(e.index, e.leaf)?)?))
+        .collect::<Result<Vec<_>, ExportError>>()?;
+    let mut sizes = Sizes::default();
+    for p in &projected {
+        let p = p.view();
+        sizes.add_fields(&p, framework.controls_of(&p));
+    }
+    let mut batch = BatchBuilder::with_capacity(&sizes);
     for (e, p) in entries.iter().zip(&projected) {
         let p = p.view();
         let leaf_hash = e.leaf_hash.unwrap_or_else(|| Blake3::leaf(e.leaf));
-        batch
-            .push(e.leaf, &leaf_hash, e.proof, &p, framework.controls_of(&p))
-            .map_err(arrow)?;
+        batch.push_fields(&leaf_hash, &p, framework.controls_of(&p));
     }
-    batch.finish().map_err(arrow)
+    batch.finish_with(leaf, proof).map_err(arrow)
 }
 
 /// Calls `f` with each row of `made` (for bundle file `file`), in order; returns how many.
@@ -1371,6 +1438,7 @@ mod reader_tests {
             Ok(())
         })
         .unwrap();
+        let chunk = chunk.seal();
         assert_eq!((next, chunk.len() as u64), (size, size - 8));
         for (i, index) in (8..size).enumerate() {
             let row = chunk.row(i);
@@ -1396,5 +1464,48 @@ mod reader_tests {
             matches!(err, ExportError::BadEntry { index: 7, .. }),
             "{err}"
         );
+    }
+
+    /// A sealed chunk's columns for a range that does not start at its first row hold exactly
+    /// those rows' leaves and proofs.
+    #[test]
+    fn a_sealed_chunks_columns_for_a_range_are_those_rows() {
+        use arrow_array::{Array as _, BinaryArray, FixedSizeBinaryArray, ListArray};
+        let rows: Vec<(Vec<u8>, Vec<Hash>)> = (0..5u8)
+            .map(|i| {
+                (
+                    vec![b'a' + i; usize::from(i) + 1],
+                    vec![[i; 32]; usize::from(i % 3)],
+                )
+            })
+            .collect();
+        let mut chunk = Chunk::default();
+        for (i, (leaf, proof)) in rows.iter().enumerate() {
+            chunk.push(&ProvedRow {
+                index: 10 + i as u64,
+                leaf,
+                leaf_hash: None,
+                proof,
+            });
+        }
+        let chunk = chunk.seal();
+        for range in [0..5, 1..4, 4..5] {
+            let (leaf, proof) = chunk.columns(range.clone()).unwrap();
+            let leaf = leaf.as_any().downcast_ref::<BinaryArray>().unwrap();
+            let proof = proof.as_any().downcast_ref::<ListArray>().unwrap();
+            assert_eq!(leaf.len(), range.len());
+            for (k, i) in range.enumerate() {
+                assert_eq!(leaf.value(k), rows[i].0.as_slice(), "leaf {i}");
+                let hashes = proof.value(k);
+                let hashes = hashes
+                    .as_any()
+                    .downcast_ref::<FixedSizeBinaryArray>()
+                    .unwrap();
+                let got: Vec<&[u8]> = (0..hashes.len()).map(|j| hashes.value(j)).collect();
+                let want: Vec<&[u8]> = rows[i].1.iter().map(|h| h.as_slice()).collect();
+                assert_eq!(got, want, "proof {i}");
+                assert_eq!(chunk.row(i).proof, rows[i].1.as_slice());
+            }
+        }
     }
 }
