@@ -92,8 +92,9 @@ impl<T: Record> Sorter<T> {
         Ok(())
     }
 
-    /// Takes over `other`'s records: its runs move into this sorter's dir, its buffered records
-    /// are pushed here. Both should spill under the same parent dir, so a move is a rename.
+    /// Takes over `other`'s records: its runs move into this sorter's dir (a rename: both must
+    /// spill under the same parent dir, as a [`crate::summary::SummaryBuilder`]'s sorters do),
+    /// its buffered records are pushed here.
     ///
     /// # Errors
     /// If a run cannot be moved or written.
@@ -101,10 +102,7 @@ impl<T: Record> Sorter<T> {
         let buffer = std::mem::take(&mut other.buffer);
         for run in std::mem::take(&mut other.runs) {
             let path = self.next_run_path();
-            if std::fs::rename(&run, &path).is_err() {
-                // Another file system: copy (`other`'s dir, and the run, go when it drops).
-                std::fs::copy(&run, &path)?;
-            }
+            std::fs::rename(&run, &path)?;
             self.runs.push(path);
         }
         self.count += other.count - buffer.len() as u64;

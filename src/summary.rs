@@ -326,23 +326,17 @@ impl SummaryBuilder {
     pub fn finish(self, out: &mut impl Write) -> io::Result<Built> {
         let scratch = self.scratch.as_deref();
         let part_budget = self.budget / self.events.len();
-        // Each partition on a thread of its own (the first on this one).
-        let judged = std::thread::scope(|scope| {
-            let mut parts = self.events.into_iter();
-            let first = parts.next();
-            let others: Vec<_> = parts
+        // Each partition on a thread of its own.
+        let judged: Vec<io::Result<Judged>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = self
+                .events
+                .into_iter()
                 .map(|events| scope.spawn(move || judge_partition(events, scratch, part_budget)))
                 .collect();
-            let mut judged = vec![first.map_or_else(
-                || Err(io::Error::other("no partition")),
-                |events| judge_partition(events, scratch, part_budget),
-            )];
-            judged.extend(
-                others
-                    .into_iter()
-                    .map(|h| h.join().expect("summary partition thread panicked")),
-            );
-            judged
+            threads
+                .into_iter()
+                .map(|t| t.join().expect("summary partition thread panicked"))
+                .collect()
         });
         let mut findings = Sorter::<FindingRecord>::new(scratch, self.budget)?;
         let mut latencies = Sorter::<i64>::new(scratch, self.budget)?;
