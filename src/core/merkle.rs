@@ -711,19 +711,55 @@ impl<H: TreeHasher> PathVerifier<H> {
         leaf_hash: &Hash,
         proof: &[Hash],
     ) -> Result<(), TreeError> {
+        let mut fresh = std::mem::take(&mut self.spare);
+        fresh.clear();
+        let walked = self.walk(index, leaf_hash, proof, &mut fresh);
+        match walked {
+            // It met the remembered path at its step `k`, the remembered one's `at`, and its
+            // siblings above are the remembered ones: this path is its own steps to there and
+            // the remembered ones above. Mostly `k == at`, and only those few steps change.
+            Ok(Some((k, at))) if k == at => {
+                self.steps[..=k].copy_from_slice(&fresh);
+                self.proof[..=k].copy_from_slice(&proof[..=k]);
+            }
+            Ok(Some((_, at))) => {
+                fresh.extend_from_slice(&self.steps[at + 1..]);
+                std::mem::swap(&mut self.steps, &mut fresh);
+                self.proof.clear();
+                self.proof.extend_from_slice(proof);
+            }
+            // It went up to the root.
+            Ok(None) => {
+                std::mem::swap(&mut self.steps, &mut fresh);
+                self.proof.clear();
+                self.proof.extend_from_slice(proof);
+            }
+            Err(_) => {}
+        }
+        self.spare = fresh;
+        walked.map(|_| ())
+    }
+
+    /// Walks `proof` up from `leaf_hash` at `index`, writing its steps to `fresh`, until it meets
+    /// the remembered path (`Some((its step, the remembered step))`, having checked the rest
+    /// against the remembered proof) or reaches the root (`None`, having checked the root).
+    fn walk(
+        &mut self,
+        index: u64,
+        leaf_hash: &Hash,
+        proof: &[Hash],
+        fresh: &mut Vec<Step>,
+    ) -> Result<Option<(usize, usize)>, TreeError> {
         if index >= self.size {
             return Err(TreeError::Verification("leaf index not below tree size"));
         }
         let (mut fnode, mut snode) = (index, self.size - 1);
         let mut height = 0u32;
         let mut r = *leaf_hash;
-        let mut steps = std::mem::take(&mut self.spare);
-        steps.clear();
         // The remembered steps are in increasing height; `at` walks them alongside.
         let mut at = 0;
         for (k, p) in proof.iter().enumerate() {
             if snode == 0 {
-                self.spare = steps;
                 return Err(TreeError::Verification(
                     "proof longer than the tree is deep",
                 ));
@@ -757,7 +793,7 @@ impl<H: TreeHasher> PathVerifier<H> {
                     H::node(&left, &right)
                 }
             };
-            steps.push(Step {
+            fresh.push(Step {
                 height,
                 position: fnode,
                 left,
@@ -766,34 +802,20 @@ impl<H: TreeHasher> PathVerifier<H> {
             });
             if let Some(s) = met {
                 if s.node != r || proof[k + 1..] != self.proof[at + 1..] {
-                    self.spare = steps;
                     return Err(TreeError::Verification("computed root does not match"));
                 }
-                // Remember this path: its own nodes below the meeting point, the old ones above.
-                steps.extend_from_slice(&self.steps[at + 1..]);
-                self.remember(proof, steps);
-                return Ok(());
+                return Ok(Some((k, at)));
             }
         }
-        let failure = if snode != 0 {
-            Some("proof shorter than the tree is deep")
-        } else if r != self.root {
-            Some("computed root does not match")
-        } else {
-            None
-        };
-        if let Some(why) = failure {
-            self.spare = steps;
-            return Err(TreeError::Verification(why));
+        if snode != 0 {
+            return Err(TreeError::Verification(
+                "proof shorter than the tree is deep",
+            ));
         }
-        self.remember(proof, steps);
-        Ok(())
-    }
-
-    fn remember(&mut self, proof: &[Hash], steps: Vec<Step>) {
-        self.proof.clear();
-        self.proof.extend_from_slice(proof);
-        self.spare = std::mem::replace(&mut self.steps, steps);
+        if r != self.root {
+            return Err(TreeError::Verification("computed root does not match"));
+        }
+        Ok(None)
     }
 }
 
