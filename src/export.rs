@@ -1267,10 +1267,12 @@ fn make_batch(
     };
     let (leaf, proof) = chunk.columns(rows.clone()).map_err(arrow)?;
     let entries: Vec<ProvedRow<'_>> = rows.map(|i| chunk.row(i)).collect();
-    let projected = entries
-        .iter()
-        .map(|e| Ok(Projection::borrowed(&stored_leaf(e.index, e.leaf)?)?))
-        .collect::<Result<Vec<_>, ExportError>>()?;
+    // Filled in a loop, not collected through `Result` (whose size hint is 0): a projection is
+    // a few hundred bytes, and growing by doubling copied them all again.
+    let mut projected = Vec::with_capacity(entries.len());
+    for e in &entries {
+        projected.push(Projection::borrowed(&stored_leaf(e.index, e.leaf)?)?);
+    }
     let mut sizes = Sizes::default();
     for p in &projected {
         let p = p.view();
