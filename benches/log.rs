@@ -1,7 +1,9 @@
 //! Criterion benchmarks of the log at size, with `Throughput` set:
 //!
 //! - `proof_1m`: inclusion and consistency proofs built from a RocksDB node store holding a
-//!   1,048,576-leaf tree (the store the server reads), and verified.
+//!   1,048,576-leaf tree (the store the server reads), and verified: one at a time, and a run of
+//!   4,096 consecutive leaves' proofs in order, alone and through `PathVerifier` (as `ledger
+//!   verify` checks a bundle's rows).
 //! - `proof_100m`: the same at 100,000,000 leaves. Building that tree would take 200 M stored nodes
 //!   (about 10 GB), so the builder reads from a node source that derives any node's hash from its
 //!   position: a proof's cost is the nodes it reads and the right-edge hashes it computes, neither
@@ -18,8 +20,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ledger::core::event::prepare_bytes;
 use ledger::core::hash::{Blake3, Hash, TreeHasher};
 use ledger::core::merkle::{
-    Frontier, HashReader, NodeId, ProofCursor, TreeError, consistency_proof, inclusion_proof,
-    root_from_inclusion, tree_hash, verify_consistency, verify_inclusion,
+    Frontier, HashReader, NodeId, PathVerifier, ProofCursor, TreeError, consistency_proof,
+    inclusion_proof, root_from_inclusion, tree_hash, verify_consistency, verify_inclusion,
 };
 use ledger::core::note::SignerKey;
 use ledger::export::{ExportConfig, Source, export};
@@ -72,6 +74,36 @@ fn proof_1m(c: &mut Criterion) {
     let cproof = consistency_proof::<Blake3>(old, N, &store).unwrap();
     g.bench_function("consistency_verify", |b| {
         b.iter(|| verify_consistency::<Blake3>(old, N, &old_root, &root, &cproof).unwrap())
+    });
+    // The proofs of a run of consecutive leaves checked in order, as `ledger verify` checks a
+    // bundle's rows: each alone (the baseline, 20 node hashes each), and through one
+    // `PathVerifier` (each node of the run's tree hashed once: about one per leaf).
+    const RUN: u64 = 4_096;
+    let first = 300_000;
+    let mut cursor = ProofCursor::<Blake3>::new(N);
+    let run: Vec<(Hash, Vec<Hash>)> = (first..first + RUN)
+        .map(|i| {
+            let proof = cursor.proof(i, &store).unwrap().to_vec();
+            (Blake3::leaf(&i.to_be_bytes()), proof)
+        })
+        .collect();
+    let at = |k: usize| first + k as u64;
+    g.throughput(Throughput::Elements(RUN));
+    g.bench_function("inclusion_verify_run_each", |b| {
+        b.iter(|| {
+            for (k, (leaf, proof)) in run.iter().enumerate() {
+                verify_inclusion::<Blake3>(at(k), N, leaf, proof, &root).unwrap();
+            }
+        })
+    });
+    g.bench_function("inclusion_verify_run_shared", |b| {
+        b.iter(|| {
+            let mut paths = PathVerifier::<Blake3>::new(N, root);
+            for (k, (leaf, proof)) in run.iter().enumerate() {
+                paths.verify(at(k), leaf, proof).unwrap();
+            }
+            paths.hashes()
+        })
     });
     g.finish();
 }
