@@ -13,7 +13,8 @@
 //!   It also makes a multi-leaf proof (batch receipts) of a run of leaves plus one more, requires
 //!   it to lead to the root, and a flipped bit, a dropped or an added hash to make it fail; and
 //!   requires a `ProofCursor` (export's) to give `inclusion_proof`'s answer over a run and after a
-//!   jump back.
+//!   jump back, and a `PathVerifier` (verify's) to give `verify_inclusion`'s answer for each proof
+//!   of that run with one of them damaged, and to hash each node of an undamaged run once.
 //! - `3`: `size u64`, a count byte, that many `index u64, leaf_hash` claims, then a proof:
 //!   `root_from_multi_proof` on untrusted claims must not panic, and a proof it accepts must stop
 //!   being accepted with one hash more.
@@ -26,7 +27,7 @@ use std::collections::HashMap;
 
 use ledger::core::hash::{Blake3, Hash, Sha256, TreeHasher};
 use ledger::core::merkle::{
-    Frontier, NodeId, ProofCursor, consistency_proof, inclusion_proof, multi_proof,
+    Frontier, NodeId, PathVerifier, ProofCursor, consistency_proof, inclusion_proof, multi_proof,
     root_from_multi_proof, tree_hash, verify_consistency, verify_consistency_bytes,
     verify_inclusion, verify_inclusion_bytes,
 };
@@ -238,6 +239,42 @@ fn tree<H: TreeHasher>(input: &mut Input<'_>) {
         );
     }
     assert!(cursor.proof(size, &store).is_err());
+
+    // The same proofs checked in order by a `PathVerifier` (verify's), one of them damaged (a bit
+    // flipped in its leaf or a sibling): every answer must be `verify_inclusion`'s. Undamaged, the
+    // run [index, size) costs each node whose subtree meets it once: at most one per leaf beyond
+    // the first, plus the two edges of the run at each level.
+    let bad = index + u64::from(flip) % (size - index);
+    let mut paths = PathVerifier::<H>::new(size, root);
+    for i in (index..size).chain(back..size.min(back + 8)) {
+        let mut leaf = leaves[i as usize];
+        let mut proof = inclusion_proof::<H>(i, size, &store).expect("in range");
+        if i == bad {
+            let bit = usize::from(flip) % ((proof.len() + 1) * 256);
+            let target = match bit / 256 {
+                0 => &mut leaf,
+                k => &mut proof[k - 1],
+            };
+            target[bit % 256 / 8] ^= 1 << (bit % 8);
+        }
+        let alone = verify_inclusion::<H>(i, size, &leaf, &proof, &root).is_ok();
+        assert_eq!(alone, i != bad, "leaf {i}");
+        assert_eq!(paths.verify(i, &leaf, &proof).is_ok(), alone, "leaf {i}");
+    }
+    let mut clean = PathVerifier::<H>::new(size, root);
+    for i in index..size {
+        let proof = inclusion_proof::<H>(i, size, &store).expect("in range");
+        assert!(
+            clean.verify(i, &leaves[i as usize], &proof).is_ok(),
+            "leaf {i}"
+        );
+    }
+    let depth = u64::from(u64::BITS - (size - 1).leading_zeros());
+    assert!(
+        clean.hashes() < size - index + 2 * depth,
+        "{} hashes",
+        clean.hashes()
+    );
 }
 
 /// MTH(D[n]) straight from RFC 9162 2.1.1.
