@@ -662,7 +662,7 @@ fn multi_root<H: TreeHasher>(
 pub struct PathVerifier<H> {
     size: u64,
     root: Hash,
-    /// The last verified proof: its siblings, and per sibling the node it computed.
+    /// The last verified proof: its siblings, and per sibling the step that used it.
     proof: Vec<Hash>,
     steps: Vec<Step>,
     /// The buffer the next proof's steps are written to (the last-but-one proof's), kept to save
@@ -722,14 +722,11 @@ impl<H: TreeHasher> PathVerifier<H> {
                 self.steps[..=k].copy_from_slice(&fresh);
                 self.proof[..=k].copy_from_slice(&proof[..=k]);
             }
-            Ok(Some((_, at))) => {
-                fresh.extend_from_slice(&self.steps[at + 1..]);
-                std::mem::swap(&mut self.steps, &mut fresh);
-                self.proof.clear();
-                self.proof.extend_from_slice(proof);
-            }
-            // It went up to the root.
-            Ok(None) => {
+            // Met elsewhere, or went up to the root (`None`): this path replaces the remembered one.
+            Ok(met) => {
+                if let Some((_, at)) = met {
+                    fresh.extend_from_slice(&self.steps[at + 1..]);
+                }
                 std::mem::swap(&mut self.steps, &mut fresh);
                 self.proof.clear();
                 self.proof.extend_from_slice(proof);
