@@ -27,7 +27,7 @@ use crate::core::hash::{Blake3, Hash, TreeHasher, from_hex, to_hex};
 use crate::core::leaf::{Leaf, format_micros};
 use crate::core::merkle::{HashReader, NodeId, ProofCursor, TreeError, consistency_proof};
 use crate::core::note::{Checkpoint, NoteError, SignerKey, VerifierKey, open_checkpoint};
-use crate::core::projection::{Projection, ProjectionError};
+use crate::core::projection::{Projection, ProjectionError, RowLeaf, parse_row_leaf};
 use crate::spill::{DEFAULT_BUDGET, Sorter};
 use crate::store::{META_LOG_KEY, Reads, Store, StoreError};
 use crate::summary::SummaryBuilder;
@@ -1083,9 +1083,9 @@ fn stored_entry(store: &Store, index: u64) -> Result<Vec<u8>, ExportError> {
 }
 
 /// The stored entry `index`, parsed: a contract leaf that says it is entry `index`.
-fn stored_leaf(index: u64, bytes: &[u8]) -> Result<Leaf<'_>, ExportError> {
+fn stored_leaf(index: u64, bytes: &[u8]) -> Result<RowLeaf<'_>, ExportError> {
     let bad = |message: String| ExportError::BadEntry { index, message };
-    let leaf = Leaf::parse(bytes).map_err(|e| bad(e.to_string()))?;
+    let leaf = parse_row_leaf(bytes).map_err(|e| bad(e.to_string()))?;
     if leaf.index != index {
         return Err(bad(format!("leaf says index {}", leaf.index)));
     }
@@ -1311,7 +1311,7 @@ pub fn first_at_or_after(store: &Store, size: u64, micros: i64) -> Result<u64, E
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         let leaf = stored_entry(store, mid)?;
-        let at = Leaf::parse(&leaf)
+        let at = Leaf::parse_with(&leaf, ())
             .map_err(|e| ExportError::BadEntry {
                 index: mid,
                 message: e.to_string(),

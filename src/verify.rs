@@ -22,7 +22,7 @@ use crate::core::hash::{Blake3, Hash, TreeHasher, from_hex, to_hex};
 use crate::core::leaf::{GENESIS_PREV, Leaf, parse_micros};
 use crate::core::merkle::{PathVerifier, verify_consistency};
 use crate::core::note::{Checkpoint, VerifierKey, open_checkpoint};
-use crate::core::projection::{Projection, ProjectionRef};
+use crate::core::projection::{Projection, ProjectionRef, parse_row_leaf};
 use crate::summary::SummaryBuilder;
 
 /// Most failing indexes reported per check.
@@ -392,7 +392,7 @@ enum Origin {
 
 impl Inspector {
     /// A signed row's origin signature, against its source's keys.
-    fn origin(&self, leaf: &Leaf<'_>) -> Origin {
+    fn origin<F>(&self, leaf: &Leaf<'_, F>) -> Origin {
         let Some(sig) = &leaf.origin_signature else {
             return Origin::Unsigned(
                 self.origin_keys
@@ -422,7 +422,7 @@ impl Inspector {
     /// The checks of one row that need nothing but the row (and the bundle's keys).
     fn inspect(&self, row: &RowRef<'_>) -> Inspected {
         let leaf_hash_ok = Blake3::leaf(row.leaf) == row.leaf_hash;
-        let leaf = Leaf::parse(row.leaf).map_err(|e| e.to_string());
+        let leaf = parse_row_leaf(row.leaf).map_err(|e| e.to_string());
         let (projection, origin) = match &leaf {
             Err(e) => (Err(e.clone()), Origin::Unsigned(false)),
             Ok(leaf) => {

@@ -185,19 +185,6 @@ impl<'a> Noted<'a> {
     }
 }
 
-/// A member for [`Outline::lookup`]: `(None, "type")` is `/type` and `(Some("actor"), "id")` is
-/// `/actor/id`.
-pub type MemberPath<'p> = (Option<&'p str>, &'p str);
-
-/// Where `path` sorts among an outline's members: by its top-level name, the member itself before
-/// the members of its value.
-fn path_order<'p>((parent, name): MemberPath<'p>) -> (&'p str, Option<&'p str>) {
-    match parent {
-        None => (name, None),
-        Some(parent) => (parent, Some(name)),
-    }
-}
-
 /// A member noted in an [`Outline`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Member<'a> {
@@ -221,16 +208,24 @@ impl Member<'_> {
             self.name == name
         }
     }
+}
 
-    /// How this member's name sorts against the ASCII `name`. Bytes compare as RFC 8785's UTF-16
-    /// code units do when one side is ASCII: at the first difference, a non-ASCII character is
-    /// above every ASCII one in both encodings.
-    fn cmp_name(&self, name: &str) -> Ordering {
-        if self.escaped {
-            return unescape(self.name).as_bytes().cmp(name.as_bytes());
-        }
-        cmp_bytes(self.name.as_bytes(), name.as_bytes())
+/// How the raw member name `raw` (with escapes if `escaped`) sorts against the ASCII `name`.
+/// Bytes compare as RFC 8785's UTF-16 code units do when one side is ASCII: at the first
+/// difference, a non-ASCII character is above every ASCII one in both encodings.
+#[inline(always)]
+fn cmp_name(raw: &str, escaped: bool, name: &str) -> Ordering {
+    if escaped {
+        return cmp_escaped_name(raw, name);
     }
+    cmp_bytes(raw.as_bytes(), name.as_bytes())
+}
+
+/// [`cmp_name`] for a name with escapes, decoded to compare.
+#[cold]
+#[inline(never)]
+fn cmp_escaped_name(raw: &str, name: &str) -> Ordering {
+    unescape(raw).as_bytes().cmp(name.as_bytes())
 }
 
 /// The members of a checked object and the string and boolean members of the objects that are
@@ -241,6 +236,8 @@ pub struct Outline<'a> {
     /// In the order of the bytes, so in canonical order (names sorted by UTF-16 code units
     /// within each object), each top-level member before the members of its value.
     members: Vec<Member<'a>>,
+    /// While checking: the member whose value's members are being noted.
+    open: usize,
 }
 
 impl<'a> Outline<'a> {
@@ -282,62 +279,178 @@ impl<'a> Outline<'a> {
     pub fn bool(&self, pointer: &str) -> Option<bool> {
         self.get(pointer)?.bool()
     }
+}
 
-    /// The members at several paths at once, in one walk over the outline: what `get` gives for
-    /// each, without a scan per path. `paths` must be ASCII names in the order the outline holds
-    /// members (sorted by top-level name, a member before the members of its value, then by name;
-    /// for ASCII, byte order is RFC 8785's UTF-16 order), so that the walk is a merge of two
-    /// sorted lists. Callers keep their path table in that order; a debug build checks it.
+/// What a check notes of the members it passes through: everything an [`Outline`] holds, only the
+/// members at a fixed set of paths ([`Picks`]), or nothing (`()`). The checker calls, for each
+/// member of the checked object in order, [`open`](Notes::open), then (if `open` asked for them
+/// and the value is an object) [`inner`](Notes::inner) for each string or boolean member of the
+/// value, then [`close`](Notes::close) with the value.
+pub trait Notes<'a> {
+    /// A member of the checked object begins, named `name` (raw, escapes as written if
+    /// `escaped`). Returns whether to note its value's members, should it be an object.
+    fn open(&mut self, name: &'a str, escaped: bool) -> bool;
+    /// A string or boolean member of the open member's value (an object).
+    fn inner(&mut self, name: &'a str, escaped: bool, value: Noted<'a>);
+    /// The open member's value, now checked.
+    fn close(&mut self, value: Noted<'a>);
+}
+
+impl<'a> Notes<'a> for () {
+    fn open(&mut self, _: &'a str, _: bool) -> bool {
+        false
+    }
+    fn inner(&mut self, _: &'a str, _: bool, _: Noted<'a>) {}
+    fn close(&mut self, _: Noted<'a>) {}
+}
+
+impl<'a> Notes<'a> for Outline<'a> {
+    fn open(&mut self, name: &'a str, escaped: bool) -> bool {
+        if self.members.is_empty() {
+            // An approval event has about 25 members in its top two levels.
+            self.members.reserve(32);
+        }
+        self.open = self.members.len();
+        self.members.push(Member {
+            parent: TOP,
+            name,
+            escaped,
+            value: Noted::Other,
+        });
+        true
+    }
+
+    fn inner(&mut self, name: &'a str, escaped: bool, value: Noted<'a>) {
+        self.members.push(Member {
+            parent: self.open,
+            name,
+            escaped,
+            value,
+        });
+    }
+
+    fn close(&mut self, value: Noted<'a>) {
+        self.members[self.open].value = value;
+    }
+}
+
+/// A member of the checked object that [`Picks`] looks for, and the members of its value it looks
+/// for. Each found member goes to its slot of [`Picks::found`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick<'p> {
+    /// The member's name (ASCII).
+    pub name: &'p str,
+    /// The slot for the member itself, if it is wanted.
+    pub slot: Option<usize>,
+    /// Members of its value (when that is an object), by name (ASCII, sorted), each with its
+    /// slot: found if a string or a boolean.
+    pub inner: &'p [(&'p str, usize)],
+}
+
+/// The members at a fixed table of names, noted during the check itself: what [`Outline::get`]
+/// would give for each, without an outline or a search afterwards. A check passes the members in
+/// the order of the bytes, which is canonical order, so with the table in that order too, finding
+/// them is a merge of two sorted lists: each member name is compared with the next name of the
+/// table, and the members of an object the table does not name are not looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Picks<'p, 'a, const N: usize> {
+    table: &'p [Pick<'p>],
+    found: [Option<Noted<'a>>; N],
+    /// The first entry of `table` not yet passed.
+    next: usize,
+    /// The slot of the open member itself, if it has one.
+    slot: Option<usize>,
+    /// The names under the open member not yet passed.
+    inner: &'p [(&'p str, usize)],
+}
+
+impl<'p, const N: usize> Picks<'p, '_, N> {
+    /// Notes for `table`, which must be in canonical order: its names ASCII and strictly
+    /// increasing (for ASCII, byte order is RFC 8785's UTF-16 order), each `inner` list too, and
+    /// every slot below `N` and used once. Callers keep a constant table; a debug build checks it.
     #[must_use]
-    pub fn lookup<const N: usize>(&self, paths: &[MemberPath<'_>; N]) -> [Option<Noted<'a>>; N] {
+    pub fn new(table: &'p [Pick<'p>]) -> Self {
         debug_assert!(
-            paths
-                .windows(2)
-                .all(|w| path_order(w[0]) < path_order(w[1]))
-                && paths
+            {
+                let mut slots: Vec<usize> = table
                     .iter()
-                    .all(|(parent, name)| parent.unwrap_or("").is_ascii() && name.is_ascii()),
-            "lookup paths must be ASCII and sorted"
+                    .flat_map(|p| p.slot.into_iter().chain(p.inner.iter().map(|i| i.1)))
+                    .collect();
+                let count = slots.len();
+                slots.sort_unstable();
+                slots.dedup();
+                let ascending = |names: &mut dyn Iterator<Item = &str>| {
+                    let names: Vec<&str> = names.collect();
+                    names.iter().all(|n| n.is_ascii()) && names.windows(2).all(|w| w[0] < w[1])
+                };
+                slots.len() == count
+                    && slots.last().is_none_or(|&last| last < N)
+                    && ascending(&mut table.iter().map(|p| p.name))
+                    && table
+                        .iter()
+                        .all(|p| ascending(&mut p.inner.iter().map(|i| i.0)))
+            },
+            "a pick table must be ASCII, sorted, and use each slot below N once"
         );
-        let members = &self.members;
-        // The next top-level member after the one at `i`: its value's members come between.
-        let next_top = |i: usize| {
-            (i + 1..members.len())
-                .find(|&j| members[j].parent == TOP)
-                .unwrap_or(members.len())
-        };
-        let mut found = [None; N];
-        let (mut i, mut w) = (0, 0);
-        while i < members.len() && w < N {
-            let (top, top_name) = (&members[i], path_order(paths[w]).0);
-            match top.cmp_name(top_name) {
-                Ordering::Less => i = next_top(i),
-                Ordering::Greater => w += 1,
+        Self {
+            table,
+            found: [None; N],
+            next: 0,
+            slot: None,
+            inner: &[],
+        }
+    }
+}
+
+impl<'a, const N: usize> Picks<'_, 'a, N> {
+    /// What the check found for each slot: `None` where the value holds no member there (or,
+    /// below the top level, none that is a string or a boolean).
+    #[must_use]
+    pub fn found(&self) -> &[Option<Noted<'a>>; N] {
+        &self.found
+    }
+}
+
+impl<'a, const N: usize> Notes<'a> for Picks<'_, 'a, N> {
+    #[inline(always)]
+    fn open(&mut self, name: &'a str, escaped: bool) -> bool {
+        self.slot = None;
+        self.inner = &[];
+        while let Some(pick) = self.table.get(self.next) {
+            match cmp_name(name, escaped, pick.name) {
+                Ordering::Less => return false,
+                Ordering::Greater => self.next += 1,
                 Ordering::Equal => {
-                    if paths[w].0.is_none() {
-                        found[w] = Some(top.value);
-                        w += 1;
-                    }
-                    let mut j = i + 1;
-                    while w < N && paths[w].0 == Some(top_name) {
-                        match members.get(j).filter(|m| m.parent == i) {
-                            None => w += 1,
-                            Some(member) => match member.cmp_name(paths[w].1) {
-                                Ordering::Less => j += 1,
-                                Ordering::Greater => w += 1,
-                                Ordering::Equal => {
-                                    found[w] = Some(member.value);
-                                    w += 1;
-                                    j += 1;
-                                }
-                            },
-                        }
-                    }
-                    i = next_top(i);
+                    self.next += 1;
+                    self.slot = pick.slot;
+                    self.inner = pick.inner;
+                    return !pick.inner.is_empty();
                 }
             }
         }
-        found
+        false
+    }
+
+    #[inline(always)]
+    fn inner(&mut self, name: &'a str, escaped: bool, value: Noted<'a>) {
+        while let Some(&(want, slot)) = self.inner.first() {
+            match cmp_name(name, escaped, want) {
+                Ordering::Less => return,
+                Ordering::Equal => {
+                    self.found[slot] = Some(value);
+                    self.inner = &self.inner[1..];
+                    return;
+                }
+                Ordering::Greater => self.inner = &self.inner[1..],
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn close(&mut self, value: Noted<'a>) {
+        if let Some(slot) = self.slot.take() {
+            self.found[slot] = Some(value);
+        }
     }
 }
 
@@ -351,7 +464,7 @@ pub fn check(bytes: &[u8]) -> Result<Outline<'_>, CheckError> {
     if end == bytes.len() {
         Ok(outline)
     } else {
-        Err(Checker::new(text, end, 0).unexpected())
+        Err(Checker::new(text, end, 0, &mut ()).unexpected())
     }
 }
 
@@ -362,15 +475,29 @@ pub fn check_at(
     from: usize,
     max_nesting: usize,
 ) -> Result<(usize, Outline<'_>), CheckError> {
-    let mut checker = Checker::new(text, from, max_nesting);
+    let mut outline = Outline::default();
+    let end = check_at_with(text, from, max_nesting, &mut outline)?;
+    Ok((end, outline))
+}
+
+/// [`check_at`], noting in `notes` what it takes of the value's members instead of an outline;
+/// returns where the value ends. (Lent rather than moved: a [`Picks`] is a few hundred bytes.)
+pub fn check_at_with<'a, N: Notes<'a>>(
+    text: &'a str,
+    from: usize,
+    max_nesting: usize,
+    notes: &mut N,
+) -> Result<usize, CheckError> {
+    let mut checker = Checker::new(text, from, max_nesting, notes);
     checker.value(Note::Top)?;
-    Ok((checker.pos, checker.outline))
+    Ok(checker.pos)
 }
 
 /// Checks the canonical string starting at byte `from` of `text` (its opening quote); returns
 /// where it ends and its raw body, which [`unescape`] decodes.
 pub fn check_string_at(text: &str, from: usize) -> Result<(usize, &str), CheckError> {
-    let mut checker = Checker::new(text, from, 0);
+    let mut nothing = ();
+    let mut checker = Checker::new(text, from, 0, &mut nothing);
     let text = checker.string()?;
     Ok((checker.pos, text.raw))
 }
@@ -479,30 +606,30 @@ fn stops_in(word: u64) -> u64 {
     (quote | backslash | control) & HIGHS
 }
 
-/// What to note of an object's members in the outline.
+/// Which object's members go to the [`Notes`].
 #[derive(Clone, Copy)]
 enum Note {
     Nothing,
     /// The checked value itself.
     Top,
-    /// The value of the checked object's member at this index of the outline.
-    Under(usize),
+    /// The value of the checked object's open member ([`Notes::open`]).
+    Inner,
 }
 
-struct Checker<'a> {
+struct Checker<'a, 'n, N> {
     text: &'a str,
     pos: usize,
     depth_left: usize,
-    outline: Outline<'a>,
+    notes: &'n mut N,
 }
 
-impl<'a> Checker<'a> {
-    fn new(text: &'a str, pos: usize, max_nesting: usize) -> Self {
+impl<'a, 'n, N: Notes<'a>> Checker<'a, 'n, N> {
+    fn new(text: &'a str, pos: usize, max_nesting: usize, notes: &'n mut N) -> Self {
         Self {
             text,
             pos,
             depth_left: max_nesting,
-            outline: Outline::default(),
+            notes,
         }
     }
 
@@ -612,27 +739,16 @@ impl<'a> Checker<'a> {
                 return Err(self.unexpected());
             }
             self.pos += 1;
-            let member = |parent, value| Member {
-                parent,
-                name: key,
-                escaped,
-                value,
-            };
             match note {
                 Note::Top => {
-                    let at = self.outline.members.len();
-                    if at == 0 {
-                        // An approval event has about 25 members in its top two levels.
-                        self.outline.members.reserve(32);
-                    }
-                    self.outline.members.push(member(TOP, Noted::Other));
-                    let value = self.value(Note::Under(at))?;
-                    self.outline.members[at].value = value;
+                    let inner = self.notes.open(key, escaped);
+                    let value = self.value(if inner { Note::Inner } else { Note::Nothing })?;
+                    self.notes.close(value);
                 }
-                Note::Under(parent) => {
+                Note::Inner => {
                     let value = self.value(Note::Nothing)?;
                     if matches!(value, Noted::Str { .. } | Noted::Bool(_)) {
-                        self.outline.members.push(member(parent, value));
+                        self.notes.inner(key, escaped, value);
                     }
                 }
                 Note::Nothing => {
@@ -749,24 +865,33 @@ fn escape_len(b: &[u8], i: usize) -> Result<usize, CheckError> {
 /// Whether a raw name's UTF-8 bytes sort as its UTF-16 code units do (RFC 8785 3.2.3) against
 /// any other such name: true without escapes and without characters at or above U+E000 (UTF-8
 /// lead byte 0xEE).
+#[inline]
 fn byte_ordered(name: &Text<'_>) -> bool {
     !name.escaped && !name.raw.bytes().any(|b| b >= 0xEE)
 }
 
 /// Whether member name `key` sorts strictly after `prev` in UTF-16 code units (RFC 8785 3.2.3),
 /// both raw bodies, each with its [`byte_ordered`].
+#[inline]
 fn sorts_after((key, key_bytes): (&Text<'_>, bool), (prev, prev_bytes): (&Text<'_>, bool)) -> bool {
     if key_bytes && prev_bytes {
         return cmp_bytes(key.raw.as_bytes(), prev.raw.as_bytes()).is_gt();
     }
-    unescape(key.raw)
+    sorts_after_in_utf16(key.raw, prev.raw)
+}
+
+/// [`sorts_after`] for names whose bytes do not sort as their UTF-16 does.
+#[cold]
+fn sorts_after_in_utf16(key: &str, prev: &str) -> bool {
+    unescape(key)
         .encode_utf16()
-        .cmp(unescape(prev.raw).encode_utf16())
+        .cmp(unescape(prev).encode_utf16())
         .is_gt()
 }
 
 /// `a.cmp(b)`, byte by byte rather than through `memcmp`: member names are short and mostly
 /// differ in their first bytes, where a call costs more than the comparison.
+#[inline]
 fn cmp_bytes(a: &[u8], b: &[u8]) -> Ordering {
     a.iter()
         .zip(b)
@@ -987,10 +1112,11 @@ mod tests {
             prop_assert_eq!(check(&edited).is_ok(), reparses_to_itself(&edited), "{:?}", String::from_utf8_lossy(&edited));
         }
 
-        /// `lookup` finds in one walk what `get` finds path by path, on objects whose names
-        /// often are the looked-up ones, sort among them, or need escapes or UTF-16 order.
+        /// `Picks` notes during the check what `get` finds in the outline path by path, on
+        /// objects whose names often are the picked ones, sort among them, or need escapes or
+        /// UTF-16 order.
         #[test]
-        fn lookup_agrees_with_get(
+        fn picks_agree_with_get(
             value in prop::collection::btree_map(
                 "a|ab|b|c|d|\\u{1}|\"|\u{e9}|\u{e000}|\u{1F600}",
                 prop_oneof![
@@ -1015,34 +1141,53 @@ mod tests {
         ) {
             let bytes = to_vec(&Value::Object(value.into_iter().collect()));
             let outline = check(&bytes).unwrap();
-            // Every path over these names, in lookup order; `picks` keeps a subset.
+            // Every path over these names, in canonical order (a member before its value's
+            // members); `picks` keeps a subset, at most 8, each with the next slot.
             let names = ["a", "ab", "b", "c", "d"];
-            let mut all: Vec<MemberPath<'_>> = Vec::new();
+            let mut all: Vec<(&str, Option<&str>)> = Vec::new();
             for top in names {
-                all.push((None, top));
-                all.extend(names.iter().map(|&name| (Some(top), name)));
+                all.push((top, None));
+                all.extend(names.iter().map(|&name| (top, Some(name))));
             }
-            let paths: Vec<MemberPath<'_>> = all
+            let wanted: Vec<(&str, Option<&str>)> = all
                 .iter()
                 .zip(picks.iter().cycle())
                 .filter(|&(_, &keep)| keep)
                 .map(|(&path, _)| path)
                 .take(8)
                 .collect();
-            let mut fixed = [(None, ""); 8];
-            let n = paths.len();
-            fixed[..n].copy_from_slice(&paths);
-            // Pad with paths past every name, which must come back absent.
-            for (k, slot) in fixed[n..].iter_mut().enumerate() {
-                *slot = (None, ["z", "za", "zb", "zc", "zd", "ze", "zf", "zg"][k]);
-            }
-            let got = outline.lookup(&fixed);
-            for (path, got) in fixed.iter().zip(got) {
-                let pointer = match path {
-                    (None, name) => format!("/{name}"),
-                    (Some(parent), name) => format!("/{parent}/{name}"),
+            let inners: Vec<Vec<(&str, usize)>> = names
+                .iter()
+                .map(|&top| {
+                    wanted
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(slot, &(t, inner))| (t == top).then_some((inner?, slot)))
+                        .collect()
+                })
+                .collect();
+            let table: Vec<Pick<'_>> = names
+                .iter()
+                .zip(&inners)
+                .filter_map(|(&name, inner)| {
+                    let slot = wanted.iter().position(|&w| w == (name, None));
+                    (slot.is_some() || !inner.is_empty()).then_some(Pick { name, slot, inner })
+                })
+                .collect();
+            let text = std::str::from_utf8(&bytes).unwrap();
+            let mut noted = Picks::<8>::new(&table);
+            let end = check_at_with(text, 0, MAX_NESTING, &mut noted).unwrap();
+            prop_assert_eq!(end, bytes.len());
+            for (slot, got) in noted.found().iter().enumerate() {
+                let Some(&(top, inner)) = wanted.get(slot) else {
+                    prop_assert_eq!(*got, None);
+                    continue;
                 };
-                prop_assert_eq!(got, outline.get(&pointer), "{}", pointer);
+                let pointer = match inner {
+                    None => format!("/{top}"),
+                    Some(name) => format!("/{top}/{name}"),
+                };
+                prop_assert_eq!(*got, outline.get(&pointer), "{}", pointer);
             }
         }
 

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use super::hash::{Hash, to_hex};
-use super::jcs::{self, CheckError, MAX_NESTING, Outline, unescape, write_string};
+use super::jcs::{self, CheckError, MAX_NESTING, Notes, Outline, unescape, write_string};
 
 /// Leaf format version.
 pub const LEAF_VERSION: u64 = 1;
@@ -205,9 +205,11 @@ pub fn leaf_holds_event(leaf: &[u8], jcs: &[u8]) -> bool {
 }
 
 /// A leaf read back from its bytes, borrowing them. [`Leaf::parse`] proves the bytes are the
-/// contract's canonical encoding, so every field here is in its contract form.
+/// contract's canonical encoding, so every field here is in its contract form. `F` is what the
+/// parse noted of the event's fields: an [`Outline`] of them all, or only those at fixed paths
+/// ([`Leaf::parse_with`], [`jcs::Picks`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Leaf<'a> {
+pub struct Leaf<'a, F = Outline<'a>> {
     /// Position in the log.
     pub index: u64,
     /// Ingestion time, RFC 3339 UTC microseconds (as [`format_micros`] writes it).
@@ -223,8 +225,9 @@ pub struct Leaf<'a> {
     /// The event's canonical (RFC 8785) bytes: the slice of the leaf between `{"event":` and the
     /// header fields, which is what a source signs.
     pub event: &'a [u8],
-    /// The event's string and boolean fields, top level and one level down.
-    pub fields: Outline<'a>,
+    /// The event's string and boolean fields, top level and one level down, as the parse noted
+    /// them.
+    pub fields: F,
 }
 
 /// Why bytes are not a contract leaf.
@@ -305,8 +308,9 @@ impl<'a> Members<'a> {
             .count();
         let text = &self.text[self.pos..self.pos + digits];
         self.pos += digits;
+        // Canonical: digits only (taken above), and no leading zero unless the number is 0.
         match text.parse::<u64>() {
-            Ok(n) if n.to_string() == text => Ok(n),
+            Ok(n) if !(text.len() > 1 && text.starts_with('0')) => Ok(n),
             _ => Err(LeafError::Field("index")),
         }
     }
@@ -317,10 +321,17 @@ impl<'a> Leaf<'a> {
     /// JSON tree: the header members have one fixed order and spelling, and the event is checked
     /// canonical by [`jcs::check_at`], which outlines its fields on the way.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, LeafError> {
+        Self::parse_with(bytes, Outline::default())
+    }
+}
+
+impl<'a, F: Notes<'a>> Leaf<'a, F> {
+    /// [`Leaf::parse`], the event's fields noted by `fields` instead of an outline.
+    pub fn parse_with(bytes: &'a [u8], mut fields: F) -> Result<Self, LeafError> {
         let text = std::str::from_utf8(bytes).map_err(|e| LeafError::Json(e.to_string()))?;
         let mut m = Members { text, pos: 0 };
         m.expect("{\"event\":")?;
-        let (end, fields) = jcs::check_at(text, m.pos, EVENT_NESTING)?;
+        let end = jcs::check_at_with(text, m.pos, EVENT_NESTING, &mut fields)?;
         let event = &bytes[m.pos..end];
         m.pos = end;
         m.expect(",\"index\":")?;
@@ -385,7 +396,7 @@ pub struct ReferenceLeaf {
     pub event: serde_json::Value,
 }
 
-impl Leaf<'_> {
+impl<F> Leaf<'_, F> {
     /// This leaf in the oracle's shape (its event parsed into a tree).
     #[doc(hidden)]
     #[must_use]
@@ -599,6 +610,31 @@ mod tests {
             r#"{{"event":{{}}, "index":0,"ingested_at":"1970-01-01T00:00:00.000000Z","prev_leaf_hash":"{zeros}","source":"s","v":1}}"#
         );
         assert_eq!(Leaf::parse(spaced.as_bytes()), Err(LeafError::NotCanonical));
+    }
+
+    /// The index is a JSON integer without leading zeros (which JSON does not allow) that fits
+    /// in 64 bits.
+    #[test]
+    fn index_is_canonical() {
+        let zeros = "0".repeat(64);
+        let leaf = |index: &str| {
+            format!(
+                r#"{{"event":{{}},"index":{index},"ingested_at":"1970-01-01T00:00:00.000000Z","prev_leaf_hash":"{zeros}","source":"s","v":1}}"#
+            )
+        };
+        for good in ["0", "7", "10", "18446744073709551615"] {
+            let text = leaf(good);
+            assert_eq!(
+                Leaf::parse(text.as_bytes()).unwrap().index.to_string(),
+                good
+            );
+            assert!(parse_by_reencoding(text.as_bytes()).is_some(), "{good}");
+        }
+        for bad in ["00", "07", "010", "18446744073709551616", "", "-1", "1.0"] {
+            let text = leaf(bad);
+            assert!(Leaf::parse(text.as_bytes()).is_err(), "{bad}");
+            assert_eq!(parse_by_reencoding(text.as_bytes()), None, "{bad}");
+        }
     }
 
     fn ours(bytes: &[u8]) -> Option<ReferenceLeaf> {

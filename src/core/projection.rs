@@ -5,8 +5,8 @@
 
 use std::borrow::Cow;
 
-use super::jcs::{MemberPath, Noted};
-use super::leaf::{Leaf, parse_micros};
+use super::jcs::{Noted, Pick, Picks};
+use super::leaf::{Leaf, LeafError, parse_micros};
 
 /// The analysis columns of one row (contract: docs/bundle-format.md). `S` is the text type:
 /// `String` for a row made from a leaf (export), `&str` for a view that borrows its text from
@@ -72,28 +72,82 @@ struct EventFields<'a> {
     event_type: Option<Noted<'a>>,
 }
 
+/// The event fields a row projects, in canonical order (names sorted, as the check passes them),
+/// each with its slot: the order [`EventFields::of`] names them in.
+const PICKS: [Pick<'static>; 11] = [
+    Pick {
+        name: "action",
+        slot: None,
+        inner: &[("category", 0), ("name", 1)],
+    },
+    Pick {
+        name: "actor",
+        slot: None,
+        inner: &[("id", 2), ("kind", 3), ("on_behalf_of", 4)],
+    },
+    Pick {
+        name: "channel",
+        slot: Some(5),
+        inner: &[],
+    },
+    Pick {
+        name: "emergency",
+        slot: Some(6),
+        inner: &[],
+    },
+    Pick {
+        name: "event_id",
+        slot: Some(7),
+        inner: &[],
+    },
+    Pick {
+        name: "occurred_at",
+        slot: Some(8),
+        inner: &[],
+    },
+    Pick {
+        name: "reason",
+        slot: Some(9),
+        inner: &[],
+    },
+    Pick {
+        name: "request_id",
+        slot: Some(10),
+        inner: &[],
+    },
+    Pick {
+        name: "resource",
+        slot: None,
+        inner: &[("environment", 11), ("id", 12)],
+    },
+    Pick {
+        name: "reviewer",
+        slot: None,
+        inner: &[("id", 13)],
+    },
+    Pick {
+        name: "type",
+        slot: Some(14),
+        inner: &[],
+    },
+];
+
+/// What a row's leaf parse notes of the event: its fields in [`PICKS`].
+pub type RowFields<'a> = Picks<'static, 'a, 15>;
+
+/// A leaf parsed for its row ([`parse_row_leaf`]).
+pub type RowLeaf<'a> = Leaf<'a, RowFields<'a>>;
+
+/// Parses a leaf as [`Leaf::parse`] does (the same checks, the same errors), noting only the
+/// event fields a row projects, found during the canonical check itself: no outline of every
+/// member to build and search afterwards.
+pub fn parse_row_leaf(bytes: &[u8]) -> Result<RowLeaf<'_>, LeafError> {
+    Leaf::parse_with(bytes, Picks::new(&PICKS))
+}
+
 impl<'a> EventFields<'a> {
-    /// All of them in one walk over the outline ([`lookup`](super::jcs::Outline::lookup)),
-    /// which takes the paths in the outline's order: by top-level name, a member before its
-    /// value's members. The pattern below names the answers in the same order as the paths.
-    fn of(leaf: &Leaf<'a>) -> Self {
-        const PATHS: [MemberPath<'static>; 15] = [
-            (Some("action"), "category"),
-            (Some("action"), "name"),
-            (Some("actor"), "id"),
-            (Some("actor"), "kind"),
-            (Some("actor"), "on_behalf_of"),
-            (None, "channel"),
-            (None, "emergency"),
-            (None, "event_id"),
-            (None, "occurred_at"),
-            (None, "reason"),
-            (None, "request_id"),
-            (Some("resource"), "environment"),
-            (Some("resource"), "id"),
-            (Some("reviewer"), "id"),
-            (None, "type"),
-        ];
+    /// All of them, named in the order of their slots in [`PICKS`].
+    fn of(leaf: &RowLeaf<'a>) -> Self {
         let [
             action_category,
             action_name,
@@ -110,7 +164,7 @@ impl<'a> EventFields<'a> {
             resource_id,
             reviewer_id,
             event_type,
-        ] = leaf.fields.lookup(&PATHS);
+        ] = *leaf.fields.found();
         Self {
             action_category,
             action_name,
@@ -190,7 +244,7 @@ impl Projection {
     /// Whether `leaf` projects to exactly `row`: the answer of `Projection::of(leaf)? == *row`,
     /// with every column compared where the leaf holds it and no string built (`verify` asks
     /// this of every row). A required field missing or malformed gives `of`'s error.
-    pub fn matches(leaf: &Leaf<'_>, row: &ProjectionRef<'_>) -> Result<bool, ProjectionError> {
+    pub fn matches(leaf: &RowLeaf<'_>, row: &ProjectionRef<'_>) -> Result<bool, ProjectionError> {
         let e = EventFields::of(leaf);
         let text = |found: Option<Noted<'_>>, want: &str| found?.str().map(|v| v == want);
         let opt = |found: Option<Noted<'_>>, want: Option<&str>| {
@@ -227,15 +281,15 @@ impl Projection {
             && e.emergency.and_then(Noted::bool) == row.emergency)
     }
 
-    /// Projects a parsed leaf (its event's fields were outlined by the parse: no JSON tree).
-    pub fn of(leaf: &Leaf<'_>) -> Result<Self, ProjectionError> {
+    /// Projects a parsed leaf (its event's fields were noted by the parse: no JSON tree).
+    pub fn of(leaf: &RowLeaf<'_>) -> Result<Self, ProjectionError> {
         Projection::of_with(leaf, Cow::into_owned)
     }
 }
 
 impl<'a> Projection<Cow<'a, str>> {
     /// [`Projection::of`], its text borrowed from the leaf wherever the leaf holds it unescaped.
-    pub fn borrowed(leaf: &Leaf<'a>) -> Result<Self, ProjectionError> {
+    pub fn borrowed(leaf: &RowLeaf<'a>) -> Result<Self, ProjectionError> {
         Projection::of_with(leaf, |text| text)
     }
 }
@@ -243,7 +297,7 @@ impl<'a> Projection<Cow<'a, str>> {
 impl<S> Projection<S> {
     /// Projects a parsed leaf, each text made by `text` from the leaf's (unescaped) value.
     fn of_with<'a>(
-        leaf: &Leaf<'a>,
+        leaf: &RowLeaf<'a>,
         text: impl Fn(Cow<'a, str>) -> S,
     ) -> Result<Self, ProjectionError> {
         let e = EventFields::of(leaf);
@@ -337,6 +391,13 @@ mod tests {
                 field("resource/environment"),
                 field("channel"),
                 field("reason"),
+                // Members no row reads, beside and between those it does.
+                field("actor/ie"),
+                field("actor/a"),
+                field("chan"),
+                field("context/id"),
+                field("reviewer/kind"),
+                field("zone"),
                 time,
                 flag,
             ],
@@ -373,8 +434,51 @@ mod tests {
         })
     }
 
+    /// [`Projection::of`] the slow way: each field by its JSON Pointer into the outline of every
+    /// member that [`Leaf::parse`] keeps, the errors in the same order.
+    fn by_pointers(bytes: &[u8]) -> Result<Projection, ProjectionError> {
+        let leaf = Leaf::parse(bytes).unwrap();
+        let (f, index) = (&leaf.fields, leaf.index);
+        let opt = |pointer: &str| f.str(pointer).map(Cow::into_owned);
+        let req = |field: &'static str| opt(field).ok_or(ProjectionError { index, field });
+        let occurred_at =
+            f.str("/occurred_at")
+                .and_then(|t| parse_micros(&t))
+                .ok_or(ProjectionError {
+                    index,
+                    field: "/occurred_at",
+                })?;
+        Ok(Projection {
+            index,
+            event_id: req("/event_id")?,
+            event_type: req("/type")?,
+            request_id: req("/request_id")?,
+            source: leaf.source.clone().into_owned(),
+            occurred_at,
+            ingested_at: leaf.ingested_micros,
+            actor_id: req("/actor/id")?,
+            actor_kind: req("/actor/kind")?,
+            on_behalf_of: opt("/actor/on_behalf_of"),
+            reviewer_id: opt("/reviewer/id"),
+            action_name: req("/action/name")?,
+            action_category: req("/action/category")?,
+            resource_id: req("/resource/id")?,
+            environment: req("/resource/environment")?,
+            channel: opt("/channel"),
+            reason: opt("/reason"),
+            emergency: f.bool("/emergency"),
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// The fields a row leaf's parse picks are the ones its JSON Pointers name.
+        #[test]
+        fn picked_fields_are_the_pointed_ones(event in arb_event(), index in 0u64..2) {
+            let bytes = leaf_bytes(&event, index, "s");
+            prop_assert_eq!(Projection::of(&parse_row_leaf(&bytes).unwrap()), by_pointers(&bytes));
+        }
 
         /// `matches` answers what building the projection and comparing answers, errors included.
         #[test]
@@ -385,7 +489,7 @@ mod tests {
             (sa, sb) in (prop_oneof![Just("s"), Just("t")], prop_oneof![Just("s"), Just("t")]),
         ) {
             let (la, lb) = (leaf_bytes(&a, ia, sa), leaf_bytes(&b, ib, sb));
-            let (la, lb) = (Leaf::parse(&la).unwrap(), Leaf::parse(&lb).unwrap());
+            let (la, lb) = (parse_row_leaf(&la).unwrap(), parse_row_leaf(&lb).unwrap());
             if let Ok(own) = Projection::of(&la) {
                 prop_assert_eq!(Projection::matches(&la, &own.view()), Ok(true));
             }
