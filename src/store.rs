@@ -874,6 +874,12 @@ const MEMTABLE_BUDGET: usize = 256 << 20;
 /// The block cache shared by all column families, index and filter blocks included.
 const BLOCK_CACHE_BYTES: usize = 128 << 20;
 
+/// Target size of the base level of `dedup` and `requests` ([`cf_options`]).
+const RANDOM_KEY_LEVEL_BASE: u64 = 32 << 20;
+
+/// Level-0 files of `dedup` and `requests` that start a compaction ([`cf_options`]).
+const RANDOM_KEY_L0_FILES: i32 = 8;
+
 /// A secondary's (export's) block cache: it reads each block about once, in order.
 const SECONDARY_CACHE_BYTES: usize = 32 << 20;
 
@@ -963,12 +969,22 @@ fn cf_options(name: &str, cache: &Cache, index_in_cache: bool) -> Options {
         opts.set_memtable_prefix_bloom_ratio(0.05);
         opts.set_memtable_whole_key_filtering(true);
     }
-    // `dedup` and `requests` have random keys (event ids, request ids), never overwritten, and
-    // stay with leveled compaction. Universal compaction cost them less in 60 s load runs
-    // (`requests` 5-6 s of compaction CPU against 12-13 s, sessions 10 and 11) but more over 10
-    // minutes, as their sorted runs grew with the ledger and were merged whole: 292 s for 70.9 M
-    // events with both universal, 277 s for 78.9 M with `requests` alone, 155 s for 80.9 M with
-    // neither (`docs/performance.md`, "Session 11"). A ledger runs for years.
+    if name == CF_DEDUP || name == CF_REQUESTS {
+        // Random keys (event ids, request ids), never overwritten, in small files: the 128 MiB WAL
+        // bound flushes these families every ~150,000 events (files of 1.5-2 MB), long before
+        // their memtables fill. Leveled compaction merges level 0 into the whole base level
+        // (random keys overlap all of it): with RocksDB's defaults, 4 files (6-8 MB) into a base
+        // of up to 256 MiB. A base level near what level 0 gathers (8 files, 12-16 MB, into 32
+        // MiB) keeps each merge's rewrite near its input (`docs/performance.md`, "Session 14",
+        // has the load runs). Lookups check up to 8 level-0 files, each through its bloom filter.
+        opts.set_max_bytes_for_level_base(RANDOM_KEY_LEVEL_BASE);
+        opts.set_level_zero_file_num_compaction_trigger(RANDOM_KEY_L0_FILES);
+    }
+    // `dedup` and `requests` stay with leveled compaction. Universal compaction cost them less in
+    // 60 s load runs (`requests` 5-6 s of compaction CPU against 12-13 s, sessions 10 and 11) but
+    // more over 10 minutes, as their sorted runs grew with the ledger and were merged whole: 292 s
+    // for 70.9 M events with both universal, 277 s for 78.9 M with `requests` alone, 155 s for
+    // 80.9 M with neither (`docs/performance.md`, "Session 11"). A ledger runs for years.
     opts
 }
 
@@ -1033,4 +1049,49 @@ fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
 
 fn decode_text(bytes: Vec<u8>) -> Result<String, StoreError> {
     String::from_utf8(bytes).map_err(|_| StoreError::Corrupt("stored text is not UTF-8".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The options RocksDB recorded for column family `cf` in `dir`'s newest OPTIONS file, one
+    /// `name=value` per line.
+    fn recorded_options(dir: &Path, cf: &str) -> Vec<String> {
+        let newest = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter_map(|name| Some((name.strip_prefix("OPTIONS-")?.parse::<u64>().ok()?, name)))
+            .max()
+            .expect("RocksDB writes an OPTIONS file")
+            .1;
+        let text = std::fs::read_to_string(dir.join(newest)).unwrap();
+        let header = format!("[CFOptions \"{cf}\"]");
+        text.lines()
+            .skip_while(|line| line.trim() != header)
+            .skip(1)
+            .take_while(|line| !line.trim_start().starts_with('['))
+            .map(|line| line.trim().to_owned())
+            .collect()
+    }
+
+    /// The families with random keys get a base level sized to what their level 0 gathers, and
+    /// only they: `entries` and `tree` are appended in key order and only move down.
+    #[test]
+    fn random_key_families_compact_into_a_small_base_level() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop(Store::open(tmp.path()).unwrap());
+        let base = format!("max_bytes_for_level_base={RANDOM_KEY_LEVEL_BASE}");
+        let trigger = format!("level0_file_num_compaction_trigger={RANDOM_KEY_L0_FILES}");
+        for cf in [CF_DEDUP, CF_REQUESTS] {
+            let options = recorded_options(tmp.path(), cf);
+            assert!(options.contains(&base), "{cf}: {options:?}");
+            assert!(options.contains(&trigger), "{cf}: {options:?}");
+        }
+        for cf in [CF_ENTRIES, CF_TREE] {
+            let options = recorded_options(tmp.path(), cf);
+            assert!(!options.is_empty(), "{cf} has recorded options");
+            assert!(!options.contains(&base), "{cf}: {options:?}");
+        }
+    }
 }
