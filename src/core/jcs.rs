@@ -282,7 +282,7 @@ impl<'a> Outline<'a> {
 }
 
 /// What a check notes of the members it passes through: everything an [`Outline`] holds, only the
-/// members at a fixed set of paths ([`Picks`]), or nothing (`()`). The checker calls, for each
+/// members at a fixed table of names ([`Picks`]), or nothing (`()`). The checker calls, for each
 /// member of the checked object in order, [`open`](Notes::open), then (if `open` asked for them
 /// and the value is an object) [`inner`](Notes::inner) for each string or boolean member of the
 /// value, then [`close`](Notes::close) with the value.
@@ -347,8 +347,8 @@ pub struct Pick<'p> {
     pub inner: &'p [(&'p str, usize)],
 }
 
-/// The members at a fixed table of names, noted during the check itself: what [`Outline::get`]
-/// would give for each, without an outline or a search afterwards. A check passes the members in
+/// The members at a fixed table of names, noted during the check itself: what an [`Outline`]
+/// holds at each of those names, without an outline or a search afterwards. A check passes the members in
 /// the order of the bytes, which is canonical order, so with the table in that order too, finding
 /// them is a merge of two sorted lists: each member name is compared with the next name of the
 /// table, and the members of an object the table does not name are not looked at.
