@@ -206,7 +206,7 @@ pub fn leaf_holds_event(leaf: &[u8], jcs: &[u8]) -> bool {
 
 /// A leaf read back from its bytes, borrowing them. [`Leaf::parse`] proves the bytes are the
 /// contract's canonical encoding, so every field here is in its contract form. `F` is what the
-/// parse noted of the event's fields: an [`Outline`] of them all, or only those at fixed paths
+/// parse noted of the event's fields: an [`Outline`] of them all, or only those in a fixed table
 /// ([`Leaf::parse_with`], [`jcs::Picks`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leaf<'a, F = Outline<'a>> {
