@@ -3,9 +3,9 @@
 //! and for every accepted event:
 //!
 //! - its canonical bytes are a fixed point (parsed and prepared again, the same bytes);
-//! - the leaf built from them parses back (`parse_row_leaf`, `Leaf::parse` with the row's fields), gives the same bytes for the event,
-//!   and projects to bundle columns (an accepted event that cannot be exported would fail every
-//!   export of its period);
+//! - the leaf built from them parses back (`parse_row_leaf`: `Leaf::parse` noting the row's
+//!   fields), gives the same bytes for the event, and projects to bundle columns (an accepted
+//!   event that cannot be exported would fail every export of its period);
 //! - a source with an origin key must sign: the same event unsigned is refused, signed by the key
 //!   it is accepted with the same bytes, and signed by another key or with a flipped bit refused;
 //! - an envelope is never accepted from a source without keys;
