@@ -30,7 +30,7 @@ use parquet::file::reader::ChunkReader;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
-use crate::core::controls::Framework;
+use crate::core::controls::{Classes, Framework};
 use crate::core::hash::Hash;
 use crate::core::projection::{Projection, ProjectionRef};
 
@@ -703,7 +703,7 @@ pub struct Controls<'a> {
 
 impl<'a> Controls<'a> {
     /// The IDs in order.
-    pub fn iter(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + Clone + use<'a> {
         let values = self.values;
         self.range.clone().map(move |j| values.value(j))
     }
@@ -1146,45 +1146,86 @@ pub fn json_bytes(value: &impl serde::Serialize) -> Vec<u8> {
 }
 
 /// Each control's row count in the period, counted as the period's rows go by (export while it
-/// writes them, verify while it checks them), for `controls.json`.
+/// writes them, verify while it checks them), for `controls.json`. A row whose controls are its
+/// class's ([`Classes`]: the controls a row evidences follow from its event type and action
+/// category) is counted once, for its class, and the classes' counts are spread over their
+/// controls at the end; only a row listing other controls (a tampered bundle) is counted control
+/// by control.
 #[derive(Debug, Clone)]
-pub struct ControlCounts(BTreeMap<String, u64>);
+pub struct ControlCounts {
+    classes: Classes,
+    /// Rows counted by class.
+    rows: Vec<u64>,
+    /// The framework's control IDs, in mapping order.
+    ids: Vec<String>,
+    /// Rows counted control by control, by position in `ids`.
+    listed: Vec<u64>,
+}
 
 impl ControlCounts {
     /// Zero rows for every control of `framework`.
     #[must_use]
     pub fn new(framework: &Framework) -> Self {
-        Self(
-            framework
-                .controls
-                .iter()
-                .map(|c| (c.id.clone(), 0))
-                .collect(),
-        )
+        let classes = Classes::new(framework);
+        let rows = vec![0; classes.class_count()];
+        let ids: Vec<String> = framework.controls.iter().map(|c| c.id.clone()).collect();
+        let listed = vec![0; ids.len()];
+        Self {
+            classes,
+            rows,
+            ids,
+            listed,
+        }
     }
 
-    /// Counts one row with these controls (IDs outside the framework are not counted).
-    pub fn add<'a>(&mut self, controls: impl IntoIterator<Item = &'a str>) {
+    /// Counts one row made from the mapping: one for each control it applies to the row.
+    pub fn add(&mut self, row: &ProjectionRef<'_>) {
+        self.rows[self.classes.class_of(row)] += 1;
+    }
+
+    /// Counts one row that lists `controls` (verify counts what the rows say: a row whose list
+    /// is not the mapping's counts for what it lists; IDs outside the framework are not counted).
+    pub fn add_listed<'a, I>(&mut self, row: &ProjectionRef<'_>, controls: I)
+    where
+        I: IntoIterator<Item = &'a str>,
+        I::IntoIter: Clone,
+    {
+        let controls = controls.into_iter();
+        let class = self.classes.class_of(row);
+        if self.classes.ids(class).eq(controls.clone()) {
+            self.rows[class] += 1;
+            return;
+        }
         for c in controls {
-            if let Some(n) = self.0.get_mut(c) {
-                *n += 1;
+            for (id, n) in self.ids.iter().zip(&mut self.listed) {
+                if id == c {
+                    *n += 1;
+                }
             }
         }
     }
 
     /// `controls.json`: the mapping applied, with each control's row count in the period.
+    /// `framework` is the one these counts were made for.
     #[must_use]
     pub fn to_json(&self, framework_name: &str, framework: &Framework) -> serde_json::Value {
+        let mut per_control = self.listed.clone();
+        for (class, &rows) in self.rows.iter().enumerate() {
+            for &i in self.classes.positions(class) {
+                per_control[i] += rows;
+            }
+        }
         let controls: Vec<serde_json::Value> = framework
             .controls
             .iter()
-            .map(|c| {
+            .zip(per_control)
+            .map(|(c, rows)| {
                 serde_json::json!({
                     "id": c.id,
                     "title": c.title,
                     "evidence": c.evidence,
                     "selects": {"types": c.types, "categories": c.categories},
-                    "rows_in_period": self.0.get(&c.id).copied().unwrap_or(0),
+                    "rows_in_period": rows,
                 })
             })
             .collect();
@@ -1263,6 +1304,85 @@ pub fn hash_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row<'a>(event_type: &'a str, action_category: &'a str) -> ProjectionRef<'a> {
+        ProjectionRef {
+            index: 0,
+            event_id: "e",
+            event_type,
+            request_id: "r",
+            source: "s",
+            occurred_at: 0,
+            ingested_at: 0,
+            actor_id: "a",
+            actor_kind: "agent",
+            on_behalf_of: None,
+            reviewer_id: None,
+            action_name: "n",
+            action_category,
+            resource_id: "x",
+            environment: "prod",
+            channel: None,
+            reason: None,
+            emergency: None,
+        }
+    }
+
+    /// Counted by class, each control's count is the number of rows the mapping applies it to;
+    /// a row listing other controls counts for what it lists.
+    #[test]
+    fn control_counts_are_the_mapping_applied_row_by_row() {
+        let framework = Framework::named("fedramp").unwrap();
+        let types = [
+            "approval.approved",
+            "action.executed",
+            "action.failed",
+            "other.type",
+        ];
+        let categories = [
+            "infrastructure_change",
+            "privilege_escalation",
+            "secret_access",
+            "data_export",
+            "other",
+        ];
+        let mut counts = ControlCounts::new(&framework);
+        let mut want = vec![0u64; framework.controls.len()];
+        for (n, (t, c)) in types
+            .iter()
+            .flat_map(|t| categories.iter().map(move |c| (*t, *c)))
+            .enumerate()
+        {
+            let r = row(t, c);
+            for _ in 0..=n % 3 {
+                if n % 2 == 0 {
+                    counts.add(&r);
+                } else {
+                    counts.add_listed(&r, framework.controls_of(&r).collect::<Vec<_>>());
+                }
+                for (i, control) in framework.controls.iter().enumerate() {
+                    want[i] += u64::from(control.applies_to(&r));
+                }
+            }
+        }
+        // Listed controls that are not the mapping's: counted as listed, unknown IDs not at all.
+        counts.add_listed(&row("action.executed", "other"), ["CM-3", "XX-1", "AU-2"]);
+        for (i, control) in framework.controls.iter().enumerate() {
+            want[i] += u64::from(control.id == "CM-3" || control.id == "AU-2");
+        }
+        let json = counts.to_json("fedramp", &framework);
+        let got: Vec<u64> = json["controls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["rows_in_period"].as_u64().unwrap())
+            .collect();
+        assert_eq!(got, want);
+        assert!(
+            want.iter().all(|&n| n > 0),
+            "every control is exercised: {want:?}"
+        );
+    }
 
     /// Found by fuzz/fuzz_targets/rows.rs: a footer whose column chunk starts at a negative offset
     /// made the parquet crate panic ("column start and length should not be negative").

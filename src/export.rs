@@ -21,7 +21,7 @@ use crate::bundle::{
     ManifestKey, Period, RowBatch, RowCounts, RowRef, RowWriter, Sizes, SourceKeys, Tool, files,
 };
 pub use crate::bundle::{ControlCounts, hash_files, json_bytes};
-use crate::core::controls::Framework;
+use crate::core::controls::{Classes, Framework};
 use crate::core::findings::Digest;
 use crate::core::hash::{Blake3, Hash, TreeHasher, from_hex, to_hex};
 use crate::core::leaf::{Leaf, format_micros};
@@ -785,6 +785,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
     let mut requests = Sorter::<String>::new(scratch, DEFAULT_BUDGET).map_err(fail)?;
     let writer = RowWriter::create(&dir.join(files::EVENTS))?;
     let mut controls = ControlCounts::new(&framework);
+    let classes = Classes::new(&framework);
     // The stages overlap, each on threads of its own (a `par::ordered` pipeline and a writer):
     // one thread reads entries and proofs a chunk at a time; a worker per core takes the next
     // whole chunk and makes its rows (parsed, projected, hashed, mapped) into an Arrow batch;
@@ -825,12 +826,12 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
                     }
                 })
             },
-            |chunk: &Sealed| make_batch(chunk, 0..chunk.len(), &framework, files::EVENTS),
+            |chunk: &Sealed| make_batch(chunk, 0..chunk.len(), &classes, files::EVENTS),
             |_, made| {
                 let applied = made.and_then(|batch| {
                     let rows = for_each_made(std::slice::from_ref(&batch), files::EVENTS, |row| {
                         summary.add(&row.projection, true).map_err(fail)?;
-                        controls.add(row.controls.iter());
+                        controls.add(&row.projection);
                         // Context rows are earlier entries of the period's requests: a period
                         // from entry 0 has none, so its request ids need not be sorted.
                         if range.start > 0 {
@@ -889,7 +890,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
             })?;
         }
     }
-    for batch in make_batches(&unmade.seal(), &framework, files::BOUNDARIES)? {
+    for batch in make_batches(&unmade.seal(), &classes, files::BOUNDARIES)? {
         boundaries.write_batch(&batch)?;
     }
     let boundary_rows = boundaries.finish()?;
@@ -901,7 +902,7 @@ pub fn export(config: &ExportConfig) -> Result<ExportReport, ExportError> {
         let next = Chunk::with_capacity(CHUNK_ROWS, unmade);
         let made = make_batches(
             &std::mem::replace(unmade, next).seal(),
-            &framework,
+            &classes,
             files::CONTEXT,
         )?;
         for_each_made(&made, files::CONTEXT, |row| {
@@ -1238,14 +1239,14 @@ impl Sealed {
 /// names the bundle file they are for in errors.
 fn make_batches(
     chunk: &Sealed,
-    framework: &Framework,
+    classes: &Classes,
     file: &str,
 ) -> Result<Vec<RecordBatch>, ExportError> {
     if chunk.len() == 0 {
         return Ok(Vec::new());
     }
     crate::par::map_parts((0..chunk.len()).collect(), |part: Vec<usize>| {
-        make_batch(chunk, part[0]..part[part.len() - 1] + 1, framework, file)
+        make_batch(chunk, part[0]..part[part.len() - 1] + 1, classes, file)
     })
     .into_iter()
     .collect()
@@ -1256,7 +1257,7 @@ fn make_batches(
 fn make_batch(
     chunk: &Sealed,
     rows: std::ops::Range<usize>,
-    framework: &Framework,
+    classes: &Classes,
     file: &str,
 ) -> Result<RecordBatch, ExportError> {
     let arrow = |e: arrow_schema::ArrowError| {
@@ -1273,16 +1274,18 @@ fn make_batch(
     for e in &entries {
         projected.push(Projection::borrowed(&stored_leaf(e.index, e.leaf)?)?);
     }
+    let class: Vec<usize> = projected
+        .iter()
+        .map(|p| classes.class_of(&p.view()))
+        .collect();
     let mut sizes = Sizes::default();
-    for p in &projected {
-        let p = p.view();
-        sizes.add_fields(&p, framework.controls_of(&p));
+    for (p, &class) in projected.iter().zip(&class) {
+        sizes.add_fields(&p.view(), classes.ids(class));
     }
     let mut batch = BatchBuilder::with_capacity(&sizes);
-    for (e, p) in entries.iter().zip(&projected) {
-        let p = p.view();
+    for ((e, p), &class) in entries.iter().zip(&projected).zip(&class) {
         let leaf_hash = e.leaf_hash.unwrap_or_else(|| Blake3::leaf(e.leaf));
-        batch.push_fields(&leaf_hash, &p, framework.controls_of(&p));
+        batch.push_fields(&leaf_hash, &p.view(), classes.ids(class));
     }
     batch.finish_with(leaf, proof).map_err(arrow)
 }

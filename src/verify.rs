@@ -16,7 +16,7 @@ use crate::bundle::{
     self, BundleError, ConsistencyFile, ControlCounts, Manifest, RowBatch, RowRef, SourceKeys,
     files,
 };
-use crate::core::controls::Framework;
+use crate::core::controls::{Classes, Framework};
 use crate::core::findings::Digest;
 use crate::core::hash::{Blake3, Hash, TreeHasher, from_hex, to_hex};
 use crate::core::leaf::{GENESIS_PREV, Leaf, parse_micros};
@@ -367,7 +367,8 @@ struct RowChecks {
 /// What the per-row checks that need no order read: the mapping and the source keys. Shared by
 /// the threads that inspect rows while earlier rows are applied in order.
 struct Inspector {
-    framework: Option<Framework>,
+    /// The bundle's control mapping, compiled (`None`: a framework the mapping does not know).
+    classes: Option<Classes>,
     origin_keys: Result<std::collections::HashMap<String, Vec<VerifierKey>>, String>,
 }
 
@@ -428,8 +429,8 @@ impl Inspector {
             Ok(leaf) => {
                 // Compared in place: the row's columns against the leaf's fields, and (once they
                 // agree) its controls against the mapping applied to those columns.
-                let controls_ok = |p: &ProjectionRef<'_>| match &self.framework {
-                    Some(f) => f.controls_match(p, row.controls.iter()),
+                let controls_ok = |p: &ProjectionRef<'_>| match &self.classes {
+                    Some(c) => c.ids(c.class_of(p)).eq(row.controls.iter()),
                     None => row.controls.iter().next().is_none(),
                 };
                 let projection = match Projection::matches(leaf, &row.projection) {
@@ -571,7 +572,7 @@ fn check_rows(
         None => bundled().and_then(|k| parse_source_keys(&k)),
     };
     let inspector = Inspector {
-        framework: framework.clone(),
+        classes: framework.as_ref().map(Classes::new),
         origin_keys,
     };
     let mut rows = RowChecks {
@@ -628,7 +629,7 @@ fn check_rows(
             prev = Some((index, row.leaf_hash));
             add(&row.projection, true);
             if let Some(counts) = control_counts.as_mut() {
-                counts.add(row.controls.iter());
+                counts.add_listed(&row.projection, row.controls.iter());
             }
         },
     );

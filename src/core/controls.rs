@@ -78,14 +78,175 @@ impl Framework {
             .filter(|c| c.applies_to(row))
             .map(|c| c.id.as_str())
     }
+}
 
-    /// Whether `listed` is exactly [`Framework::controls_for`] of `row` (no list built).
+/// A framework's mapping compiled for many rows. The controls a row evidences depend only on its
+/// event type and action category, and the selectors name only a few of each: a row's *class* is
+/// the selector type it has (or "none of them") and the selector category it has (or "none"), and
+/// each class's controls are worked out once, here. Finding a row's class compares its two
+/// fields with the names the selectors hold (mostly by length alone); applying every selector of
+/// every control, as [`Framework::controls_of`] does, compared them with each name of each
+/// selector, once per use. Export and verify classify every row; `controls_of` stays the oracle
+/// (a property test holds the two equal).
+#[derive(Debug, Clone)]
+pub struct Classes {
+    /// The event types some selector names, each once.
+    types: Vec<String>,
+    /// The action categories some selector names, each once.
+    categories: Vec<String>,
+    /// Per class, the positions in [`Framework::controls`] of its controls, ascending.
+    positions: Vec<Vec<usize>>,
+    /// Per class, the IDs of its controls, in mapping order.
+    ids: Vec<Vec<String>>,
+}
+
+impl Classes {
+    /// Compiles `framework`'s selectors.
     #[must_use]
-    pub fn controls_match<'a>(
-        &self,
-        row: &ProjectionRef<'_>,
-        listed: impl IntoIterator<Item = &'a str>,
-    ) -> bool {
-        self.controls_of(row).eq(listed)
+    pub fn new(framework: &Framework) -> Self {
+        let mut types: Vec<String> = Vec::new();
+        let mut categories: Vec<String> = Vec::new();
+        for control in &framework.controls {
+            for (names, seen) in [
+                (&control.types, &mut types),
+                (&control.categories, &mut categories),
+            ] {
+                for name in names.iter().flatten() {
+                    if !seen.contains(name) {
+                        seen.push(name.clone());
+                    }
+                }
+            }
+        }
+        let mut positions = Vec::new();
+        let mut ids = Vec::new();
+        // The last slot of each dimension is "named by no selector".
+        for t in 0..=types.len() {
+            for c in 0..=categories.len() {
+                let selects = |names: &Option<Vec<String>>, value: Option<&String>| {
+                    names
+                        .as_ref()
+                        .is_none_or(|names| value.is_some_and(|v| names.contains(v)))
+                };
+                let class: Vec<usize> = (framework.controls.iter().enumerate())
+                    .filter(|(_, control)| {
+                        selects(&control.types, types.get(t))
+                            && selects(&control.categories, categories.get(c))
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                ids.push(
+                    class
+                        .iter()
+                        .map(|&i| framework.controls[i].id.clone())
+                        .collect(),
+                );
+                positions.push(class);
+            }
+        }
+        Self {
+            types,
+            categories,
+            positions,
+            ids,
+        }
+    }
+
+    /// The class of `row`.
+    #[must_use]
+    pub fn class_of(&self, row: &ProjectionRef<'_>) -> usize {
+        let slot = |names: &[String], value: &str| {
+            names.iter().position(|n| n == value).unwrap_or(names.len())
+        };
+        slot(&self.types, row.event_type) * (self.categories.len() + 1)
+            + slot(&self.categories, row.action_category)
+    }
+
+    /// The IDs of the controls rows of `class` evidence, in mapping order.
+    pub fn ids(&self, class: usize) -> impl Iterator<Item = &str> + '_ {
+        self.ids[class].iter().map(String::as_str)
+    }
+
+    /// How many classes there are (classes are `0..class_count()`).
+    #[must_use]
+    pub fn class_count(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The positions in [`Framework::controls`] of the controls rows of `class` evidence.
+    #[must_use]
+    pub fn positions(&self, class: usize) -> &[usize] {
+        &self.positions[class]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Event types and categories: every name a selector holds, near misses, and others.
+    fn names() -> impl Strategy<Value = String> {
+        let mut named: Vec<String> = ["soc2", "fedramp"]
+            .iter()
+            .flat_map(|f| Framework::named(f).unwrap().controls)
+            .flat_map(|c| {
+                c.types
+                    .into_iter()
+                    .flatten()
+                    .chain(c.categories.into_iter().flatten())
+            })
+            .collect();
+        named.extend([
+            "approval.approve".into(),
+            "data_accesS".into(),
+            String::new(),
+        ]);
+        prop_oneof![
+            3 => prop::sample::select(named),
+            1 => "[a-z._]{0,20}",
+        ]
+    }
+
+    proptest! {
+        /// A row's class lists exactly the controls every selector applied one by one gives.
+        #[test]
+        fn classes_agree_with_the_selectors(
+            framework in prop::sample::select(vec!["soc2", "fedramp"]),
+            event_type in names(),
+            category in names(),
+        ) {
+            let framework = Framework::named(framework).unwrap();
+            let classes = Classes::new(&framework);
+            let row = ProjectionRef {
+                index: 0,
+                event_id: "e",
+                event_type: &event_type,
+                request_id: "r",
+                source: "s",
+                occurred_at: 0,
+                ingested_at: 0,
+                actor_id: "a",
+                actor_kind: "agent",
+                on_behalf_of: None,
+                reviewer_id: None,
+                action_name: "n",
+                action_category: &category,
+                resource_id: "x",
+                environment: "prod",
+                channel: None,
+                reason: None,
+                emergency: None,
+            };
+            let class = classes.class_of(&row);
+            prop_assert!(classes.ids(class).eq(framework.controls_of(&row)));
+            let by_position: Vec<&str> = classes
+                .positions(class)
+                .iter()
+                .map(|&i| framework.controls[i].id.as_str())
+                .collect();
+            prop_assert!(by_position.into_iter().eq(framework.controls_of(&row)));
+        }
     }
 }
