@@ -1004,9 +1004,9 @@ fn table_options(name: &str, cache: &Cache, index_in_cache: bool) -> BlockBasedO
         table.set_cache_index_and_filter_blocks_with_high_priority(true);
     }
     match name {
-        // Point lookups; for `dedup` they mostly miss (new event ids), and a bloom filter answers
-        // a miss from memory.
-        CF_DEDUP | CF_TREE | CF_ENTRIES => {
+        // Point lookups that mostly miss (new event ids): a bloom filter answers a miss from
+        // memory.
+        CF_DEDUP => {
             table.set_bloom_filter(10.0, false);
             // In partitions of about 4 KiB, each cached on its own, under a small top-level index
             // kept with the table. A whole-file filter is one block of up to a few MB (10 bits per
@@ -1015,6 +1015,17 @@ fn table_options(name: &str, cache: &Cache, index_in_cache: bool) -> BlockBasedO
             // lookup. With 16-byte `dedup` records that was a third of the sequencer's time
             // (`docs/performance.md`, "Session 10").
             table.set_partition_filters(true);
+            table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+            table.set_metadata_block_size(4096);
+            table.set_pin_top_level_index_and_filter(true);
+        }
+        // Point lookups that always hit: an entry or node is only read once it is stored, and
+        // their keys only grow, so files never overlap and a key's level holds at most one file
+        // whose key range covers it, which RocksDB finds from the file's bounds alone. A filter
+        // would never answer "absent". Building one for every flushed file cost 1 % of the
+        // server's instructions per event, and kept 1.25 bytes per key on disk and in the block
+        // cache (`docs/performance.md`, "Session 15"). The index stays partitioned, as above.
+        CF_TREE | CF_ENTRIES => {
             table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
             table.set_metadata_block_size(4096);
             table.set_pin_top_level_index_and_filter(true);
@@ -1058,6 +1069,11 @@ mod tests {
     /// The options RocksDB recorded for column family `cf` in `dir`'s newest OPTIONS file, one
     /// `name=value` per line.
     fn recorded_options(dir: &Path, cf: &str) -> Vec<String> {
+        recorded_section(dir, "CFOptions", cf)
+    }
+
+    /// The lines of section `[KIND "cf"]` of the newest `OPTIONS` file RocksDB wrote in `dir`.
+    fn recorded_section(dir: &Path, kind: &str, cf: &str) -> Vec<String> {
         let newest = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -1066,7 +1082,7 @@ mod tests {
             .expect("RocksDB writes an OPTIONS file")
             .1;
         let text = std::fs::read_to_string(dir.join(newest)).unwrap();
-        let header = format!("[CFOptions \"{cf}\"]");
+        let header = format!("[{kind} \"{cf}\"]");
         text.lines()
             .skip_while(|line| line.trim() != header)
             .skip(1)
@@ -1092,6 +1108,27 @@ mod tests {
             let options = recorded_options(tmp.path(), cf);
             assert!(!options.is_empty(), "{cf} has recorded options");
             assert!(!options.contains(&base), "{cf}: {options:?}");
+        }
+    }
+
+    /// Only `dedup`, whose lookups mostly miss, has a bloom filter; `entries` and `tree` (read
+    /// only for stored keys) keep the partitioned index without one.
+    #[test]
+    fn only_dedup_has_a_bloom_filter() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop(Store::open(tmp.path()).unwrap());
+        let table = |cf| recorded_section(tmp.path(), "TableOptions/BlockBasedTable", cf);
+        let has = |lines: &[String], line: &str| lines.iter().any(|l| l == line);
+        let dedup = table(CF_DEDUP);
+        assert!(has(&dedup, "filter_policy=bloomfilter"), "{dedup:?}");
+        assert!(has(&dedup, "partition_filters=true"), "{dedup:?}");
+        for cf in [CF_ENTRIES, CF_TREE] {
+            let options = table(cf);
+            assert!(has(&options, "filter_policy=nullptr"), "{cf}: {options:?}");
+            assert!(
+                has(&options, "index_type=kTwoLevelIndexSearch"),
+                "{cf}: {options:?}"
+            );
         }
     }
 }
