@@ -357,6 +357,11 @@ fn write_str(s: &Cow<'_, str>, out: &mut Vec<u8>) {
 /// The marker type of this representation for `jsonschema` (`Validator<Dom>`).
 pub struct Dom;
 
+/// The stack [`DomNode::write_jcs_with`] sorts each object's members on, reusable for every
+/// node of one [`Doc`]. Each write leaves it as it found it (empty).
+#[derive(Default)]
+pub struct Scratch<'a>(Vec<(&'a Cow<'a, str>, u32)>);
+
 /// One node of a [`Doc`].
 #[derive(Clone, Copy)]
 pub struct DomNode<'a> {
@@ -449,8 +454,18 @@ impl<'a> DomNode<'a> {
     /// Appends its canonical (RFC 8785) bytes to `out`. If it is an object and `measure` names a
     /// member of it, returns the length of that member's canonical value.
     pub fn write_jcs(&self, out: &mut Vec<u8>, measure: Option<&str>) -> Option<usize> {
-        let mut scratch = Vec::new();
-        self.write(out, measure, &mut scratch)
+        self.write_jcs_with(out, measure, &mut Scratch::default())
+    }
+
+    /// [`DomNode::write_jcs`] with a [`Scratch`] kept from one call to the next (a body's
+    /// events are written one after another: its stack is grown once, not once per event).
+    pub fn write_jcs_with(
+        &self,
+        out: &mut Vec<u8>,
+        measure: Option<&str>,
+        scratch: &mut Scratch<'a>,
+    ) -> Option<usize> {
+        self.write(out, measure, &mut scratch.0)
     }
 
     /// [`DomNode::write_jcs`] with `scratch`, a stack of (name, node) that each object being

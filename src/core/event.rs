@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::dom::{Doc, Dom, DomNode};
+use super::dom::{Doc, Dom, DomNode, Scratch};
 use super::leaf::OriginSignature;
 use super::note::VerifierKey;
 
@@ -160,13 +160,18 @@ pub fn prepare(json: &StrictJson) -> Result<PreparedEvent, Vec<FieldError>> {
 pub fn prepare_fast(bytes: &[u8], list: bool, max_events: usize) -> Option<Vec<PreparedEvent>> {
     let doc = Doc::parse(bytes)?;
     let root = doc.root();
-    let is_list = list && jsonschema::json::Node::as_array(&root).is_some();
-    let mut events = Vec::new();
-    let mut prepare = |item: DomNode<'_>| {
+    let items = list
+        .then(|| jsonschema::json::Node::as_array(&root))
+        .flatten()
+        .map(|a| jsonschema::json::Array::len(&a));
+    let is_list = items.is_some();
+    let mut events = Vec::with_capacity(items.unwrap_or(1).min(max_events));
+    let mut scratch = Scratch::default();
+    let mut prepare = |item| -> Option<()> {
         if events.len() == max_events {
             return None;
         }
-        events.push(prepare_node(item)?);
+        events.push(prepare_node(item, &mut scratch)?);
         Some(())
     };
     if is_list {
@@ -179,13 +184,13 @@ pub fn prepare_fast(bytes: &[u8], list: bool, max_events: usize) -> Option<Vec<P
     (!events.is_empty()).then_some(events)
 }
 
-fn prepare_node(node: DomNode<'_>) -> Option<PreparedEvent> {
+fn prepare_node<'a>(node: DomNode<'a>, scratch: &mut Scratch<'a>) -> Option<PreparedEvent> {
     // A signed envelope is the usual path's to open.
     if node.member("event").is_some() || !DOM_VALIDATOR.is_valid(node) {
         return None;
     }
     let mut jcs = Vec::with_capacity(768);
-    let context = node.write_jcs(&mut jcs, Some("context"));
+    let context = node.write_jcs_with(&mut jcs, Some("context"), scratch);
     if context.is_some_and(|size| size > MAX_CONTEXT_BYTES) {
         return None;
     }
