@@ -354,6 +354,16 @@ fn write_str(s: &Cow<'_, str>, out: &mut Vec<u8>) {
     }
 }
 
+/// `a.cmp(b)` for member names, which mostly differ in their first byte: that byte decides
+/// without a call to `memcmp` (sorting a body's objects made 30 such calls per event).
+#[inline]
+fn byte_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
+}
+
 /// The marker type of this representation for `jsonschema` (`Validator<Dom>`).
 pub struct Dom;
 
@@ -515,8 +525,8 @@ impl<'a> DomNode<'a> {
         if plain {
             // Without characters at or above U+E000 (UTF-8 lead byte 0xEE), UTF-8 byte order is
             // RFC 8785's UTF-16 order.
-            if !members.is_sorted_by(|a, b| a.0 < b.0) {
-                members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            if !members.is_sorted_by(|a, b| byte_order(a.0, b.0).is_lt()) {
+                members.sort_unstable_by(|a, b| byte_order(a.0, b.0));
             }
         } else {
             members.sort_unstable_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
@@ -1125,6 +1135,15 @@ mod tests {
             }
             event
         })
+    }
+
+    proptest! {
+        /// The first-byte shortcut orders names as `str::cmp` does (shared prefixes, empty names
+        /// and multi-byte characters included).
+        #[test]
+        fn byte_order_is_str_order(a in "[ab\u{e9}\u{e000}]{0,4}", b in "[ab\u{e9}\u{e000}]{0,4}") {
+            prop_assert_eq!(byte_order(&a, &b), a.cmp(&b));
+        }
     }
 
     proptest! {
