@@ -1304,29 +1304,7 @@ pub fn hash_files(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn row<'a>(event_type: &'a str, action_category: &'a str) -> ProjectionRef<'a> {
-        ProjectionRef {
-            index: 0,
-            event_id: "e",
-            event_type,
-            request_id: "r",
-            source: "s",
-            occurred_at: 0,
-            ingested_at: 0,
-            actor_id: "a",
-            actor_kind: "agent",
-            on_behalf_of: None,
-            reviewer_id: None,
-            action_name: "n",
-            action_category,
-            resource_id: "x",
-            environment: "prod",
-            channel: None,
-            reason: None,
-            emergency: None,
-        }
-    }
+    use crate::core::controls::row_of as row;
 
     /// Counted by class, each control's count is the number of rows the mapping applies it to;
     /// a row listing other controls counts for what it lists.

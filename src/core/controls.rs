@@ -180,6 +180,32 @@ impl Classes {
     }
 }
 
+/// A row with this event type and action category (and fixed other fields), for tests of the
+/// mapping.
+#[cfg(test)]
+pub(crate) fn row_of<'a>(event_type: &'a str, action_category: &'a str) -> ProjectionRef<'a> {
+    ProjectionRef {
+        index: 0,
+        event_id: "e",
+        event_type,
+        request_id: "r",
+        source: "s",
+        occurred_at: 0,
+        ingested_at: 0,
+        actor_id: "a",
+        actor_kind: "agent",
+        on_behalf_of: None,
+        reviewer_id: None,
+        action_name: "n",
+        action_category,
+        resource_id: "x",
+        environment: "prod",
+        channel: None,
+        reason: None,
+        emergency: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -219,26 +245,7 @@ mod tests {
         ) {
             let framework = Framework::named(framework).unwrap();
             let classes = Classes::new(&framework);
-            let row = ProjectionRef {
-                index: 0,
-                event_id: "e",
-                event_type: &event_type,
-                request_id: "r",
-                source: "s",
-                occurred_at: 0,
-                ingested_at: 0,
-                actor_id: "a",
-                actor_kind: "agent",
-                on_behalf_of: None,
-                reviewer_id: None,
-                action_name: "n",
-                action_category: &category,
-                resource_id: "x",
-                environment: "prod",
-                channel: None,
-                reason: None,
-                emergency: None,
-            };
+            let row = row_of(&event_type, &category);
             let class = classes.class_of(&row);
             prop_assert!(classes.ids(class).eq(framework.controls_of(&row)));
             let by_position: Vec<&str> = classes
