@@ -1156,9 +1156,7 @@ pub struct ControlCounts {
     classes: Classes,
     /// Rows counted by class.
     rows: Vec<u64>,
-    /// The framework's control IDs, in mapping order.
-    ids: Vec<String>,
-    /// Rows counted control by control, by position in `ids`.
+    /// Rows counted control by control, by position in the mapping.
     listed: Vec<u64>,
 }
 
@@ -1168,12 +1166,10 @@ impl ControlCounts {
     pub fn new(framework: &Framework) -> Self {
         let classes = Classes::new(framework);
         let rows = vec![0; classes.class_count()];
-        let ids: Vec<String> = framework.controls.iter().map(|c| c.id.clone()).collect();
-        let listed = vec![0; ids.len()];
+        let listed = vec![0; classes.control_ids().len()];
         Self {
             classes,
             rows,
-            ids,
             listed,
         }
     }
@@ -1197,7 +1193,7 @@ impl ControlCounts {
             return;
         }
         for c in controls {
-            for (id, n) in self.ids.iter().zip(&mut self.listed) {
+            for (id, n) in self.classes.control_ids().iter().zip(&mut self.listed) {
                 if id == c {
                     *n += 1;
                 }

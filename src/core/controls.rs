@@ -96,8 +96,8 @@ pub struct Classes {
     categories: Vec<String>,
     /// Per class, the positions in [`Framework::controls`] of its controls, ascending.
     positions: Vec<Vec<usize>>,
-    /// Per class, the IDs of its controls, in mapping order.
-    ids: Vec<Vec<String>>,
+    /// The IDs of [`Framework::controls`], in mapping order.
+    control_ids: Vec<String>,
 }
 
 impl Classes {
@@ -119,7 +119,6 @@ impl Classes {
             }
         }
         let mut positions = Vec::new();
-        let mut ids = Vec::new();
         // The last slot of each dimension is "named by no selector".
         for t in 0..=types.len() {
             for c in 0..=categories.len() {
@@ -135,12 +134,6 @@ impl Classes {
                     })
                     .map(|(i, _)| i)
                     .collect();
-                ids.push(
-                    class
-                        .iter()
-                        .map(|&i| framework.controls[i].id.clone())
-                        .collect(),
-                );
                 positions.push(class);
             }
         }
@@ -148,7 +141,7 @@ impl Classes {
             types,
             categories,
             positions,
-            ids,
+            control_ids: framework.controls.iter().map(|c| c.id.clone()).collect(),
         }
     }
 
@@ -164,13 +157,21 @@ impl Classes {
 
     /// The IDs of the controls rows of `class` evidence, in mapping order.
     pub fn ids(&self, class: usize) -> impl Iterator<Item = &str> + '_ {
-        self.ids[class].iter().map(String::as_str)
+        self.positions[class]
+            .iter()
+            .map(|&i| self.control_ids[i].as_str())
     }
 
     /// How many classes there are (classes are `0..class_count()`).
     #[must_use]
     pub fn class_count(&self) -> usize {
-        self.ids.len()
+        self.positions.len()
+    }
+
+    /// The IDs of all the framework's controls, in mapping order (positions index it).
+    #[must_use]
+    pub fn control_ids(&self) -> &[String] {
+        &self.control_ids
     }
 
     /// The positions in [`Framework::controls`] of the controls rows of `class` evidence.
