@@ -185,8 +185,18 @@ pub fn prepare_fast(bytes: &[u8], list: bool, max_events: usize) -> Option<Vec<P
 }
 
 fn prepare_node<'a>(node: DomNode<'a>, scratch: &mut Scratch<'a>) -> Option<PreparedEvent> {
-    // A signed envelope is the usual path's to open.
-    if node.member("event").is_some() || !DOM_VALIDATOR.is_valid(node) {
+    // The two ids, in one pass over the members (names are unique: the parser refuses repeats).
+    let (mut event_id, mut request_id) = (None, None);
+    for member in node.children() {
+        match member.key() {
+            // A signed envelope is the usual path's to open.
+            "event" => return None,
+            "event_id" => event_id = member.str(),
+            "request_id" => request_id = member.str(),
+            _ => {}
+        }
+    }
+    if !DOM_VALIDATOR.is_valid(node) {
         return None;
     }
     let mut jcs = Vec::with_capacity(768);
@@ -194,10 +204,9 @@ fn prepare_node<'a>(node: DomNode<'a>, scratch: &mut Scratch<'a>) -> Option<Prep
     if context.is_some_and(|size| size > MAX_CONTEXT_BYTES) {
         return None;
     }
-    let text = |key: &str| node.member(key).and_then(|v| v.str()).map(str::to_owned);
     Some(PreparedEvent {
-        event_id: text("event_id")?,
-        request_id: text("request_id")?,
+        event_id: event_id?.to_owned(),
+        request_id: request_id?.to_owned(),
         jcs,
         origin_signature: None,
     })
