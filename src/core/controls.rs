@@ -62,13 +62,8 @@ impl Framework {
         file.frameworks.get(name).cloned()
     }
 
-    /// The IDs of the controls a row evidences, in mapping order.
-    #[must_use]
-    pub fn controls_for(&self, row: &ProjectionRef<'_>) -> Vec<String> {
-        self.controls_of(row).map(str::to_owned).collect()
-    }
-
-    /// [`Framework::controls_for`], borrowed from the mapping.
+    /// The IDs of the controls a row evidences, in mapping order: every selector of every
+    /// control applied. Rows in bulk go through [`Classes`], which this defines.
     pub fn controls_of<'a>(
         &'a self,
         row: &'a ProjectionRef<'_>,
