@@ -133,7 +133,7 @@ pub struct ExportConfig {
     pub progress: bool,
 }
 
-/// Where an export reads the log. Two real backends, so a trait ([`LogReader`]) joins them.
+/// Where an export reads the log. Two real backends, so a trait (`LogReader`) joins them.
 #[derive(Debug)]
 pub enum Source {
     /// A data dir, opened as a RocksDB secondary (safe beside a running server), with the log's
@@ -1108,7 +1108,7 @@ pub struct ProvedRow<'a> {
     pub proof: &'a [Hash],
 }
 
-/// What [`LogReader::rows`] and [`proved_rows`] call with each entry.
+/// What `LogReader::rows` and [`proved_rows`] call with each entry.
 pub type RowSink<'a> = dyn FnMut(ProvedRow<'_>) -> Result<(), ExportError> + 'a;
 
 /// Entries read for rows, not yet made into them: their leaves and proofs each in one buffer,

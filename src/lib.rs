@@ -24,7 +24,7 @@
 //! - [`summary`]: `summary.json` in bounded memory, over [`spill`] (an external merge sort).
 //! - [`par`]: the order-keeping parallel map behind export's and verify's per-row work.
 //! - [`verify`]: offline bundle verification; needs no RocksDB, trusts only the user's key.
-//! - [`bench`]: the load generator and storage floor behind `ledger bench`.
+//! - [`mod@bench`]: the load generator and storage floor behind `ledger bench`.
 //! - [`fsck`]: the full `O(n)` audit of a data dir (every leaf, chain link, node, checkpoint).
 //! - [`backup`]: consistent copies of a data dir, made by the running server (control socket) or
 //!   offline.

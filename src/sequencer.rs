@@ -335,8 +335,9 @@ impl Sequencer {
         self.receipts(event_ids, committed)
     }
 
-    /// [`Sequencer::append`] with the compact answer: one [`BatchReceipt`] proving every event
-    /// against this commit's checkpoint with one multi-leaf proof (same durability contract).
+    /// [`Sequencer::append`] with the compact answer: one
+    /// [`BatchReceipt`](crate::core::receipt::BatchReceipt) proving every event against this
+    /// commit's checkpoint with one multi-leaf proof (same durability contract).
     pub async fn append_batch(
         &self,
         source: &str,

@@ -17,7 +17,7 @@
 //! parsing one into a `serde_json::Value` tree, writing it back and dropping the tree was nearly
 //! half of verify's time. Canonical bytes have one spelling per value, so checking them needs no
 //! tree: no whitespace, members in UTF-16 order with no name twice, only the escapes JCS writes,
-//! and numbers as [`write_number`] prints them (the rare number that is not a short integer is
+//! and numbers as `write_number` prints them (the rare number that is not a short integer is
 //! parsed and printed to compare).
 
 use std::borrow::Cow;
@@ -268,13 +268,15 @@ impl<'a> Outline<'a> {
             .map(|m| m.value)
     }
 
-    /// The string at `pointer` (see [`Outline::get`]), unescaped; `None` if absent or not a string.
+    /// The string at `pointer`, unescaped; `None` if absent or not a string. `pointer` is a JSON
+    /// Pointer of one or two member names (`/type`, `/actor/id`; names holding `/` or `~`, which
+    /// a pointer escapes, are not looked up).
     #[must_use]
     pub fn str(&self, pointer: &str) -> Option<Cow<'a, str>> {
         self.get(pointer)?.str()
     }
 
-    /// The boolean at `pointer` (see [`Outline::get`]); `None` if absent or not a boolean.
+    /// The boolean at `pointer` (as for [`Outline::str`]); `None` if absent or not a boolean.
     #[must_use]
     pub fn bool(&self, pointer: &str) -> Option<bool> {
         self.get(pointer)?.bool()

@@ -226,7 +226,7 @@ impl<H: TreeHasher> Frontier<H> {
         self.size += 1;
     }
 
-    /// The tree head MTH(D[size]), RFC 9162 2.1.1: the frontier folded from the right.
+    /// The tree head MTH(D\[size\]), RFC 9162 2.1.1: the frontier folded from the right.
     #[must_use]
     pub fn root(&self) -> Hash {
         let mut iter = self.hashes.iter().rev();
@@ -263,7 +263,7 @@ pub fn tree_hash<H: TreeHasher>(size: u64, reader: &impl HashReader) -> Result<H
     subtree_hash::<H>(0, size, reader)
 }
 
-/// The inclusion proof PATH(index, D[size]) of RFC 9162 2.1.3.1, leaf-side sibling first.
+/// The inclusion proof PATH(index, D\[size\]) of RFC 9162 2.1.3.1, leaf-side sibling first.
 pub fn inclusion_proof<H: TreeHasher>(
     index: u64,
     size: u64,
@@ -368,7 +368,7 @@ impl<H: TreeHasher> ProofCursor<H> {
     }
 }
 
-/// The consistency proof PROOF(from, D[to]) of RFC 9162 2.1.4.1. Empty when `from == to`.
+/// The consistency proof PROOF(from, D\[to\]) of RFC 9162 2.1.4.1. Empty when `from == to`.
 pub fn consistency_proof<H: TreeHasher>(
     from: u64,
     to: u64,
@@ -542,11 +542,12 @@ pub fn verify_consistency<H: TreeHasher>(
 /// A multi-leaf inclusion proof: the hashes that, together with the leaf hashes at `indexes`,
 /// determine the root of the tree of `size` leaves.
 ///
-/// The proof follows RFC 9162's recursion MTH(D[n]) = HASH(0x01 || MTH(D[0:k]) || MTH(D[k:n])):
-/// walking the tree left to right, every maximal subtree that holds none of `indexes` contributes
-/// its hash, in that order; subtrees holding a proven leaf are recursed into, and a proven leaf
-/// contributes nothing. For a contiguous run of `m` leaves that is at most about `2 log2(size)`
-/// hashes whatever `m` is, where `m` separate proofs carry `m log2(size)`. `indexes` must be
+/// The proof follows RFC 9162's recursion
+/// MTH(D\[n\]) = HASH(0x01 || MTH(D\[0:k\]) || MTH(D\[k:n\])): walking the tree left to
+/// right, every maximal subtree that holds none of `indexes` contributes its hash, in that order;
+/// subtrees holding a proven leaf are recursed into, and a proven leaf contributes nothing. For a
+/// contiguous run of `m` leaves that is at most about `2 log2(size)` hashes whatever `m` is, where
+/// `m` separate proofs carry `m log2(size)`. `indexes` must be
 /// non-empty, strictly increasing and below `size`. The verifier is [`root_from_multi_proof`].
 pub fn multi_proof<H: TreeHasher>(
     indexes: &[u64],

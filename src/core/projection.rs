@@ -132,7 +132,7 @@ const PICKS: [Pick<'static>; 11] = [
     },
 ];
 
-/// What a row's leaf parse notes of the event: its fields in [`PICKS`].
+/// What a row's leaf parse notes of the event: its fields in `PICKS`.
 pub type RowFields<'a> = Picks<'static, 'a, 15>;
 
 /// A leaf parsed for its row ([`parse_row_leaf`]).
