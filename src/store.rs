@@ -1003,34 +1003,27 @@ fn table_options(name: &str, cache: &Cache, index_in_cache: bool) -> BlockBasedO
         // Evictable like the rest, at high priority, and 4 KiB at a time (partitions, below).
         table.set_cache_index_and_filter_blocks_with_high_priority(true);
     }
-    match name {
-        // Point lookups that mostly miss (new event ids): a bloom filter answers a miss from
-        // memory.
-        CF_DEDUP => {
-            table.set_bloom_filter(10.0, false);
-            // In partitions of about 4 KiB, each cached on its own, under a small top-level index
-            // kept with the table. A whole-file filter is one block of up to a few MB (10 bits per
-            // key, a million keys and more per file), and the block cache's shards are 2 MB
-            // (128 MB in 64): such a block was read, checksummed and evicted again on every
-            // lookup. With 16-byte `dedup` records that was a third of the sequencer's time
-            // (`docs/performance.md`, "Session 10").
-            table.set_partition_filters(true);
-            table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
-            table.set_metadata_block_size(4096);
-            table.set_pin_top_level_index_and_filter(true);
-        }
-        // Point lookups that always hit: an entry or node is only read once it is stored, and
-        // their keys only grow, so files never overlap and a key's level holds at most one file
-        // whose key range covers it, which RocksDB finds from the file's bounds alone. A filter
-        // would never answer "absent". Building one for every flushed file cost 1 % of the
-        // server's instructions per event, and kept 1.25 bytes per key on disk and in the block
-        // cache (`docs/performance.md`, "Session 15"). The index stays partitioned, as above.
-        CF_TREE | CF_ENTRIES => {
-            table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
-            table.set_metadata_block_size(4096);
-            table.set_pin_top_level_index_and_filter(true);
-        }
-        _ => {}
+    if matches!(name, CF_DEDUP | CF_TREE | CF_ENTRIES) {
+        // Point lookups. The index (and `dedup`'s filter, below) in partitions of about 4 KiB,
+        // each cached on its own, under a small top-level index kept with the table. A whole-file
+        // filter is one block of up to a few MB (10 bits per key, a million keys and more per
+        // file), and the block cache's shards are 2 MB (128 MB in 64): such a block was read,
+        // checksummed and evicted again on every lookup. With 16-byte `dedup` records that was a
+        // third of the sequencer's time (`docs/performance.md`, "Session 10").
+        table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+        table.set_metadata_block_size(4096);
+        table.set_pin_top_level_index_and_filter(true);
+    }
+    if name == CF_DEDUP {
+        // Its lookups mostly miss (new event ids): a bloom filter answers a miss from memory.
+        // `entries` and `tree` have none. Their lookups always hit: an entry or node is only read
+        // once it is stored, and their keys only grow, so files never overlap and a key's level
+        // holds at most one file whose key range covers it, which RocksDB finds from the file's
+        // bounds alone. A filter there never answered "absent"; building one for every flushed
+        // file cost 1 % of the server's instructions per event, and kept 1.25 bytes per key on
+        // disk and in the block cache (`docs/performance.md`, "Session 15").
+        table.set_bloom_filter(10.0, false);
+        table.set_partition_filters(true);
     }
     if name == CF_ENTRIES {
         // Leaves are read mostly in long runs (export, fsck) and written in flushes that compress
