@@ -27,7 +27,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 // Idempotency keys by a seeded, fast hash (SipHash, std's default, was about 2,000 instructions
 // per event here): the keys are clients' event ids, so the seed is random per process.
-use foldhash::{HashMap, HashMapExt};
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::core::event::PreparedEvent;
@@ -35,9 +37,7 @@ use crate::core::hash::{Blake3, Hash, TreeHasher};
 use crate::core::leaf::{
     GENESIS_PREV, Leaf, LeafHeader, encode_leaf, format_micros, leaf_holds_event,
 };
-use crate::core::merkle::{
-    Frontier, HashReader, NodeId, NodeMap, TreeError, inclusion_proof, multi_proof,
-};
+use crate::core::merkle::{Frontier, HashReader, NodeId, TreeError, inclusion_proof, multi_proof};
 use crate::core::note::{Checkpoint, NoteError, SignerKey, checkpoint_body, open_checkpoint};
 use crate::core::receipt::{ProvenBatch, ProvenBatchEntry, ProvenEvent, batch_leaves};
 use crate::store::{Commit, DedupRecord, META_LOG_KEY, Store, StoreError, dedup_key};
@@ -151,14 +151,27 @@ struct Placed {
 /// The nodes a batch's receipts need: the frontier before the batch plus every node it created.
 /// Reads that miss (duplicates of older entries) fall through to the store.
 struct BatchView {
-    nodes: NodeMap<Hash>,
+    /// The frontier before the batch: at most 64 nodes.
+    frontier: Vec<(NodeId, Hash)>,
+    /// The batch's commit, whose nodes are consecutive in completion order from the first one's
+    /// [`NodeId::stored_index`]: a node is found by arithmetic, with no map to build per batch.
+    created: Option<(u64, Arc<Commit>)>,
     store: Arc<Store>,
 }
 
 impl HashReader for BatchView {
     fn read_hash(&self, id: NodeId) -> Result<Hash, TreeError> {
-        match self.nodes.get(&id) {
-            Some(hash) => Ok(*hash),
+        if let Some((first, commit)) = &self.created {
+            let at = id.stored_index().and_then(|s| s.checked_sub(*first));
+            if let Some((node, hash)) =
+                at.and_then(|at| commit.nodes.get(usize::try_from(at).ok()?))
+                && *node == id
+            {
+                return Ok(*hash);
+            }
+        }
+        match self.frontier.iter().find(|(node, _)| *node == id) {
+            Some((_, hash)) => Ok(*hash),
             None => self.store.read_hash(id),
         }
     }
@@ -262,6 +275,7 @@ impl Sequencer {
             pipeline_min_events: config.pipeline_min_events,
             built: 0,
             in_flight: VecDeque::new(),
+            hasher: foldhash::fast::RandomState::default(),
             shared,
             committer: committer.clone(),
         };
@@ -569,6 +583,9 @@ struct Writer {
     shared: Arc<Shared>,
     /// Also used on this thread, for a small batch when nothing is in flight.
     committer: Arc<Committer>,
+    /// Hashes idempotency keys for every table they are looked up in (seeded per process: the
+    /// keys come from clients).
+    hasher: foldhash::fast::RandomState,
 }
 
 /// What the writer and the committer share.
@@ -650,16 +667,38 @@ struct InFlight {
     /// Its checkpoint's tree size: an event found here is answered as one of an earlier commit.
     size: u64,
     commit: Arc<Commit>,
-    appended: HashMap<Vec<u8>, Appended>,
+    appended: HashTable<Appended>,
 }
 
-/// An event appended by a batch: where its leaf went.
+/// An event appended by a batch: where its leaf went. Found by its idempotency key's
+/// [`Writer::hasher`] hash; the key itself is the batch's `Commit::dedup[position]`.
 #[derive(Debug, Clone, Copy)]
 struct Appended {
     index: u64,
     leaf_hash: Hash,
-    /// Its position in the batch's `Commit::entries` (whose leaf holds the event's bytes).
+    /// Its position in the batch's `Commit::entries` and `Commit::dedup` (one of each per new
+    /// event, pushed together): the entry's leaf holds the event's bytes.
     position: usize,
+}
+
+impl Appended {
+    /// The one of `table` with idempotency key `key` (hashed `hash`) in `commit`.
+    fn find<'t>(
+        table: &'t HashTable<Self>,
+        commit: &Commit,
+        hash: u64,
+        key: &[u8],
+    ) -> Option<&'t Self> {
+        table.find(hash, |a| commit.dedup[a.position].0 == key)
+    }
+}
+
+/// An event's idempotency key in a batch being built: hashed once, found in every table by that
+/// hash; and what the store holds under it.
+struct Key {
+    bytes: Vec<u8>,
+    hash: u64,
+    stored: Option<DedupRecord>,
 }
 
 /// The answer channel of a job.
@@ -759,14 +798,18 @@ impl Writer {
         commit.nodes.reserve(2 * keys.len());
         commit.dedup.reserve(keys.len());
         commit.requests.reserve(keys.len());
-        let mut appended: HashMap<Vec<u8>, Appended> = HashMap::with_capacity(keys.len());
+        let mut appended: HashTable<Appended> = HashTable::with_capacity(keys.len());
         let mut answers = Vec::with_capacity(jobs.len());
         let mut permits = Vec::with_capacity(jobs.len());
-        let mut keys = keys.into_iter().zip(stored);
+        let mut keys = keys.into_iter().zip(stored).map(|(bytes, stored)| Key {
+            hash: self.hasher.hash_one(bytes.as_slice()),
+            bytes,
+            stored,
+        });
 
         for job in jobs {
             permits.push(job._permit);
-            let job_keys: Vec<_> = keys.by_ref().take(job.events.len()).collect();
+            let job_keys: Vec<Key> = keys.by_ref().take(job.events.len()).collect();
             let earlier = match self.check_job(&job.events, &job_keys, &commit, &appended) {
                 Ok(earlier) => earlier,
                 Err(e) => {
@@ -775,10 +818,11 @@ impl Writer {
                 }
             };
             let mut placed = Vec::with_capacity(job.events.len());
-            for ((event, (key, _)), earlier) in job.events.iter().zip(job_keys).zip(earlier) {
+            for ((event, key), earlier) in job.events.into_iter().zip(job_keys).zip(earlier) {
                 if let Some(earlier) = earlier {
                     placed.push(earlier);
-                } else if let Some(entry) = appended.get(&key) {
+                } else if let Some(entry) = Appended::find(&appended, &commit, key.hash, &key.bytes)
+                {
                     placed.push(Placed {
                         index: entry.index,
                         leaf_hash: entry.leaf_hash,
@@ -800,23 +844,25 @@ impl Writer {
                     let leaf_hash = Blake3::leaf(&leaf);
                     frontier.append(leaf_hash, &mut commit.nodes);
                     prev = leaf_hash;
-                    commit.requests.push((event.request_id.clone(), index));
+                    commit.requests.push((event.request_id, index));
+                    let position = commit.entries.len();
+                    commit.entries.push((index, leaf));
                     commit.dedup.push((
-                        key.clone(),
+                        key.bytes,
                         DedupRecord {
                             index,
                             tree_size: 0, // set below, once the batch's size is known
                         },
                     ));
-                    appended.insert(
-                        key,
+                    appended.insert_unique(
+                        key.hash,
                         Appended {
                             index,
                             leaf_hash,
-                            position: commit.entries.len(),
+                            position,
                         },
+                        |a| self.hasher.hash_one(commit.dedup[a.position].0.as_slice()),
                     );
-                    commit.entries.push((index, leaf));
                     placed.push(Placed {
                         index,
                         leaf_hash,
@@ -836,7 +882,7 @@ impl Writer {
                 seq,
                 commit: None,
                 checkpoint: self.state.checkpoint.clone(),
-                view: Arc::new(self.view(NodeMap::default())),
+                view: Arc::new(self.view(Vec::new(), None)),
                 answers,
                 _permits: permits,
             });
@@ -864,8 +910,7 @@ impl Writer {
             root: frontier.root(),
             note,
         });
-        let mut nodes: NodeMap<Hash> = old_frontier.into_iter().collect();
-        nodes.extend(commit.nodes.iter().copied());
+        let first_created = commit.nodes.first().and_then(|(id, _)| id.stored_index());
         // The head moves on before the commit lands: the next batch builds on it. If this commit
         // fails, so does every batch after it, and the writer stops (`Shared::failed`).
         self.state.frontier = frontier;
@@ -873,6 +918,7 @@ impl Writer {
         self.state.last_micros = micros;
         self.state.checkpoint = checkpoint.clone();
         let commit = Arc::new(commit);
+        let created = first_created.map(|first| (first, commit.clone()));
         self.in_flight.push_back(InFlight {
             seq,
             size,
@@ -883,7 +929,7 @@ impl Writer {
             seq,
             commit: Some(commit),
             checkpoint,
-            view: Arc::new(self.view(nodes)),
+            view: Arc::new(self.view(old_frontier, created)),
             answers,
             _permits: permits,
         })
@@ -896,15 +942,16 @@ impl Writer {
     fn check_job(
         &self,
         events: &[PreparedEvent],
-        keys: &[(Vec<u8>, Option<DedupRecord>)],
+        keys: &[Key],
         commit: &Commit,
-        appended: &HashMap<Vec<u8>, Appended>,
+        appended: &HashTable<Appended>,
     ) -> Result<Vec<Option<Placed>>, SequencerError> {
-        let mut in_job: HashMap<&[u8], &[u8]> = HashMap::with_capacity(keys.len());
+        // The job's earlier items, by position.
+        let mut in_job: HashTable<usize> = HashTable::with_capacity(keys.len());
         let mut earlier = Vec::with_capacity(keys.len());
-        for (item, (event, (key, stored))) in events.iter().zip(keys).enumerate() {
+        for (item, (event, key)) in events.iter().zip(keys).enumerate() {
             let mut found = None;
-            let same = if let Some(record) = stored {
+            let same = if let Some(record) = &key.stored {
                 found = Some(Placed {
                     index: record.index,
                     leaf_hash: self.store.read_hash(NodeId::covering(0, record.index))?,
@@ -912,11 +959,9 @@ impl Writer {
                     duplicate: true,
                 });
                 Some(self.stored_event_is(record.index, &event.jcs)?)
-            } else if let Some((batch, entry)) = self
-                .in_flight
-                .iter()
-                .find_map(|b| b.appended.get(key).map(|entry| (b, entry)))
-            {
+            } else if let Some((batch, entry)) = self.in_flight.iter().find_map(|b| {
+                Appended::find(&b.appended, &b.commit, key.hash, &key.bytes).map(|e| (b, e))
+            }) {
                 found = Some(Placed {
                     index: entry.index,
                     leaf_hash: entry.leaf_hash,
@@ -927,15 +972,15 @@ impl Writer {
                     &batch.commit.entries[entry.position].1,
                     &event.jcs,
                 ))
-            } else if let Some(entry) = appended.get(key) {
+            } else if let Some(entry) = Appended::find(appended, commit, key.hash, &key.bytes) {
                 Some(leaf_holds_event(
                     &commit.entries[entry.position].1,
                     &event.jcs,
                 ))
-            } else if let Some(first) = in_job.get(key.as_slice()) {
-                Some(*first == event.jcs.as_slice())
+            } else if let Some(first) = in_job.find(key.hash, |i| keys[*i].bytes == key.bytes) {
+                Some(events[*first].jcs == event.jcs)
             } else {
-                in_job.insert(key, &event.jcs);
+                in_job.insert_unique(key.hash, item, |i| keys[*i].hash);
                 None
             };
             if same == Some(false) {
@@ -962,9 +1007,14 @@ impl Writer {
         Ok(leaf.event == jcs)
     }
 
-    fn view(&self, nodes: NodeMap<Hash>) -> BatchView {
+    fn view(
+        &self,
+        frontier: Vec<(NodeId, Hash)>,
+        created: Option<(u64, Arc<Commit>)>,
+    ) -> BatchView {
         BatchView {
-            nodes,
+            frontier,
+            created,
             store: self.store.clone(),
         }
     }
@@ -1079,5 +1129,47 @@ impl Committer {
         tracing::error!(
             "sequencer stopped accepting writes after a failed commit; restart the server"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::merkle::verify_inclusion;
+
+    /// A batch's receipts come from its view alone: every node an inclusion proof of a new leaf
+    /// needs at the batch's size is in the old frontier or among the batch's own nodes, found by
+    /// its place in completion order. The store here is empty, so any read falling through to it
+    /// fails the proof.
+    #[test]
+    fn a_batch_view_holds_every_node_its_receipts_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        for (before, added) in [(0u64, 1u64), (0, 9), (5, 7), (64, 64), (1023, 3), (1000, 1)] {
+            let leaf = |i: u64| Blake3::leaf(&i.to_be_bytes());
+            let mut frontier = Frontier::<Blake3>::empty();
+            for i in 0..before {
+                frontier.append(leaf(i), &mut Vec::new());
+            }
+            let old: Vec<(NodeId, Hash)> = frontier.nodes().collect();
+            let mut commit = Commit::default();
+            for i in before..before + added {
+                frontier.append(leaf(i), &mut commit.nodes);
+            }
+            let first = commit.nodes[0].0.stored_index().unwrap();
+            let view = BatchView {
+                frontier: old,
+                created: Some((first, Arc::new(commit))),
+                store: store.clone(),
+            };
+            let size = before + added;
+            for i in before..size {
+                let proof = inclusion_proof::<Blake3>(i, size, &view)
+                    .unwrap_or_else(|e| panic!("{before}+{added}, leaf {i}: {e}"));
+                verify_inclusion::<Blake3>(i, size, &leaf(i), &proof, &frontier.root()).unwrap();
+            }
+            let all: Vec<u64> = (before..size).collect();
+            multi_proof::<Blake3>(&all, size, &view).unwrap();
+        }
     }
 }

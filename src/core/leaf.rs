@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::hash::{Hash, to_hex};
+use super::hash::{Hash, push_hex, to_hex};
 use super::jcs::{self, CheckError, MAX_NESTING, Notes, Outline, unescape, write_string};
 
 /// Leaf format version.
@@ -173,7 +173,7 @@ pub fn encode_leaf(header: &LeafHeader<'_>, event_jcs: &[u8]) -> Vec<u8> {
     out.extend_from_slice(b"{\"event\":");
     out.extend_from_slice(event_jcs);
     out.extend_from_slice(b",\"index\":");
-    out.extend_from_slice(header.index.to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(header.index).as_bytes());
     out.extend_from_slice(b",\"ingested_at\":");
     write_string(header.ingested_at, &mut out);
     if let Some(sig) = header.origin_signature {
@@ -185,7 +185,7 @@ pub fn encode_leaf(header: &LeafHeader<'_>, event_jcs: &[u8]) -> Vec<u8> {
         out.push(b'}');
     }
     out.extend_from_slice(b",\"prev_leaf_hash\":\"");
-    out.extend_from_slice(to_hex(header.prev_leaf_hash).as_bytes());
+    push_hex(header.prev_leaf_hash, &mut out);
     out.extend_from_slice(b"\",\"source\":");
     write_string(header.source, &mut out);
     out.extend_from_slice(b",\"v\":1}");

@@ -31,6 +31,21 @@ impl NodeId {
             index: first_leaf >> level,
         }
     }
+
+    /// The node's place in the order nodes complete (the Go `sumdb/tlog` "stored hash index"):
+    /// appending leaf `n` completes `2n - popcount(n)` nodes before it, then the leaf and one
+    /// parent per trailing 1-bit of `n`, bottom up, so the node at `level` whose last leaf is
+    /// `n` comes `level` places after leaf `n`. The nodes one [`Frontier::append`] run yields
+    /// are consecutive in this order. `None` past `u64` (a tree of 2^63 leaves and more).
+    #[must_use]
+    pub fn stored_index(self) -> Option<u64> {
+        if self.level >= 64 {
+            return None;
+        }
+        let last = ((u128::from(self.index) + 1) << self.level) - 1;
+        let before = 2 * last - u128::from(u64::try_from(last).ok()?.count_ones());
+        u64::try_from(before + u128::from(self.level)).ok()
+    }
 }
 
 /// Errors of tree reads and proofs. Proof verification failures surface as "verification failed"
@@ -906,6 +921,25 @@ mod tests {
         let (_, store, _) = build::<Blake3>(1000);
         // n leaves plus n - popcount(n) complete interior nodes.
         assert_eq!(store.len(), 2 * 1000 - 1000u64.count_ones() as usize);
+    }
+
+    #[test]
+    fn stored_index_is_the_order_nodes_complete_in() {
+        let mut frontier = Frontier::<Blake3>::empty();
+        let mut completed = Vec::new();
+        for i in 0..1_000u64 {
+            frontier.append(Blake3::leaf(&i.to_be_bytes()), &mut completed);
+        }
+        for (at, (id, _)) in completed.iter().enumerate() {
+            assert_eq!(id.stored_index(), Some(at as u64), "{id:?}");
+        }
+        let top = NodeId {
+            level: 63,
+            index: 1,
+        };
+        assert_eq!(top.stored_index(), None);
+        let last_leaf = NodeId::covering(0, u64::MAX >> 1);
+        assert_eq!(last_leaf.stored_index(), Some(u64::MAX - 63 - 1));
     }
 
     #[test]
