@@ -138,29 +138,66 @@ fn http(e: impl std::fmt::Display) -> BenchError {
 /// A schema-valid event, unique by `run` and `n`, about 500 bytes of canonical JSON.
 #[must_use]
 pub fn event_json(run: &str, n: u64) -> String {
+    let mut out = String::with_capacity(640);
+    push_event_json(&mut out, run, n);
+    out
+}
+
+/// Appends [`event_json`]'s event to `out`. The load generator writes a body of them per request
+/// on the same cores as the server it measures, so it writes each piece in place: no formatting
+/// machinery and no string per event (a `format!` per event and a joined copy cost the generator
+/// about a third of its CPU per event; `docs/performance.md`, "Session 16").
+pub fn push_event_json(out: &mut String, run: &str, n: u64) {
     let kinds = ["approval.requested", "approval.approved", "action.executed"];
     let kind = kinds[(n % 3) as usize];
-    let reviewer = if kind == "approval.approved" {
-        r#","reviewer":{"id":"reviewer-3","idp":"okta","groups":["security"]},"channel":"slack""#
-    } else {
-        ""
+    let mut number = itoa::Buffer::new();
+    out.push_str(r#"{"event_id":""#);
+    out.push_str(run);
+    out.push('-');
+    out.push_str(number.format(n));
+    out.push_str(r#"","type":""#);
+    out.push_str(kind);
+    out.push_str(r#"","request_id":""#);
+    out.push_str(run);
+    out.push_str("-req-");
+    out.push_str(number.format(n / 3));
+    out.push_str(r#"","occurred_at":"2026-11-21T10:00:00.123Z","actor":{"id":"agent-"#);
+    out.push_str(number.format(n % 97));
+    out.push_str(r#"","kind":"agent","on_behalf_of":"user-"#);
+    out.push_str(number.format(n % 97));
+    out.push_str(concat!(
+        r#""},"action":{"name":"export table customers","category":"data_export","risk":"high"},"#,
+        r#""resource":{"id":"warehouse://prod/customers","environment":"prod","type":"table"}"#
+    ));
+    if kind == "approval.approved" {
+        out.push_str(
+            r#","reviewer":{"id":"reviewer-3","idp":"okta","groups":["security"]},"channel":"slack""#,
+        );
+    }
+    out.push_str(concat!(
+        r#","context":{"model":"model-x","#,
+        r#""prompt":"export the customers table for the quarterly revenue review"}}"#
+    ));
+}
+
+/// The content type and body of one request of events `numbers`, as `mode` sends them.
+fn request_body(mode: Mode, run: &str, numbers: std::ops::Range<u64>) -> (&'static str, String) {
+    let mut body = String::with_capacity(640 * (numbers.end - numbers.start) as usize + 2);
+    let (content_type, open, separator, close) = match mode {
+        // One event (a single-mode request holds one), as an object.
+        Mode::Single => ("application/json", "", "", ""),
+        Mode::Array => ("application/json", "[", ",", "]"),
+        Mode::NdJson => ("application/x-ndjson", "", "\n", ""),
     };
-    format!(
-        concat!(
-            r#"{{"event_id":"{run}-{n}","type":"{kind}","request_id":"{run}-req-{req}","#,
-            r#""occurred_at":"2026-11-21T10:00:00.123Z","#,
-            r#""actor":{{"id":"agent-{agent}","kind":"agent","on_behalf_of":"user-{agent}"}},"#,
-            r#""action":{{"name":"export table customers","category":"data_export","risk":"high"}},"#,
-            r#""resource":{{"id":"warehouse://prod/customers","environment":"prod","type":"table"}}{reviewer},"#,
-            r#""context":{{"model":"model-x","prompt":"export the customers table for the quarterly revenue review"}}}}"#
-        ),
-        run = run,
-        n = n,
-        kind = kind,
-        req = n / 3,
-        agent = n % 97,
-        reviewer = reviewer,
-    )
+    body.push_str(open);
+    for n in numbers.clone() {
+        if n > numbers.start {
+            body.push_str(separator);
+        }
+        push_event_json(&mut body, run, n);
+    }
+    body.push_str(close);
+    (content_type, body)
 }
 
 fn percentile(sorted: &[u32], q: f64) -> f64 {
@@ -232,19 +269,9 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
                     break;
                 }
                 let last = (first + batch).min(config.events);
-                let (content_type, body) = match config.mode {
-                    Mode::Single => ("application/json", event_json(&run, first)),
-                    Mode::Array => {
-                        let items: Vec<String> =
-                            (first..last).map(|n| event_json(&run, n)).collect();
-                        ("application/json", format!("[{}]", items.join(",")))
-                    }
-                    Mode::NdJson => {
-                        let items: Vec<String> =
-                            (first..last).map(|n| event_json(&run, n)).collect();
-                        ("application/x-ndjson", items.join("\n"))
-                    }
-                };
+                let (content_type, body) = request_body(config.mode, &run, first..last);
+                // Shared, not copied, by each attempt (a 503 is retried with the same body).
+                let body = bytes::Bytes::from(body);
                 loop {
                     let t = Instant::now();
                     let response = client
@@ -482,6 +509,24 @@ pub fn floor(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each mode's body is what the server splits into the run's events, in order.
+    #[test]
+    fn request_bodies_hold_the_events_in_order() {
+        let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+        let events = |numbers: std::ops::Range<u64>| -> Vec<serde_json::Value> {
+            numbers.map(|n| parse(&event_json("r", n))).collect()
+        };
+        let (content_type, body) = request_body(Mode::Array, "r", 3..7);
+        assert_eq!(content_type, "application/json");
+        assert_eq!(parse(&body), serde_json::Value::Array(events(3..7)));
+        let (content_type, body) = request_body(Mode::NdJson, "r", 3..7);
+        assert_eq!(content_type, "application/x-ndjson");
+        assert_eq!(body.lines().map(parse).collect::<Vec<_>>(), events(3..7));
+        let (content_type, body) = request_body(Mode::Single, "r", 9..10);
+        assert_eq!(content_type, "application/json");
+        assert_eq!(vec![parse(&body)], events(9..10));
+    }
 
     #[test]
     fn generated_events_are_valid_and_unique() {
