@@ -3,12 +3,16 @@
 # `ledger bench` in each mode, each batch mode again with batch receipts (`?receipts=batch`) and
 # once more with 8 connections, then array mode at 10 and 100 events per POST. Each run also
 # measures the RocksDB floor in the same run.
-# Usage: benches/load.sh [seconds per run, default 20]
+# Usage: benches/load.sh [seconds per run, default 20] [BIN, default: build target/release/ledger]
+# (give BIN to run an earlier build, e.g. the base of a comparison made in the same hour)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
-cargo build --release --locked -q
-bin=target/release/ledger
+bin=${2:-}
+if [ -z "$bin" ]; then
+  cargo build --release --locked -q
+  bin=target/release/ledger
+fi
 work=$(mktemp -d)
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
 token=$($bin sources add bench --data-dir "$work/data" | tail -n 1)
