@@ -145,8 +145,8 @@ pub fn event_json(run: &str, n: u64) -> String {
 
 /// Appends [`event_json`]'s event to `out`. The load generator writes a body of them per request
 /// on the same cores as the server it measures, so it writes each piece in place: no formatting
-/// machinery and no string per event (a `format!` per event and a joined copy cost the generator
-/// about a third of its CPU per event; `docs/performance.md`, "Session 16").
+/// machinery and no string per event (a `format!` per event and a joined copy were three quarters
+/// of the generator's user CPU per event; `docs/performance.md`, "Session 16").
 pub fn push_event_json(out: &mut String, run: &str, n: u64) {
     let kinds = ["approval.requested", "approval.approved", "action.executed"];
     let kind = kinds[(n % 3) as usize];

@@ -20,14 +20,11 @@
 //! the batch's new nodes, so proof hashing runs in parallel.
 
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-// Idempotency keys by a seeded, fast hash (SipHash, std's default, was about 2,000 instructions
-// per event here): the keys are clients' event ids, so the seed is random per process.
-use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
@@ -583,8 +580,9 @@ struct Writer {
     shared: Arc<Shared>,
     /// Also used on this thread, for a small batch when nothing is in flight.
     committer: Arc<Committer>,
-    /// Hashes idempotency keys for every table they are looked up in (seeded per process: the
-    /// keys come from clients).
+    /// Hashes idempotency keys for every table they are looked up in. A seeded, fast hash
+    /// (SipHash, std's default, was about 2,000 instructions per event here); the seed is random
+    /// per process, since the keys are clients' event ids.
     hasher: foldhash::fast::RandomState,
 }
 
