@@ -198,12 +198,7 @@ pub fn dedup_key(source: &str, event_id: &str) -> Vec<u8> {
 /// `None` for an id no tree of fewer than 2^64 leaves has (its last leaf does not fit in a
 /// `u64`): nothing is stored under it.
 fn node_key(id: NodeId) -> Option<[u8; 9]> {
-    if id.level >= 64 {
-        return None;
-    }
-    // Exact: at most 2^64 << 63.
-    let end = (u128::from(id.index) + 1) << id.level;
-    let last = u64::try_from(end - 1).ok()?;
+    let last = id.last_leaf()?;
     let mut key = [0u8; 9];
     key[..8].copy_from_slice(&last.to_be_bytes());
     key[8] = id.level;

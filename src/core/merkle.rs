@@ -39,12 +39,20 @@ impl NodeId {
     /// are consecutive in this order. `None` past `u64` (a tree of 2^63 leaves and more).
     #[must_use]
     pub fn stored_index(self) -> Option<u64> {
+        let last = self.last_leaf()?;
+        let before = 2 * u128::from(last) - u128::from(last.count_ones());
+        u64::try_from(before + u128::from(self.level)).ok()
+    }
+
+    /// The last leaf the node covers; `None` if that does not fit in a `u64` (no tree of fewer
+    /// than 2^64 leaves has the node).
+    #[must_use]
+    pub fn last_leaf(self) -> Option<u64> {
         if self.level >= 64 {
             return None;
         }
-        let last = ((u128::from(self.index) + 1) << self.level) - 1;
-        let before = 2 * last - u128::from(u64::try_from(last).ok()?.count_ones());
-        u64::try_from(before + u128::from(self.level)).ok()
+        // Exact: at most 2^64 << 63.
+        u64::try_from(((u128::from(self.index) + 1) << self.level) - 1).ok()
     }
 }
 
@@ -938,6 +946,21 @@ mod tests {
             index: 1,
         };
         assert_eq!(top.stored_index(), None);
+        assert_eq!(top.last_leaf(), Some(u64::MAX));
+        assert_eq!(
+            NodeId {
+                level: 64,
+                index: 0
+            }
+            .last_leaf(),
+            None
+        );
+        let half = NodeId {
+            level: 63,
+            index: 0,
+        };
+        assert_eq!(half.last_leaf(), Some(u64::MAX >> 1));
+        assert_eq!(NodeId { level: 3, index: 2 }.last_leaf(), Some(23));
         let last_leaf = NodeId::covering(0, u64::MAX >> 1);
         assert_eq!(last_leaf.stored_index(), Some(u64::MAX - 63 - 1));
     }
