@@ -11,7 +11,7 @@
 //!   leaf hash of the entry before (32 zero bytes for entry 0), and whose `ingested_at` does not
 //!   decrease;
 //! - its bytes hash to the stored level-0 node, and each stored interior node is the hash of its two
-//!   stored children (walked with one forward iterator per tree level, so the reads are sequential);
+//!   stored children (read with one forward scan of the tiles, so the reads are sequential);
 //!   no node is missing and none is stored outside the tree;
 //! - its idempotency record points back at it, with the size of its commit, and the request index
 //!   lists it;
@@ -284,7 +284,7 @@ impl<'a> Scan<'a> {
             // A key that names no node is reported and skipped: it hides no node behind it.
             if let Some(Err(StoreError::Corrupt(_))) = self.nodes.peek() {
                 if let Some(Err(e)) = self.nodes.next() {
-                    self.problem(Location::ColumnFamily { name: "tree" }, e.to_string());
+                    self.problem(Location::ColumnFamily { name: "tiles" }, e.to_string());
                 }
                 continue;
             }
@@ -314,7 +314,7 @@ impl<'a> Scan<'a> {
             Ok(stored) => stored,
             Err(e) => {
                 if e.is_corruption() {
-                    self.problem(Location::ColumnFamily { name: "tree" }, e.to_string());
+                    self.problem(Location::ColumnFamily { name: "tiles" }, e.to_string());
                 } else {
                     self.io_error.get_or_insert(e);
                 }
@@ -747,7 +747,7 @@ impl<'a> Scan<'a> {
                     },
                     format!("stored but not a node of the tree of size {size}"),
                 ),
-                Err(e) => self.damage(Location::ColumnFamily { name: "tree" }, e)?,
+                Err(e) => self.damage(Location::ColumnFamily { name: "tiles" }, e)?,
             }
             strays += 1;
             if strays > MAX_PROBLEMS {

@@ -44,6 +44,44 @@ impl NodeId {
         u64::try_from(before + u128::from(self.level)).ok()
     }
 
+    /// The node at place `stored` in completion order: the inverse of
+    /// [`NodeId::stored_index`] (the Go `sumdb/tlog` `SplitStoredHashIndex`).
+    #[must_use]
+    pub fn from_stored_index(stored: u64) -> Self {
+        // Leaf n comes at 2n - popcount(n), which is at most `stored` for n = stored / 2 and
+        // falls short of it by at most 65 places; walk forward leaf by leaf from there.
+        let mut leaf = stored / 2;
+        let mut at = 2 * leaf - u64::from(leaf.count_ones());
+        // Leaf `leaf` is followed by one parent per trailing 1-bit of `leaf`.
+        while let Some(next) = at.checked_add(1 + u64::from(leaf.trailing_ones()))
+            && next <= stored
+        {
+            leaf += 1;
+            at = next;
+        }
+        // At most the leaf's trailing 1-bits, so below 64.
+        let level = (stored - at) as u8;
+        Self {
+            level,
+            index: leaf >> level,
+        }
+    }
+
+    /// The node that completes right after this one: its parent if this node is a right child
+    /// (the same leaf completes both), otherwise the next leaf. `None` after the tree's last
+    /// possible node.
+    #[must_use]
+    pub fn next_completed(self) -> Option<Self> {
+        if self.index & 1 == 1 && self.level < 63 {
+            Some(Self {
+                level: self.level + 1,
+                index: self.index >> 1,
+            })
+        } else {
+            Some(Self::covering(0, self.last_leaf()?.checked_add(1)?))
+        }
+    }
+
     /// The last leaf the node covers; `None` if that does not fit in a `u64` (no tree of fewer
     /// than 2^64 leaves has the node).
     #[must_use]
@@ -963,6 +1001,44 @@ mod tests {
         assert_eq!(NodeId { level: 3, index: 2 }.last_leaf(), Some(23));
         let last_leaf = NodeId::covering(0, u64::MAX >> 1);
         assert_eq!(last_leaf.stored_index(), Some(u64::MAX - 63 - 1));
+    }
+
+    /// `from_stored_index` inverts `stored_index`, and `next_completed` steps through the
+    /// order, from the first node and near the top of the range alike.
+    #[test]
+    fn stored_places_map_back_to_their_nodes() {
+        let mut frontier = Frontier::<Blake3>::empty();
+        let mut completed = Vec::new();
+        for i in 0..1_000u64 {
+            frontier.append(Blake3::leaf(&i.to_be_bytes()), &mut completed);
+        }
+        let mut next = Some(NodeId::covering(0, 0));
+        for (at, (id, _)) in completed.iter().enumerate() {
+            assert_eq!(NodeId::from_stored_index(at as u64), *id);
+            assert_eq!(next, Some(*id), "after place {}", at.saturating_sub(1));
+            next = id.next_completed();
+        }
+        // Around the last leaf a u64 index allows a stored place for (2^63 - 1).
+        let last_leaf = NodeId::covering(0, u64::MAX >> 1);
+        let first = last_leaf.stored_index().unwrap() - 200;
+        let mut id = NodeId::from_stored_index(first);
+        for at in first..=first + 200 + 63 {
+            assert_eq!(NodeId::from_stored_index(at), id, "place {at}");
+            assert_eq!(id.stored_index(), Some(at), "{id:?}");
+            id = id.next_completed().unwrap();
+        }
+        assert_eq!(
+            NodeId::from_stored_index(first + 200 + 63),
+            NodeId {
+                level: 63,
+                index: 0
+            }
+        );
+        let top = NodeId {
+            level: 63,
+            index: 0,
+        };
+        assert_eq!(top.next_completed(), Some(NodeId::covering(0, 1 << 63)));
     }
 
     #[test]

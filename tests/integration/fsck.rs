@@ -6,15 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ledger::core::hash::{Blake3, TreeHasher};
+use ledger::core::merkle::NodeId;
 use ledger::core::note::checkpoint_body;
-use ledger::store::Store;
+use ledger::store::{Store, TILE_NODES};
 use serde_json::{Value, json};
 
 use crate::common::{TestServer, copy_dir, event, test_key};
 
-/// Requests of this many events, one commit each: checkpoints at 0, 4, 8, 12, 16, 20.
+/// Requests of this many events, one commit each: checkpoints at 0, 4, 8, ..., 48. The tree's
+/// 94 nodes fill tile 0 and 30 places of tile 1; the ninth commit's run across the two.
 const PER_COMMIT: u64 = 4;
-const COMMITS: u64 = 5;
+const COMMITS: u64 = 12;
 const SIZE: u64 = PER_COMMIT * COMMITS;
 
 /// A stopped data dir with `SIZE` entries in `COMMITS` commits.
@@ -60,10 +62,30 @@ fn entry_key(index: u64) -> Vec<u8> {
 }
 
 /// A tree node's key: the last leaf it covers, then its level.
-fn node_key(level: u8, index: u64) -> Vec<u8> {
-    let mut key = (((index + 1) << level) - 1).to_be_bytes().to_vec();
-    key.push(level);
-    key
+/// The key of the tile holding node `(level, index)`, and the node's byte offset in its value.
+fn node_at(level: u8, index: u64) -> (Vec<u8>, usize) {
+    let place = NodeId { level, index }.stored_index().unwrap();
+    let offset = usize::try_from(place % TILE_NODES).unwrap() * 32;
+    ((place / TILE_NODES).to_be_bytes().to_vec(), offset)
+}
+
+fn node(store: &Store, level: u8, index: u64) -> [u8; 32] {
+    let (key, at) = node_at(level, index);
+    get(store, "tiles", &key)[at..at + 32].try_into().unwrap()
+}
+
+/// Overwrites node `(level, index)` in its tile.
+fn put_node(store: &Store, level: u8, index: u64, hash: &[u8; 32]) {
+    let (key, at) = node_at(level, index);
+    let mut tile = get(store, "tiles", &key);
+    tile[at..at + 32].copy_from_slice(hash);
+    store.raw_put("tiles", &key, &tile).unwrap();
+}
+
+fn swap_nodes(store: &Store, a: (u8, u64), b: (u8, u64)) {
+    let (ha, hb) = (node(store, a.0, a.1), node(store, b.0, b.1));
+    put_node(store, a.0, a.1, &hb);
+    put_node(store, b.0, b.1, &ha);
 }
 
 /// A copy of `base` corrupted by `damage` (with the data dir opened through `Store`).
@@ -173,8 +195,7 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_entry() {
     let dir = corrupted(&base, "consistent-edit", |s| {
         let leaf = edited_leaf(s, 7);
         s.raw_put("entries", &entry_key(7), &leaf).unwrap();
-        s.raw_put("tree", &node_key(0, 7), &Blake3::leaf(&leaf))
-            .unwrap();
+        put_node(s, 0, 7, &Blake3::leaf(&leaf));
     });
     let report = assert_first(
         &dir,
@@ -235,7 +256,7 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_node() {
     let (base, _keep) = populated().await;
 
     let dir = corrupted(&base, "leaf-hash", |s| {
-        s.raw_put("tree", &node_key(0, 7), &[9u8; 32]).unwrap();
+        put_node(s, 0, 7, &[9u8; 32]);
     });
     let report = assert_first(&dir, "edited leaf hash", json!({"at": "entry", "index": 7}));
     assert!(
@@ -248,7 +269,7 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_node() {
 
     // Not on the right edge of the tree, so the start-up check never reads it.
     let dir = corrupted(&base, "interior", |s| {
-        s.raw_put("tree", &node_key(2, 1), &[9u8; 32]).unwrap();
+        put_node(s, 2, 1, &[9u8; 32]);
     });
     assert_first(
         &dir,
@@ -256,8 +277,11 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_node() {
         json!({"at": "node", "level": 2, "index": 1}),
     );
 
+    // The tile cut short right before node (1, 5): it and every node after it are gone.
     let dir = corrupted(&base, "delete-node", |s| {
-        s.raw_delete("tree", &node_key(1, 5)).unwrap();
+        let (key, at) = node_at(1, 5);
+        let tile = get(s, "tiles", &key);
+        s.raw_put("tiles", &key, &tile[..at]).unwrap();
     });
     let report = assert_first(
         &dir,
@@ -273,7 +297,7 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_node() {
     );
 
     let dir = corrupted(&base, "swap-nodes", |s| {
-        swap(s, "tree", &node_key(0, 2), &node_key(0, 9));
+        swap_nodes(s, (0, 2), (0, 9));
     });
     assert_first(
         &dir,
@@ -282,7 +306,7 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_node() {
     );
 
     let dir = corrupted(&base, "swap-interior", |s| {
-        swap(s, "tree", &node_key(1, 1), &node_key(1, 4));
+        swap_nodes(s, (1, 1), (1, 4));
     });
     assert_first(
         &dir,
@@ -290,25 +314,23 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_node() {
         json!({"at": "node", "level": 1, "index": 1}),
     );
 
-    // A key that names no node (last leaf 4 at level 1: no level-1 node ends at an even leaf),
-    // stored just before leaf 5's: reported, and it hides nothing (leaf 5's edit is still found).
-    let dir = corrupted(&base, "no-node-key", |s| {
-        let mut key = 4u64.to_be_bytes().to_vec();
-        key.push(1);
-        s.raw_put("tree", &key, &[9u8; 32]).unwrap();
-        s.raw_put("tree", &node_key(0, 5), &[9u8; 32]).unwrap();
+    // A key that names no tile (4 bytes, not 8), stored before tile 0: reported, and it hides
+    // nothing (leaf 5's edit is still found).
+    let dir = corrupted(&base, "no-tile-key", |s| {
+        s.raw_put("tiles", &[0u8; 4], &[9u8; 32]).unwrap();
+        put_node(s, 0, 5, &[9u8; 32]);
     });
     let report = assert_first(
         &dir,
-        "key of no node",
-        json!({"at": "column_family", "name": "tree"}),
+        "key of no tile",
+        json!({"at": "column_family", "name": "tiles"}),
     );
     let problems = report["problems"].as_array().unwrap();
     assert!(
         problems[0]["message"]
             .as_str()
             .unwrap()
-            .contains("is not a node's key"),
+            .contains("is not a tile's key"),
         "{report:#}"
     );
     assert_eq!(problems[1]["at"], "entry", "{report:#}");
@@ -321,8 +343,35 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_node() {
         "{report:#}"
     );
 
+    // A tile that is not whole hashes: reported, and none of its nodes is taken.
+    let dir = corrupted(&base, "tile-size", |s| {
+        let mut tile = get(s, "tiles", &0u64.to_be_bytes());
+        tile.extend_from_slice(&[9u8; 5]);
+        s.raw_put("tiles", &0u64.to_be_bytes(), &tile).unwrap();
+    });
+    let report = assert_first(
+        &dir,
+        "malformed tile",
+        json!({"at": "column_family", "name": "tiles"}),
+    );
+    let problems = report["problems"].as_array().unwrap();
+    assert!(
+        problems[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not 1 to 64 hashes"),
+        "{report:#}"
+    );
+    assert_eq!(problems[1]["at"], "entry", "{report:#}");
+    assert_eq!(problems[1]["index"], 0, "{report:#}");
+
+    // One more hash at the end of the last tile: the node the next leaf would complete.
     let dir = corrupted(&base, "stray", |s| {
-        s.raw_put("tree", &node_key(0, SIZE), &[9u8; 32]).unwrap();
+        let (key, at) = node_at(0, SIZE);
+        let mut tile = get(s, "tiles", &key);
+        assert_eq!(tile.len(), at, "the last stored node ends the tile");
+        tile.extend_from_slice(&[9u8; 32]);
+        s.raw_put("tiles", &key, &tile).unwrap();
     });
     assert_first(
         &dir,

@@ -1,35 +1,48 @@
 //! Storage format upgrades: a data dir written by an earlier format is upgraded in place by the
 //! first `ledger serve` of this version, and keeps every entry, node, checkpoint and proof, and
-//! its idempotency records (formats 1 and 2 kept a digest of the event in them; format 3 compares
-//! a repeated `event_id` with its stored event).
+//! its idempotency records (formats 1 and 2 kept a digest of the event in them; formats 3 and 4
+//! compare a repeated `event_id` with its stored event).
 //!
-//! `tests/fixtures/format-1` was written by the release of `337aeed` (storage format 1: tree nodes
-//! keyed `[level][index]`): `ledger keygen --origin test.ledger/format-1` (a test-only key, in
-//! `keys/`), `ledger sources add gateway`, then three POSTs of 7 events (21 entries, three
-//! commits) and a graceful stop. The data is still in RocksDB's WAL, as after most stops.
+//! Two fixtures, each written by a release of its format: `ledger keygen --origin
+//! test.ledger/format-N` (a test-only key, in `keys/`), `ledger sources add gateway`, then three
+//! POSTs of 7 events (`common::event(0..21)`, 21 entries, three commits) and a graceful stop.
+//! - `tests/fixtures/format-1`, by the release of `337aeed` (tree nodes keyed `[level][index]`
+//!   in `nodes`). Its data is still in RocksDB's WAL, as after most stops of that release.
+//! - `tests/fixtures/format-3`, by the release of `b0d49b6` (one node per key in `tree`, keyed by
+//!   the last leaf covered and the level). It flushed its memtables on the stop.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ledger::core::note::VerifierKey;
 use serde_json::{Value, json};
 
-use crate::common::{
-    Process, add_source, assert_extends, assert_included, copy_dir, event, head, test_key, verifier,
-};
+use crate::common::{Process, add_source, assert_extends, assert_included, copy_dir, event, head};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_format_1_data_dir_is_upgraded_in_place_and_keeps_every_proof() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-1");
-    let key_file = fixture.join("keys/test.key");
-    let key = VerifierKey::parse(
-        std::fs::read_to_string(fixture.join("keys/test.pub"))
-            .unwrap()
-            .trim(),
-    )
-    .unwrap();
+fn fixture(format: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/format-{format}"))
+}
+
+fn fixture_key(format: u32) -> VerifierKey {
+    let text = std::fs::read_to_string(fixture(format).join("keys/test.pub")).unwrap();
+    VerifierKey::parse(text.trim()).unwrap()
+}
+
+/// The column families of the RocksDB at `data`, sorted.
+fn families(data: &Path) -> Vec<String> {
+    let mut names = rocksdb::DB::list_cf(&rocksdb::Options::default(), data).unwrap();
+    names.sort();
+    names
+}
+
+/// The fixture of `format` is upgraded by `ledger serve`, keeps every proof, goes on appending
+/// consistently, and passes fsck; `legacy` is the family its nodes were in, gone afterwards.
+async fn upgrades_in_place_and_keeps_every_proof(format: u32, legacy: &str) {
+    let key_file = fixture(format).join("keys/test.key");
+    let key = fixture_key(format);
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    copy_dir(&fixture.join("data"), &data);
+    copy_dir(&fixture(format).join("data"), &data);
+    assert!(families(&data).iter().any(|n| n == legacy));
 
     // Before the upgrade, the tools that open a data dir read-only say what to do.
     let fsck = std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
@@ -40,7 +53,7 @@ async fn a_format_1_data_dir_is_upgraded_in_place_and_keeps_every_proof() {
     let stderr = String::from_utf8_lossy(&fsck.stderr);
     assert_eq!(fsck.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("storage format 1") && stderr.contains("ledger serve"),
+        stderr.contains(&format!("storage format {format}")) && stderr.contains("ledger serve"),
         "{stderr}"
     );
 
@@ -48,7 +61,9 @@ async fn a_format_1_data_dir_is_upgraded_in_place_and_keeps_every_proof() {
     // (Process installs the process's TLS crypto provider, which reqwest's client needs.)
     let client = reqwest::Client::new();
     assert!(
-        server.log().contains("upgrading storage format 1 to 3"),
+        server
+            .log()
+            .contains(&format!("upgrading storage format {format} to 4")),
         "{}",
         server.log()
     );
@@ -84,52 +99,71 @@ async fn a_format_1_data_dir_is_upgraded_in_place_and_keeps_every_proof() {
     }
     server.terminate();
 
-    // fsck agrees: every node present under its new key, nothing stray.
+    // The old family is gone, and fsck agrees: every node present in its tile, nothing stray.
+    let after = families(&data);
+    assert!(after.iter().any(|n| n == "tiles"), "{after:?}");
+    assert!(!after.iter().any(|n| n == legacy), "{after:?}");
     let report = ledger::fsck::fsck_dir(&data, Some(&key), false).unwrap();
     assert!(report.ok, "fsck: {:?}", report.first());
     assert_eq!(report.tree_size, 32);
+    assert_eq!(report.checked.nodes, 2 * 32 - 1);
 }
 
-/// An upgrade that cannot finish (here: a format-1 node key that names no node) stops with the
-/// reason and leaves the dir exactly as the earlier release wrote it: still format 1, its nodes
-/// in place, no new column family (which the earlier release could not open).
-#[test]
-fn a_failed_upgrade_leaves_the_format_1_dir_as_it_was() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-1");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_1_data_dir_is_upgraded_in_place_and_keeps_every_proof() {
+    upgrades_in_place_and_keeps_every_proof(1, "nodes").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_3_data_dir_is_upgraded_in_place_and_keeps_every_proof() {
+    upgrades_in_place_and_keeps_every_proof(3, "tree").await;
+}
+
+/// An upgrade that cannot finish (here: a key in the old node family that names no node) stops
+/// with the reason and leaves the dir exactly as the earlier release wrote it: still its format,
+/// its nodes in place, no new column family (which the earlier release could not open).
+fn a_failed_upgrade_leaves_the_dir_as_it_was(format: u32, legacy: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    copy_dir(&fixture.join("data"), &data);
+    copy_dir(&fixture(format).join("data"), &data);
     let opts = rocksdb::Options::default();
-    let families = |data: &Path| {
-        let mut names = rocksdb::DB::list_cf(&opts, data).unwrap();
-        names.sort();
-        names
-    };
     let before = families(&data);
     {
         let db = rocksdb::DB::open_cf(&opts, &data, &before).unwrap();
-        db.put_cf(db.cf_handle("nodes").unwrap(), b"bad", [0u8; 32])
+        db.put_cf(db.cf_handle(legacy).unwrap(), b"bad", [0u8; 32])
             .unwrap();
     }
     let err = ledger::store::Store::open(&data).unwrap_err().to_string();
     assert!(
-        err.contains("upgrade stopped") && err.contains("still format 1"),
+        err.contains("upgrade stopped") && err.contains(&format!("still format {format}")),
         "{err}"
     );
     assert_eq!(families(&data), before);
-    assert!(!before.iter().any(|n| n == "tree"), "{before:?}");
+    assert!(!before.iter().any(|n| n == "tiles"), "{before:?}");
     let db = rocksdb::DB::open_cf_for_read_only(&opts, &data, &before, false).unwrap();
-    let format = db.get_cf(db.cf_handle("meta").unwrap(), b"format").unwrap();
-    assert_eq!(format.as_deref(), Some(&b"1"[..]));
+    let recorded = db.get_cf(db.cf_handle("meta").unwrap(), b"format").unwrap();
+    assert_eq!(recorded, Some(format.to_string().into_bytes()));
 }
 
-/// A format-2 dir (idempotency records of 48 bytes: index, tree size and the event's digest) is
-/// recorded as format 3 by a writable open, and its records still answer: the same event again
-/// is a duplicate of its entry, another body under the same id a conflict, checked against the
-/// stored event. New records are 16 bytes.
+#[test]
+fn a_failed_upgrade_leaves_the_format_1_dir_as_it_was() {
+    a_failed_upgrade_leaves_the_dir_as_it_was(1, "nodes");
+}
+
+#[test]
+fn a_failed_upgrade_leaves_the_format_3_dir_as_it_was() {
+    a_failed_upgrade_leaves_the_dir_as_it_was(3, "tree");
+}
+
+/// A format-2 dir (idempotency records of 48 bytes: index, tree size and the event's digest),
+/// made from the format-3 fixture as the release of format 2 would have left it, is upgraded to
+/// format 4, and its records still answer: the same event again is a duplicate of its entry,
+/// another body under the same id a conflict, checked against the stored event. New records
+/// are 16 bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_format_2_dir_keeps_its_idempotency_records() {
     use ledger::core::event::prepare_bytes;
+    use ledger::core::merkle::{HashReader, NodeId};
     use ledger::sequencer::{Sequencer, SequencerConfig, SequencerError};
     use ledger::store::{Store, dedup_key};
     use std::sync::Arc;
@@ -137,43 +171,40 @@ async fn a_format_2_dir_keeps_its_idempotency_records() {
     let prepared = |value: &Value| prepare_bytes(value.to_string().as_bytes()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let start = |store: &Arc<Store>| {
-        Sequencer::start(store.clone(), test_key(), SequencerConfig::default()).unwrap()
-    };
-
-    let store = Arc::new(Store::open(&data).unwrap());
-    let (sequencer, writer) = start(&store);
-    let first = sequencer
-        .append("gw", vec![prepared(&event(1)), prepared(&event(2))])
-        .await
-        .unwrap();
-    drop(sequencer);
-    writer.join();
-    // Back to format 2: its records carried 32 more bytes (the digest nothing reads now).
-    for n in [1, 2] {
-        let key = dedup_key("gw", &format!("evt-{n}"));
-        let mut record = store.raw_get("dedup", &key).unwrap().unwrap();
-        assert_eq!(record.len(), 16, "format 3 writes index and tree size only");
-        record.extend_from_slice(&[0xAB; 32]);
-        store.raw_put("dedup", &key, &record).unwrap();
+    copy_dir(&fixture(3).join("data"), &data);
+    {
+        // Back to format 2: its records carried 32 more bytes (the digest nothing reads now).
+        let db =
+            rocksdb::DB::open_cf(&rocksdb::Options::default(), &data, families(&data)).unwrap();
+        let dedup = db.cf_handle("dedup").unwrap();
+        for n in 0..21 {
+            let key = dedup_key("gateway", &format!("evt-{n}"));
+            let mut record = db.get_cf(dedup, &key).unwrap().unwrap();
+            assert_eq!(record.len(), 16, "format 3 wrote index and tree size only");
+            record.extend_from_slice(&[0xAB; 32]);
+            db.put_cf(dedup, &key, &record).unwrap();
+        }
+        db.put_cf(db.cf_handle("meta").unwrap(), b"format", b"2")
+            .unwrap();
     }
-    store.raw_put("meta", b"format", b"2").unwrap();
-    drop(store);
 
     let store = Arc::new(Store::open(&data).unwrap());
-    assert_eq!(store.meta(b"format").unwrap().as_deref(), Some(&b"3"[..]));
-    let (sequencer, writer) = start(&store);
+    assert_eq!(store.meta(b"format").unwrap().as_deref(), Some(&b"4"[..]));
+    let stored_leaf = store.read_hash(NodeId::covering(0, 1)).unwrap();
+    let key = ledger::keyfile::load(&fixture(3).join("keys/test.key")).unwrap();
+    let (sequencer, writer) =
+        Sequencer::start(store.clone(), key, SequencerConfig::default()).unwrap();
     let again = sequencer
-        .append("gw", vec![prepared(&event(3)), prepared(&event(2))])
+        .append("gateway", vec![prepared(&event(21)), prepared(&event(1))])
         .await
         .unwrap();
-    assert_eq!((again[0].index, again[0].duplicate), (2, false));
+    assert_eq!((again[0].index, again[0].duplicate), (21, false));
     assert_eq!((again[1].index, again[1].duplicate), (1, true));
-    assert_eq!(again[1].leaf_hash, first[1].leaf_hash);
+    assert_eq!(again[1].leaf_hash, stored_leaf);
     let mut changed = event(1);
     changed["reason"] = json!("edited");
     let err = sequencer
-        .append("gw", vec![prepared(&event(4)), prepared(&changed)])
+        .append("gateway", vec![prepared(&event(22)), prepared(&changed)])
         .await
         .unwrap_err();
     assert!(
@@ -182,10 +213,10 @@ async fn a_format_2_dir_keeps_its_idempotency_records() {
     );
     drop(sequencer);
     writer.join();
-    let key = dedup_key("gw", "evt-3");
+    let key = dedup_key("gateway", "evt-21");
     assert_eq!(store.raw_get("dedup", &key).unwrap().unwrap().len(), 16);
     drop(store);
-    let report = ledger::fsck::fsck_dir(&data, Some(&verifier()), false).unwrap();
+    let report = ledger::fsck::fsck_dir(&data, Some(&fixture_key(3)), false).unwrap();
     assert!(report.ok, "fsck: {:?}", report.first());
-    assert_eq!(report.tree_size, 3);
+    assert_eq!(report.tree_size, 22);
 }
