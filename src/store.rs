@@ -10,6 +10,7 @@
 //! |---------------|---------------------------------------|----------------------------------------|
 //! | `entries`     | index u64                             | leaf bytes                             |
 //! | `tiles`       | tile number u64                       | hashes of 64 consecutive tree nodes    |
+//! | `tail`        | `tail`                                | tile number u64, then its 0-63 hashes  |
 //! | `checkpoints` | tree size u64                         | signed checkpoint note                 |
 //! | `dedup`       | source, 0x00, event_id                | index u64, tree size u64               |
 //! | `requests`    | request_id, 0x00, index u64           | (empty)                                |
@@ -19,8 +20,12 @@
 //! | `meta`        | name                                  | value                                  |
 //!
 //! A tile holds the 32-byte hashes of the complete subtrees (tree nodes) at places `64 t` to
-//! `64 t + 63` of the order nodes complete in ([`NodeId::stored_index`]); only the last tile may
-//! hold fewer than 64, and each commit rewrites it with the nodes that follow.
+//! `64 t + 63` of the order nodes complete in ([`NodeId::stored_index`]). A tile is written to
+//! `tiles` once, when its 64th node completes; the nodes of the one partly filled tile after
+//! them are the single `tail` record, which every commit rewrites. So `tiles` only ever grows
+//! at its end, and its flushed files never overlap: RocksDB moves them down without rewriting
+//! them (a partly filled tile rewritten under its key made every flushed file overlap the one
+//! before, and compaction rewrote the whole family).
 //!
 //! That is storage format 4. Formats 2 and 3 kept one node per key in `tree` (the last leaf the
 //! node covers, then its level); format 2 also had a BLAKE3 digest of the event after the tree
@@ -41,6 +46,10 @@ use crate::core::merkle::{HashReader, NodeId, TreeError};
 const CF_ENTRIES: &str = "entries";
 /// Tree nodes, 64 to a key, in the order they complete ([`TILE_NODES`]).
 const CF_TILES: &str = "tiles";
+/// The last, partly filled tile ([`TAIL_KEY`]).
+const CF_TAIL: &str = "tail";
+/// The one key of `tail`.
+const TAIL_KEY: &[u8] = b"tail";
 /// Tree nodes of storage formats 2 and 3, one per key (the last leaf it covers, then its level); only read, to upgrade.
 const CF_TREE_V3: &str = "tree";
 /// Tree nodes of storage format 1, keyed level first; only read, to upgrade a format-1 dir.
@@ -60,9 +69,10 @@ const CF_ADMINS: &str = "admins";
 const CF_META: &str = "meta";
 /// Bytes a long forward scan reads ahead at a time ([`Reads::Scan`]).
 const SCAN_READAHEAD: usize = 1 << 20;
-const ALL_CFS: [&str; 9] = [
+const ALL_CFS: [&str; 10] = [
     CF_ENTRIES,
     CF_TILES,
+    CF_TAIL,
     CF_CHECKPOINTS,
     CF_DEDUP,
     CF_REQUESTS,
@@ -251,8 +261,25 @@ fn stored_place(id: NodeId) -> Result<u64, StoreError> {
     })
 }
 
-/// Nodes in completion order, written as tiles: the last tile is rewritten whole with the nodes
-/// that follow it, so each value is complete when it is put.
+/// The `tail` record: the number of the tile the next node goes into, and the hashes of that
+/// tile's nodes stored so far (fewer than [`TILE_NODES`]).
+fn decode_tail(value: &[u8]) -> Result<(u64, &[u8]), StoreError> {
+    let bad = || {
+        StoreError::Corrupt(format!(
+            "the tail record is {} bytes, not a tile number and 0 to {} hashes",
+            value.len(),
+            TILE_NODES - 1
+        ))
+    };
+    let (number, hashes) = value.split_first_chunk::<8>().ok_or_else(bad)?;
+    if hashes.len() % HASH_BYTES != 0 || hashes.len() >= TILE_BYTES {
+        return Err(bad());
+    }
+    Ok((u64::from_be_bytes(*number), hashes))
+}
+
+/// Nodes in completion order, written as tiles: each tile to `tiles` when it fills, and what
+/// follows the last full one as the `tail` record.
 #[derive(Debug, Default)]
 struct TileWriter {
     /// The place of the next node.
@@ -262,37 +289,33 @@ struct TileWriter {
 }
 
 impl TileWriter {
-    /// A writer continuing from the stored tiles: `first` is the place of the first node to
-    /// add, and the stored nodes must end right before it (the tile it goes into holds just the
-    /// nodes before it; at a tile's start, the tile before is full).
+    /// A writer continuing from the stored nodes, which must end right before place `first`
+    /// (the `tail` record names the tile `first` goes into and holds the nodes before it there).
     fn continuing(store: &Store, first: u64) -> Result<Self, StoreError> {
         let (number, filled) = (first / TILE_NODES, first % TILE_NODES);
-        let held = |number: u64| -> Result<(u64, Vec<u8>), StoreError> {
-            let stored = store
-                .db
-                .get_pinned_cf(store.cf(CF_TILES), tile_key(number))?;
-            Ok(match stored {
-                Some(value) => (tile_hashes(number, &value)?.len() as u64, value.to_vec()),
-                None => (0, Vec::new()),
-            })
+        let stored = store.db.get_pinned_cf(store.cf(CF_TAIL), TAIL_KEY)?;
+        let (tail, hashes) = match &stored {
+            Some(value) => decode_tail(value)?,
+            None => (0, &[][..]),
         };
-        let (count, mut tile) = held(number)?;
-        let full_before = filled > 0 || number == 0 || held(number - 1)?.0 == TILE_NODES;
-        if count != filled || !full_before {
+        let count = (hashes.len() / HASH_BYTES) as u64;
+        if (tail, count) != (number, filled) {
             return Err(StoreError::Corrupt(format!(
-                "the next node to store comes at place {first} in completion order, but the stored tiles do not end there (tile {number} holds {count} nodes)"
+                "the next node to store comes at place {first} in completion order, but the stored nodes end at place {}",
+                tail * TILE_NODES + count
             )));
         }
-        tile.reserve(TILE_BYTES - tile.len());
+        let mut tile = Vec::with_capacity(TILE_BYTES);
+        tile.extend_from_slice(hashes);
         Ok(Self { next: first, tile })
     }
 
-    /// Adds `hash` as node `id`, which must be the next in completion order; puts a tile in
+    /// Adds `hash` as node `id`, which must be the next in completion order; puts the tile in
     /// `batch` when it fills.
     fn push(
         &mut self,
         batch: &mut WriteBatch,
-        cf: &ColumnFamily,
+        tiles: &ColumnFamily,
         id: NodeId,
         hash: &Hash,
     ) -> Result<(), StoreError> {
@@ -306,36 +329,51 @@ impl TileWriter {
         self.tile.extend_from_slice(hash);
         self.next += 1;
         if self.tile.len() == TILE_BYTES {
-            batch.put_cf(cf, tile_key(place / TILE_NODES), &self.tile);
+            batch.put_cf(tiles, tile_key(place / TILE_NODES), &self.tile);
             self.tile.clear();
         }
         Ok(())
     }
 
-    /// Puts the last, partly filled tile, if any.
-    fn finish(&self, batch: &mut WriteBatch, cf: &ColumnFamily) {
-        if !self.tile.is_empty() {
-            batch.put_cf(cf, tile_key((self.next - 1) / TILE_NODES), &self.tile);
-        }
+    /// Puts the `tail` record: the tile the next node goes into, and its nodes so far.
+    fn finish(&self, batch: &mut WriteBatch, tail: &ColumnFamily) {
+        let mut value = Vec::with_capacity(8 + self.tile.len());
+        value.extend_from_slice(&tile_key(self.next / TILE_NODES));
+        value.extend_from_slice(&self.tile);
+        batch.put_cf(tail, TAIL_KEY, value);
     }
 }
 
-/// The nodes at `places` (in completion order) of the tiles an iterator yields, as
-/// `(node, hash)`; a malformed tile or key is one error item.
+/// A stored tile as `(number, hashes)`.
+type Tile = Result<(u64, Box<[u8]>), StoreError>;
+
+/// A `tiles` record as a [`Tile`].
+fn decode_tile(item: Record) -> Tile {
+    let (key, value) = item?;
+    let number = decode_tile_key(&key)?;
+    tile_hashes(number, &value)?;
+    Ok((number, value))
+}
+
+/// The nodes at `places` (in completion order) of the tiles an iterator yields in ascending
+/// order, as `(node, hash)`; a malformed tile is one error item.
 struct TileNodes<I> {
     tiles: I,
     places: std::ops::Range<u64>,
-    /// The current tile's value, the place of its first hash, and the next node to yield.
+    /// The number after the last tile read: tiles must come in ascending order.
+    after: u64,
+    /// The current tile's hashes, the place of its first one, and the next node to yield.
     value: Box<[u8]>,
     first: u64,
     next: Option<(u64, NodeId)>,
 }
 
-impl<I: Iterator<Item = Record>> TileNodes<I> {
+impl<I: Iterator<Item = Tile>> TileNodes<I> {
     fn new(tiles: I, places: std::ops::Range<u64>) -> Self {
         Self {
             tiles,
             places,
+            after: 0,
             value: Box::default(),
             first: 0,
             next: None,
@@ -343,7 +381,7 @@ impl<I: Iterator<Item = Record>> TileNodes<I> {
     }
 }
 
-impl<I: Iterator<Item = Record>> Iterator for TileNodes<I> {
+impl<I: Iterator<Item = Tile>> Iterator for TileNodes<I> {
     type Item = Result<(NodeId, Hash), StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -362,23 +400,23 @@ impl<I: Iterator<Item = Record>> Iterator for TileNodes<I> {
                 }
                 self.next = None;
             }
-            let (key, value) = match self.tiles.next()? {
-                Ok(record) => record,
-                Err(e) => return Some(Err(e.into())),
-            };
-            let tile = match decode_tile_key(&key) {
+            let (number, value) = match self.tiles.next()? {
                 Ok(tile) => tile,
                 Err(e) => return Some(Err(e)),
             };
-            if let Err(e) = tile_hashes(tile, &value) {
-                return Some(Err(e));
-            }
-            let Some(first) = tile.checked_mul(TILE_NODES) else {
+            if number < self.after {
+                // Only the tail can come out of order.
                 return Some(Err(StoreError::Corrupt(format!(
-                    "tile {tile} lies beyond any tree"
+                    "tile {number} is stored twice: whole, and as the tail record"
+                ))));
+            }
+            let Some(first) = number.checked_mul(TILE_NODES) else {
+                return Some(Err(StoreError::Corrupt(format!(
+                    "tile {number} lies beyond any tree"
                 ))));
             };
             let start = first.max(self.places.start);
+            self.after = number + 1;
             self.value = value;
             self.first = first;
             self.next = Some((start, NodeId::from_stored_index(start)));
@@ -565,6 +603,7 @@ impl Store {
                 // Still the earlier format: without the new column family the earlier release
                 // opens the dir as it was.
                 let _ = store.db.drop_cf(CF_TILES);
+                let _ = store.db.drop_cf(CF_TAIL);
                 return Err(e);
             }
         }
@@ -636,7 +675,7 @@ impl Store {
                 }
             }
         }
-        writer.finish(&mut batch, tiles);
+        writer.finish(&mut batch, self.cf(CF_TAIL));
         batch.put_cf(self.cf(CF_META), META_FORMAT, FORMAT_VERSION);
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
@@ -749,7 +788,7 @@ impl Store {
             self.add_to_batch(&mut batch, commit, tiles.as_mut())?;
         }
         if let Some(tiles) = tiles {
-            tiles.finish(&mut batch, self.cf(CF_TILES));
+            tiles.finish(&mut batch, self.cf(CF_TAIL));
         }
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
@@ -977,11 +1016,14 @@ impl Store {
             Reads::Scan.options(SCAN_READAHEAD),
             IteratorMode::Start,
         );
-        TileNodes::new(tiles, 0..u64::MAX)
+        TileNodes::new(tiles.map(decode_tile).chain(self.tail()), 0..u64::MAX)
     }
 
     /// The stored nodes completed by the leaves in `leaves` (those whose last leaf is in the
     /// range), in completion order: one sequential scan.
+    ///
+    /// Like [`Store::nodes`], for a store no one writes to meanwhile (a secondary, as export and
+    /// fsck open): the tail is read apart from the tiles.
     pub fn nodes_completed_in(
         &self,
         leaves: std::ops::Range<u64>,
@@ -1000,7 +1042,20 @@ impl Store {
             opts,
             IteratorMode::From(&start, Direction::Forward),
         );
-        TileNodes::new(tiles, places)
+        TileNodes::new(tiles.map(decode_tile).chain(self.tail()), places)
+    }
+
+    /// The tail record as a tile, unless it holds no node yet.
+    fn tail(&self) -> Option<Tile> {
+        let value = match self.db.get_pinned_cf(self.cf(CF_TAIL), TAIL_KEY) {
+            Ok(value) => value?,
+            Err(e) => return Some(Err(e.into())),
+        };
+        match decode_tail(&value) {
+            Ok((_, [])) => None,
+            Ok((number, hashes)) => Some(Ok((number, hashes.into()))),
+            Err(e) => Some(Err(e)),
+        }
     }
 
     /// Every stored checkpoint in tree-size order, as `(size, note bytes)` (not decoded, so a
@@ -1113,21 +1168,39 @@ impl HashReader for Store {
             index: id.index,
             source,
         };
-        let place = id
-            .stored_index()
-            .ok_or_else(|| read_err("node not stored".into()))?;
-        let tile = place / TILE_NODES;
-        let value = self
+        let not_stored = || read_err("node not stored".into());
+        let place = id.stored_index().ok_or_else(not_stored)?;
+        let (number, at) = (
+            place / TILE_NODES,
+            (place % TILE_NODES) as usize * HASH_BYTES,
+        );
+        let whole = || -> Result<Option<Hash>, TreeError> {
+            let Some(value) = self
+                .db
+                .get_pinned_cf(self.cf(CF_TILES), tile_key(number))
+                .map_err(|e| read_err(Box::new(e)))?
+            else {
+                return Ok(None);
+            };
+            tile_hashes(number, &value).map_err(|e| read_err(Box::new(e)))?;
+            let hash = value.get(at..at + HASH_BYTES).ok_or_else(not_stored)?;
+            Ok(Some(hash.try_into().map_err(|_| not_stored())?))
+        };
+        if let Some(hash) = whole()? {
+            return Ok(hash);
+        }
+        // In the tail, or (a commit completed the tile since) whole after all.
+        let tail = self
             .db
-            .get_pinned_cf(self.cf(CF_TILES), tile_key(tile))
-            .map_err(|e| read_err(Box::new(e)))?
-            .ok_or_else(|| read_err("node not stored".into()))?;
-        let hashes = tile_hashes(tile, &value).map_err(|e| read_err(Box::new(e)))?;
-        // Below TILE_NODES.
-        let hash = hashes
-            .get((place % TILE_NODES) as usize)
-            .ok_or_else(|| read_err("node not stored".into()))?;
-        Ok(*hash)
+            .get_pinned_cf(self.cf(CF_TAIL), TAIL_KEY)
+            .map_err(|e| read_err(Box::new(e)))?;
+        if let Some(value) = tail {
+            let (tail, hashes) = decode_tail(&value).map_err(|e| read_err(Box::new(e)))?;
+            if let Some(hash) = hashes.get(at..at + HASH_BYTES).filter(|_| tail == number) {
+                return hash.try_into().map_err(|_| not_stored());
+            }
+        }
+        whole()?.ok_or_else(not_stored)
     }
 }
 

@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use crate::common::{TestServer, copy_dir, event, test_key};
 
 /// Requests of this many events, one commit each: checkpoints at 0, 4, 8, ..., 48. The tree's
-/// 94 nodes fill tile 0 and 30 places of tile 1; the ninth commit's run across the two.
+/// 94 nodes fill tile 0 (in `tiles`) and 30 places of tile 1 (the `tail` record); the ninth
+/// commit's run across the two.
 const PER_COMMIT: u64 = 4;
 const COMMITS: u64 = 12;
 const SIZE: u64 = PER_COMMIT * COMMITS;
@@ -62,24 +63,31 @@ fn entry_key(index: u64) -> Vec<u8> {
 }
 
 /// A tree node's key: the last leaf it covers, then its level.
-/// The key of the tile holding node `(level, index)`, and the node's byte offset in its value.
-fn node_at(level: u8, index: u64) -> (Vec<u8>, usize) {
+/// Where node `(level, index)` is stored: column family, key, and its byte offset in the value
+/// (a whole tile in `tiles`, or the tail record: the tile's number, then its hashes).
+fn node_at(store: &Store, level: u8, index: u64) -> (&'static str, Vec<u8>, usize) {
     let place = NodeId { level, index }.stored_index().unwrap();
+    let key = (place / TILE_NODES).to_be_bytes().to_vec();
     let offset = usize::try_from(place % TILE_NODES).unwrap() * 32;
-    ((place / TILE_NODES).to_be_bytes().to_vec(), offset)
+    if store.raw_get("tiles", &key).unwrap().is_some() {
+        ("tiles", key, offset)
+    } else {
+        assert_eq!(get(store, "tail", b"tail")[..8], key[..]);
+        ("tail", b"tail".to_vec(), 8 + offset)
+    }
 }
 
 fn node(store: &Store, level: u8, index: u64) -> [u8; 32] {
-    let (key, at) = node_at(level, index);
-    get(store, "tiles", &key)[at..at + 32].try_into().unwrap()
+    let (cf, key, at) = node_at(store, level, index);
+    get(store, cf, &key)[at..at + 32].try_into().unwrap()
 }
 
-/// Overwrites node `(level, index)` in its tile.
+/// Overwrites node `(level, index)` where it is stored.
 fn put_node(store: &Store, level: u8, index: u64, hash: &[u8; 32]) {
-    let (key, at) = node_at(level, index);
-    let mut tile = get(store, "tiles", &key);
-    tile[at..at + 32].copy_from_slice(hash);
-    store.raw_put("tiles", &key, &tile).unwrap();
+    let (cf, key, at) = node_at(store, level, index);
+    let mut value = get(store, cf, &key);
+    value[at..at + 32].copy_from_slice(hash);
+    store.raw_put(cf, &key, &value).unwrap();
 }
 
 fn swap_nodes(store: &Store, a: (u8, u64), b: (u8, u64)) {
@@ -279,9 +287,10 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_node() {
 
     // The tile cut short right before node (1, 5): it and every node after it are gone.
     let dir = corrupted(&base, "delete-node", |s| {
-        let (key, at) = node_at(1, 5);
-        let tile = get(s, "tiles", &key);
-        s.raw_put("tiles", &key, &tile[..at]).unwrap();
+        let (cf, key, at) = node_at(s, 1, 5);
+        assert_eq!(cf, "tiles");
+        let tile = get(s, cf, &key);
+        s.raw_put(cf, &key, &tile[..at]).unwrap();
     });
     let report = assert_first(
         &dir,
@@ -365,13 +374,31 @@ async fn fsck_names_an_edited_deleted_swapped_or_added_node() {
     assert_eq!(problems[1]["at"], "entry", "{report:#}");
     assert_eq!(problems[1]["index"], 0, "{report:#}");
 
-    // One more hash at the end of the last tile: the node the next leaf would complete.
+    // A tail record naming a tile stored whole: reported, not read as nodes over again.
+    let dir = corrupted(&base, "tail-twice", |s| {
+        let mut tail = get(s, "tail", b"tail");
+        tail[..8].copy_from_slice(&0u64.to_be_bytes());
+        s.raw_put("tail", b"tail", &tail).unwrap();
+    });
+    let report = assert_first(
+        &dir,
+        "tail over a whole tile",
+        json!({"at": "column_family", "name": "tiles"}),
+    );
+    assert!(
+        report["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stored twice"),
+        "{report:#}"
+    );
+
+    // One more hash at the end of the tail: the node the next leaf would complete.
     let dir = corrupted(&base, "stray", |s| {
-        let (key, at) = node_at(0, SIZE);
-        let mut tile = get(s, "tiles", &key);
-        assert_eq!(tile.len(), at, "the last stored node ends the tile");
-        tile.extend_from_slice(&[9u8; 32]);
-        s.raw_put("tiles", &key, &tile).unwrap();
+        let mut tail = get(s, "tail", b"tail");
+        assert_eq!(tail.len(), 8 + 30 * 32, "tile 1's 30 nodes");
+        tail.extend_from_slice(&[9u8; 32]);
+        s.raw_put("tail", b"tail", &tail).unwrap();
     });
     assert_first(
         &dir,

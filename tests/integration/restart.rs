@@ -155,19 +155,20 @@ async fn populated(
 async fn start_refuses_when_the_stored_root_does_not_match() {
     let (dir, _tmp) = populated(5).await;
     // Size 5 = subtree [0,4) at level 2 plus leaf 4: edit the level-2 node, the 7th node to
-    // complete (place 6 of tile 0).
+    // complete, in the tail record (tile 0's number, then its 8 hashes so far).
     let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &dir).unwrap();
-    let tile = {
+    let tail = {
         let db =
             rocksdb::DB::open_cf_for_read_only(&rocksdb::Options::default(), &dir, &cfs, false)
                 .unwrap();
-        let tiles = db.cf_handle("tiles").unwrap();
-        db.get_cf(tiles, 0u64.to_be_bytes()).unwrap().unwrap()
+        let tail = db.cf_handle("tail").unwrap();
+        db.get_cf(tail, b"tail").unwrap().unwrap()
     };
-    let mut edited = tile.clone();
-    edited[6 * 32..7 * 32].copy_from_slice(&[7u8; 32]);
-    assert_ne!(edited, tile);
-    tamper(&dir, "tiles", &0u64.to_be_bytes(), &edited);
+    assert_eq!(tail.len(), 8 + 8 * 32);
+    let mut edited = tail.clone();
+    edited[8 + 6 * 32..8 + 7 * 32].copy_from_slice(&[7u8; 32]);
+    assert_ne!(edited, tail);
+    tamper(&dir, "tail", b"tail", &edited);
     let err = start_err(dir, test_key()).await;
     assert!(
         matches!(&err, ServeError::Sequencer(SequencerError::Startup(m)) if m.contains("root recomputed")),
